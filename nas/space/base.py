@@ -1,0 +1,264 @@
+"""SearchSpace: decisions, architectures as integer codes, and networks as slots.
+
+Every space is a product of independent decisions, so an arch encodes to one
+integer per decision (its choice index) and a batch of archs to an N x D matrix.
+A network is a fixed sequence of *slots*; each slot names the decisions that shape
+it and turns their values into a LayerSpec (or None when the layer is inactive).
+Knowing each slot's decisions is what lets any per-layer metric (params, MACs, LUT
+latency) be tabulated per slot and evaluated for many archs as a gather and a sum.
+"""
+from __future__ import annotations
+
+import functools
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from nas.errors import NasError, closest
+from nas.space.arch import Arch, Decision, Value
+from nas.space.layers import LayerSpec
+
+RngLike = np.random.Generator | int | None
+
+
+class Slot(Protocol):
+    """One layer position: the decisions it reads and how they make its LayerSpec."""
+
+    deps: tuple[str, ...]
+
+    def make(self, values: Mapping[str, Value], resolution: int | None) -> LayerSpec | None:
+        """The layer for these decision values (only `deps` are read); None if inactive."""
+
+
+class SearchSpace(ABC):
+    """A named product of decisions whose every point builds to a chain of LayerSpecs."""
+
+    def __init__(self, name: str, decisions: Sequence[Decision], description: str = "") -> None:
+        self.name = name
+        self.description = description
+        self.decisions: tuple[Decision, ...] = tuple(decisions)
+        self._index = {d.name: i for i, d in enumerate(self.decisions)}
+        for d in self.decisions:
+            if len(d.choices) < 2 or len(set(map(repr, d.choices))) != len(d.choices):
+                raise NasError(f"space {name}: decision {d.name!r} needs at least two distinct choices, got {list(d.choices)}")
+        self.radices = np.array([len(d.choices) for d in self.decisions], dtype=np.int64)
+
+    # ------------------------------------------------------------------ structure
+    @abstractmethod
+    def slots(self) -> Sequence[Slot]:
+        """The network's layer positions in execution order."""
+
+    @abstractmethod
+    def resolution(self, arch: Arch) -> int:
+        """Input height (= width) of the network for this arch."""
+
+    @property
+    @abstractmethod
+    def in_channels(self) -> int:
+        """Channels of the input image."""
+
+    def layers(self, arch: Arch, resolution: int | None = None) -> list[LayerSpec]:
+        """The arch's active blocks in order; `resolution` overrides the input size."""
+        arch = self.validate(arch)
+        made = (slot.make(arch, resolution) for slot in self.slots())
+        return [spec for spec in made if spec is not None]
+
+    def build(self, arch: Arch) -> "torch.nn.Module":  # noqa: F821 - torch imported lazily
+        """A plain torch module of the arch (imports torch only when called)."""
+        from nas.space.builder import build_network
+
+        return build_network(self.layers(arch))
+
+    # ------------------------------------------------------------------ archs
+    @property
+    def size(self) -> int:
+        """Exact number of distinct decision assignments."""
+        return int(np.prod([int(r) for r in self.radices], dtype=object)) if len(self.radices) else 1
+
+    def arch(self, values: Mapping[str, Any]) -> Arch:
+        """Validate decision values (or the {"space", "arch"} JSON form) into an Arch."""
+        if isinstance(values, Arch):
+            return self.validate(values)
+        if "arch" in values and isinstance(values.get("arch"), Mapping):
+            if values.get("space", self.name) != self.name:
+                raise NasError(f"arch is for space {values['space']!r}, not {self.name!r}")
+            values = values["arch"]
+        unknown = [k for k in values if k not in self._index]
+        if unknown:
+            k = unknown[0]
+            raise NasError(f"space {self.name}: unknown decision {k!r}{closest(k, self._index)}")
+        missing = [d.name for d in self.decisions if d.name not in values]
+        if missing:
+            raise NasError(f"space {self.name}: arch lacks decision(s) {', '.join(missing)}")
+        canonical = {}
+        for d in self.decisions:
+            v = values[d.name]
+            matches = [c for c in d.choices if _same_value(v, c)]
+            if not matches:
+                raise NasError(f"space {self.name}: decision {d.name!r} = {v!r} is not allowed; choices: {list(d.choices)}")
+            canonical[d.name] = matches[0]
+        return Arch(self.name, canonical)
+
+    def validate(self, arch: Arch) -> Arch:
+        if not isinstance(arch, Arch):
+            return self.arch(arch)
+        if arch.space != self.name:
+            raise NasError(f"arch is for space {arch.space!r}, not {self.name!r}")
+        return arch
+
+    def parse_arch(self, text: str) -> Arch:
+        """An arch from its JSON text; spaces with a string form of their own extend this."""
+        import json
+
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise NasError(f"arch is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        if not isinstance(data, dict):
+            raise NasError("arch JSON must be an object of decision -> value")
+        return self.arch(data)
+
+    # ------------------------------------------------------------------ codes
+    def encode(self, arch: Arch) -> np.ndarray:
+        arch = self.validate(arch)
+        return np.array([d.code(arch[d.name]) for d in self.decisions], dtype=np.int64)
+
+    def decode(self, codes: Sequence[int] | np.ndarray) -> Arch:
+        codes = np.asarray(codes)
+        if codes.shape != (len(self.decisions),) or np.any(codes < 0) or np.any(codes >= self.radices):
+            raise NasError(f"space {self.name}: codes {codes.tolist()} do not fit radices {self.radices.tolist()}")
+        return Arch(self.name, {d.name: d.choices[int(c)] for d, c in zip(self.decisions, codes)})
+
+    def encode_batch(self, archs: Sequence[Arch]) -> np.ndarray:
+        out = np.empty((len(archs), len(self.decisions)), dtype=np.int64)
+        for i, arch in enumerate(archs):
+            out[i] = self.encode(arch)
+        return out
+
+    def decode_batch(self, codes: np.ndarray) -> list[Arch]:
+        return [self.decode(row) for row in np.asarray(codes)]
+
+    def sample_codes(self, rng: RngLike, n: int) -> np.ndarray:
+        """n uniform random archs as an n x D code matrix."""
+        rng = np.random.default_rng(rng)
+        return (rng.random((n, len(self.radices))) * self.radices).astype(np.int64)
+
+    def sample(self, rng: RngLike) -> Arch:
+        return self.decode(self.sample_codes(rng, 1)[0])
+
+    def mutate_codes(self, codes: np.ndarray, rng: RngLike, prob: float = 0.1) -> np.ndarray:
+        """Each decision moves to another choice with probability `prob`."""
+        rng = np.random.default_rng(rng)
+        codes = np.atleast_2d(codes)
+        if codes.shape[1] == 0:
+            return codes.copy()
+        flip = rng.random(codes.shape) < prob
+        shift = rng.integers(1, self.radices, size=codes.shape)
+        return np.where(flip, (codes + shift) % self.radices, codes)
+
+    def mutate(self, arch: Arch, rng: RngLike, prob: float = 0.1) -> Arch:
+        return self.decode(self.mutate_codes(self.encode(arch), rng, prob)[0])
+
+    def crossover_codes(self, a: np.ndarray, b: np.ndarray, rng: RngLike) -> np.ndarray:
+        """Uniform crossover: each decision comes from either parent with probability 1/2."""
+        rng = np.random.default_rng(rng)
+        a, b = np.atleast_2d(a), np.atleast_2d(b)
+        return np.where(rng.random(a.shape) < 0.5, a, b)
+
+    def crossover(self, a: Arch, b: Arch, rng: RngLike) -> Arch:
+        return self.decode(self.crossover_codes(self.encode(a), self.encode(b), rng)[0])
+
+    # ------------------------------------------------------------------ enumeration
+    def index(self, arch: Arch) -> int:
+        """Mixed-radix rank of the arch (first decision most significant)."""
+        rank = 0
+        for code, radix in zip(self.encode(arch), self.radices):
+            rank = rank * int(radix) + int(code)
+        return rank
+
+    def from_index(self, rank: int) -> Arch:
+        if not 0 <= rank < self.size:
+            raise NasError(f"space {self.name}: index {rank} outside 0..{self.size - 1}")
+        codes = []
+        for radix in reversed(self.radices.tolist()):
+            rank, code = divmod(rank, radix)
+            codes.append(code)
+        return self.decode(codes[::-1])
+
+    def enumerate(self) -> Iterator[Arch]:
+        """Every arch in index order (use only on small spaces)."""
+        for rank in range(self.size):
+            yield self.from_index(rank)
+
+    # ------------------------------------------------------------------ costs
+    def table(self, metric: str, resolution: int | None = None, dtype: str = "float32") -> "SpecTable":  # noqa: F821
+        """A cached vectorised evaluator of a counter metric (see nas.space.tables)."""
+        return _cached_table(self, metric, resolution, dtype)
+
+    def counts(self, arch: Arch, resolution: int | None = None, dtype: str = "float32") -> dict[str, Any]:
+        """params, macs, peak_activation_bytes, weight_bytes and arch_id of one arch."""
+        from nas.space.counters import network_counts
+
+        arch = self.validate(arch)
+        out: dict[str, Any] = network_counts(self.layers(arch, resolution), dtype)
+        out["resolution"] = resolution or self.resolution(arch)
+        out["arch_id"] = arch.arch_id
+        return out
+
+    def extreme(self, largest: bool) -> Arch:
+        """The largest (or smallest) arch by MACs, params breaking ties.
+
+        Starts from every numeric decision at its max (min) and improves one decision
+        at a time until no single change helps; exact whenever costs add up per
+        decision, as they do in chain spaces without interacting choices.
+        """
+        codes = np.array([_extreme_code(d, largest) for d in self.decisions], dtype=np.int64)
+        macs, params = self.table("macs"), self.table("params")
+        sign = 1.0 if largest else -1.0
+        score = lambda c: sign * (macs(c) * 1e3 + params(c) / 1e6)  # noqa: E731
+        for _ in range(4):
+            changed = False
+            for d, radix in enumerate(self.radices):
+                options = np.repeat(codes[None, :], radix, axis=0)
+                options[:, d] = np.arange(radix)
+                scores = score(options)
+                best = int(np.argmax(scores))
+                if scores[best] > scores[codes[d]] and best != codes[d]:
+                    codes[d], changed = best, True
+            if not changed:
+                break
+        return self.decode(codes)
+
+    def describe(self) -> dict[str, Any]:
+        """Plain-data summary: name, type, decisions with choices, size."""
+        return {
+            "name": self.name,
+            "type": type(self).__name__,
+            "description": self.description,
+            "size": self.size,
+            "decisions": [{"name": d.name, "choices": list(d.choices)} for d in self.decisions],
+        }
+
+
+def _same_value(value: Any, choice: Value) -> bool:
+    """Strict equality that keeps True apart from 1 but lets JSON's 3 stand for 3.0."""
+    if isinstance(value, bool) or isinstance(choice, bool) or isinstance(value, str) or isinstance(choice, str):
+        return type(value) is type(choice) and value == choice
+    return isinstance(value, (int, float)) and value == choice
+
+
+def _extreme_code(d: Decision, largest: bool) -> int:
+    numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in d.choices)
+    if not numeric:
+        return 0
+    values = np.array(d.choices, dtype=float)
+    return int(np.argmax(values) if largest else np.argmin(values))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_table(space: SearchSpace, metric: str, resolution: int | None, dtype: str):
+    from nas.space.tables import counter_table
+
+    return counter_table(space, metric, resolution, dtype)

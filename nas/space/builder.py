@@ -1,0 +1,161 @@
+"""LayerSpec -> torch modules.
+
+The modules use nothing but torch at run time, so a built network can be saved,
+traced and exported without hwnas. Each module mirrors the structure that
+`nas.space.counters` counts; the tests hold the two together.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from nas.space.layers import NB201_EDGES, LayerSpec, nb201_edge_layer, resblock_layers
+
+
+def activation(name: str) -> nn.Module:
+    return {
+        "none": nn.Identity,
+        "relu": nn.ReLU,
+        "relu6": nn.ReLU6,
+        "hswish": nn.Hardswish,
+        "swish": nn.SiLU,
+    }[name]()
+
+
+def _gate(name: str) -> nn.Module:
+    return {"sigmoid": nn.Sigmoid, "hsigmoid": nn.Hardsigmoid}[name]()
+
+
+class ConvBNAct(nn.Sequential):
+    """Conv (+BN) with its activation after, or before when `preact` (ReLU-Conv-BN)."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        layers: list[nn.Module] = [activation(spec.act)] if spec.preact else []
+        layers.append(nn.Conv2d(spec.in_ch, spec.out_ch, spec.kernel, spec.stride, spec.kernel // 2,
+                                groups=spec.groups, bias=spec.bias))
+        if spec.bn:
+            layers.append(nn.BatchNorm2d(spec.out_ch))
+        if not spec.preact:
+            layers.append(activation(spec.act))
+        super().__init__(*layers)
+
+
+class ChannelShuffle(nn.Module):
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, squeeze: int, gate: str) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, squeeze, 1)
+        self.expand = nn.Conv2d(squeeze, channels, 1)
+        self.act = nn.ReLU()
+        self.gate = _gate(gate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        return x * self.gate(self.expand(self.act(self.reduce(s))))
+
+
+class MBConv(nn.Module):
+    """Inverted residual: [1x1 expand] -> kxk depthwise -> [SE] -> 1x1 project (+ input)."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        mid = spec.mid_ch or spec.in_ch
+        layers: list[nn.Module] = []
+        if spec.mid_ch:
+            layers.append(ConvBNAct(LayerSpec("conv", spec.in_ch, mid, spec.in_size, groups=spec.groups, act=spec.act)))
+            if spec.shuffle and spec.groups > 1:
+                layers.append(ChannelShuffle(spec.groups))
+        layers.append(ConvBNAct(LayerSpec("conv", mid, mid, spec.in_size, kernel=spec.kernel, stride=spec.stride,
+                                          groups=mid, act=spec.act)))
+        if spec.se_ch:
+            layers.append(SqueezeExcite(mid, spec.se_ch, spec.se_gate))
+        layers.append(ConvBNAct(LayerSpec("conv", mid, spec.out_ch, spec.out_size, groups=spec.groups)))
+        self.body = nn.Sequential(*layers)
+        self.residual = spec.residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        return x + out if self.residual else out
+
+
+class GlobalAvgPool(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3))
+
+
+class LinearAct(nn.Sequential):
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__(nn.Linear(spec.in_ch, spec.out_ch, bias=spec.bias), activation(spec.act))
+
+
+class NB201Cell(nn.Module):
+    """node_i = sum of op(node_j) over the cell's edges j -> i; the output is node 3."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        self.channels_size = (spec.in_ch, spec.in_size)
+        self.edges = nn.ModuleDict()
+        for (to, frm), op in zip(NB201_EDGES, spec.edges):
+            edge = nb201_edge_layer(op, spec.in_ch, spec.in_size)
+            if edge is not None:
+                self.edges[f"{to}<-{frm}"] = build_layer(edge)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes = [x]
+        for to in (1, 2, 3):
+            inputs = [self.edges[f"{to}<-{frm}"](nodes[frm]) for frm in range(to) if f"{to}<-{frm}" in self.edges]
+            nodes.append(sum(inputs[1:], inputs[0]) if inputs else torch.zeros_like(x))
+        return nodes[3]
+
+
+class ResBlock(nn.Module):
+    """NB201's reduction block: two ReLU-Conv-BN convs, shortcut = avg pool 2x2 + 1x1 conv."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        conv_a, conv_b, shortcut = resblock_layers(spec)
+        self.body = nn.Sequential(ConvBNAct(conv_a), ConvBNAct(conv_b))
+        self.shortcut = nn.Sequential(nn.AvgPool2d(2, 2), ConvBNAct(shortcut))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.shortcut(x)
+
+
+def _skip(spec: LayerSpec) -> nn.Module:
+    if spec.is_identity:
+        return nn.Identity()
+    return ConvBNAct(LayerSpec("conv", spec.in_ch, spec.out_ch, spec.in_size, stride=spec.stride, act="relu"))
+
+
+_BUILDERS: dict[str, Callable[[LayerSpec], nn.Module]] = {
+    "conv": ConvBNAct,
+    "mbconv": MBConv,
+    "skip": _skip,
+    "gap": lambda s: GlobalAvgPool(),
+    "linear": LinearAct,
+    "norm": lambda s: nn.Sequential(nn.BatchNorm2d(s.in_ch), activation(s.act)),
+    "avgpool": lambda s: nn.AvgPool2d(s.kernel, s.stride, s.kernel // 2, count_include_pad=False),
+    "nb201_cell": NB201Cell,
+    "resblock": ResBlock,
+}
+
+
+def build_layer(spec: LayerSpec) -> nn.Module:
+    """The torch module of one block."""
+    return _BUILDERS[spec.op](spec)
+
+
+def build_network(layers: Sequence[LayerSpec]) -> nn.Sequential:
+    """A plain nn.Sequential of the blocks; input (N, C, H, W) -> logits (N, classes)."""
+    return nn.Sequential(*(build_layer(s) for s in layers))

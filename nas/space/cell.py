@@ -1,0 +1,174 @@
+"""The NAS-Bench-201 cell space: one cell of 6 edges x 5 ops, stacked in a fixed skeleton.
+
+Skeleton (NB201): 3x3 conv stem + BN, three stages of N cells at C, 2C, 4C channels
+separated by ResNet reduction blocks, then BN + ReLU, global pooling and a classifier.
+Archs read and write the standard string `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|` and
+map to the benchmark's own index order, which is a fixed permutation shipped with
+the package (nb201_order.npy; see `order_from_table` for how it was made).
+"""
+from __future__ import annotations
+
+import csv
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.errors import NasError, closest
+from nas.space.arch import Arch, Decision, Value
+from nas.space.base import SearchSpace
+from nas.space.layers import NB201_EDGES, NB201_OPS, LayerSpec
+
+ORDER_FILE = Path(__file__).with_name("nb201_order.npy")
+NB201_SIZE = len(NB201_OPS) ** len(NB201_EDGES)
+
+
+def edge_name(to: int, frm: int) -> str:
+    return f"{to}<-{frm}"
+
+
+def _rescale(size: int, resolution: int | None, base: int) -> int:
+    """A feature-map size at another input resolution (the skeleton halves it twice)."""
+    return size if resolution is None or size == 1 else max(1, round(size * resolution / base))
+
+
+@dataclass(frozen=True, eq=False)
+class FixedLayer:
+    """A slot that is the same layer in every arch."""
+
+    spec: LayerSpec
+    base_resolution: int
+    deps: tuple[str, ...] = ()
+
+    def make(self, values: Mapping[str, Value], resolution: int | None) -> LayerSpec:
+        return replace(self.spec, in_size=_rescale(self.spec.in_size, resolution, self.base_resolution))
+
+
+@dataclass(frozen=True, eq=False)
+class CellLayer:
+    """A slot holding one cell; all cells of a stage share one slot object (and its tables)."""
+
+    channels: int
+    size: int
+    base_resolution: int
+    deps: tuple[str, ...]
+
+    def make(self, values: Mapping[str, Value], resolution: int | None) -> LayerSpec:
+        size = _rescale(self.size, resolution, self.base_resolution)
+        return LayerSpec("nb201_cell", self.channels, self.channels, size, edges=tuple(values[d] for d in self.deps))
+
+
+class NB201Space(SearchSpace):
+    """NAS-Bench-201: decisions are the six edges, named 'to<-from'."""
+
+    def __init__(self, data: Mapping[str, Any], source: str = "<dict>") -> None:
+        known = ("name", "type", "description", "channels", "cells_per_stage", "classes", "resolution", "input_channels")
+        for key in data:
+            if key not in known:
+                raise NasError(f"{source}: unknown key {key!r}{closest(key, known)}")
+        self.source = source
+        edges = [edge_name(to, frm) for to, frm in NB201_EDGES]
+        super().__init__(str(data.get("name", "nb201")), [Decision(e, NB201_OPS) for e in edges],
+                         str(data.get("description", "")).strip())
+        c = int(data.get("channels", 16))
+        n = int(data.get("cells_per_stage", 5))
+        self.classes = int(data.get("classes", 10))
+        self._resolution = int(data.get("resolution", 32))
+        self._in_channels = int(data.get("input_channels", 3))
+        r = self._resolution
+        fixed = functools.partial(FixedLayer, base_resolution=r)
+        slots: list = [fixed(LayerSpec("conv", self._in_channels, c, r, kernel=3, act="none"))]
+        for stage, width in enumerate((c, 2 * c, 4 * c)):
+            size = -(-r // 2 ** stage)
+            if stage:
+                slots.append(fixed(LayerSpec("resblock", width // 2, width, -(-r // 2 ** (stage - 1)), stride=2)))
+            cell = CellLayer(width, size, r, tuple(edges))
+            slots += [cell] * n
+        size = -(-r // 4)
+        slots += [fixed(LayerSpec("norm", 4 * c, 4 * c, size, act="relu")), fixed(LayerSpec("gap", 4 * c, 4 * c, size)),
+                  fixed(LayerSpec("linear", 4 * c, self.classes, 1, bn=False, bias=True))]
+        self._slots = tuple(slots)
+
+    def slots(self) -> tuple:
+        return self._slots
+
+    def resolution(self, arch: Arch) -> int:
+        return self._resolution
+
+    @property
+    def in_channels(self) -> int:
+        return self._in_channels
+
+    # ------------------------------------------------------------------ NB201 strings and indices
+    def to_string(self, arch: Arch) -> str:
+        """The standard NB201 arch string."""
+        arch = self.validate(arch)
+        nodes = []
+        for to in (1, 2, 3):
+            nodes.append("|" + "|".join(f"{arch[edge_name(to, frm)]}~{frm}" for frm in range(to)) + "|")
+        return "+".join(nodes)
+
+    def from_string(self, text: str) -> Arch:
+        text = text.strip()
+        nodes = text.split("+")
+        if len(nodes) != 3:
+            raise NasError(f"NB201 arch string {text!r} must have 3 nodes separated by '+', like "
+                           "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|skip_connect~0|none~1|avg_pool_3x3~2|")
+        values = {}
+        for to, node in enumerate(nodes, start=1):
+            if not (node.startswith("|") and node.endswith("|")):
+                raise NasError(f"NB201 arch string: node {to} {node!r} must start and end with '|'")
+            parts = node[1:-1].split("|")
+            if len(parts) != to:
+                raise NasError(f"NB201 arch string: node {to} needs {to} inputs, got {len(parts)} in {node!r}")
+            for frm, part in enumerate(parts):
+                op, _, src = part.partition("~")
+                if src != str(frm):
+                    raise NasError(f"NB201 arch string: node {to} input {part!r} should read from node {frm} ('{op}~{frm}')")
+                if op not in NB201_OPS:
+                    raise NasError(f"NB201 arch string: unknown op {op!r}{closest(op, NB201_OPS)}; ops: {', '.join(NB201_OPS)}")
+                values[edge_name(to, frm)] = op
+        return self.arch(values)
+
+    def parse_arch(self, text: str) -> Arch:
+        return self.from_string(text) if text.strip().startswith("|") else super().parse_arch(text)
+
+    def nb201_index(self, arch: Arch) -> int:
+        """The arch's row in the NAS-Bench-201 tables."""
+        return int(_order()[1][self.index(arch)])
+
+    def from_nb201_index(self, index: int) -> Arch:
+        if not 0 <= index < NB201_SIZE:
+            raise NasError(f"NB201 index {index} outside 0..{NB201_SIZE - 1}")
+        return self.from_index(int(_order()[0][index]))
+
+
+@functools.lru_cache(maxsize=1)
+def _order() -> tuple[np.ndarray, np.ndarray]:
+    """(our mixed-radix rank of each NB201 index, NB201 index of each rank)."""
+    ranks = np.load(ORDER_FILE, allow_pickle=False).astype(np.int64)
+    inverse = np.empty_like(ranks)
+    inverse[ranks] = np.arange(len(ranks))
+    return ranks, inverse
+
+
+def order_from_table(table: Path) -> np.ndarray:
+    """Mixed-radix ranks in NB201 index order, read from a benchmark CSV with
+    `nb201_index` and `arch_str` columns (how nb201_order.npy was made)."""
+    space = NB201Space({})
+    ranks = np.full(NB201_SIZE, -1, dtype=np.int64)
+    with open(table, newline="") as fh:
+        for row in csv.DictReader(fh):
+            ranks[int(row["nb201_index"])] = space.index(space.from_string(row["arch_str"]))
+    if np.any(ranks < 0) or len(set(ranks.tolist())) != NB201_SIZE:
+        raise NasError(f"{table}: does not list each of the {NB201_SIZE} NB201 archs exactly once")
+    return ranks
+
+
+if __name__ == "__main__":  # python -m nas.space.cell TABLE.csv: regenerate the shipped order
+    import sys
+
+    np.save(ORDER_FILE, order_from_table(Path(sys.argv[1])).astype(np.uint16), allow_pickle=False)

@@ -1,0 +1,364 @@
+"""Chain spaces: stem -> stages of blocks -> head, read from YAML.
+
+    name: tiny_mbconv
+    input: {channels: 3, resolution: [28, 32]}     # a list is a decision
+    classes: 10
+    defaults: {act: relu, se_gate: hsigmoid}      # block fields for every layer
+    stem: [{op: conv, out: 16, kernel: 3, stride: 2}]
+    stages:
+      - depth: [1, 2, 3]                          # first d layers of the stage are active
+        width: [24, 32]                           # output channels of the stage
+        stride: 2                                 # of its first layer
+        block: {op: mbconv, kernel: [3, 5], expand: [3, 6], per: layer}
+        first: {...}                              # overrides for the stage's first layer
+    head: [{op: conv, out: 256, kernel: 1}, {op: gap}, {op: linear, out: classes}]
+
+Any block field given as a list becomes a decision, one per layer (`per: layer`, the
+default) or one per stage (`per: stage`); `{choices: [...], per: stage}` sets the scope
+of one field. `candidates: {name: {fields}}` makes a decision over named block
+variants (FBNet's k3_e1, skip, ...). Stem and head entries are one-layer stages whose
+width is their `out`.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nas.errors import NasError, closest
+from nas.space.arch import Arch, Decision, Value
+from nas.space.base import SearchSpace
+from nas.space.layers import LayerSpec, out_size
+
+BLOCK_FIELDS = (
+    "op", "kernel", "expand", "mid", "mid_divisor", "expand_conv", "groups", "shuffle",
+    "se", "se_base", "se_divisor", "se_gate", "act", "bn", "bias",
+)
+ENTRY_KEYS = BLOCK_FIELDS + ("out", "stride", "name", "candidates", "per")
+STAGE_KEYS = ("name", "depth", "width", "stride", "block", "first")
+BLOCK_KEYS = BLOCK_FIELDS + ("candidates", "per")
+TOP_KEYS = ("name", "type", "description", "input", "classes", "defaults", "stem", "stages", "head", "reference")
+CHAIN_OPS = ("conv", "mbconv", "skip", "gap", "linear", "norm")
+
+
+def make_divisible(value: float, divisor: int) -> int:
+    """Round to a multiple of `divisor`, never more than 10 % below (MobileNet's rule)."""
+    if divisor <= 1:
+        return max(1, int(value + 0.5))
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+@dataclass(frozen=True)
+class Const:
+    value: Any
+    deps: tuple[str, ...] = ()
+
+    def get(self, values: Mapping[str, Value]) -> Any:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Choose:
+    name: str
+
+    @property
+    def deps(self) -> tuple[str, ...]:
+        return (self.name,)
+
+    def get(self, values: Mapping[str, Value]) -> Any:
+        return values[self.name]
+
+
+Ref = Const | Choose
+
+
+@dataclass(frozen=True, eq=False)
+class ChainLayer:
+    """A slot of a chain space: one layer position with references to its decisions."""
+
+    label: str
+    fields: tuple[tuple[str, Ref], ...]
+    candidate: Choose | None
+    options: Mapping[str, Mapping[str, Any]]
+    in_ch: Ref
+    out_ch: Ref
+    stride: int
+    reduction: int  # product of the strides before this layer; 0 after global pooling
+    active_if: tuple[str, int] | None  # (depth decision, index): active when depth > index
+    resolution: Ref
+    deps: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        refs = [r for _, r in self.fields] + [self.in_ch, self.out_ch, self.resolution]
+        refs += [self.candidate] if self.candidate else []
+        deps = {n for r in refs for n in r.deps} | ({self.active_if[0]} if self.active_if else set())
+        object.__setattr__(self, "deps", tuple(sorted(deps)))
+
+    def make(self, values: Mapping[str, Value], resolution: int | None) -> LayerSpec | None:
+        if self.active_if and values[self.active_if[0]] <= self.active_if[1]:
+            return None
+        fields = {k: r.get(values) for k, r in self.fields}
+        if self.candidate:
+            fields.update(self.options[self.candidate.get(values)])
+        size = 1 if self.reduction == 0 else out_size(resolution or self.resolution.get(values), self.reduction)
+        return resolve_layer(fields, self.in_ch.get(values), self.out_ch.get(values), size, self.stride)
+
+
+def resolve_layer(f: Mapping[str, Any], in_ch: int, out_ch: int, size: int, stride: int) -> LayerSpec:
+    """Block fields (ratios, divisors, defaults) -> a LayerSpec with every number concrete."""
+    op = f.get("op", "mbconv")
+    if op not in CHAIN_OPS:
+        raise NasError(f"unknown op {op!r}{closest(str(op), CHAIN_OPS)}; chain spaces know {', '.join(CHAIN_OPS)}")
+    if op == "gap":
+        return LayerSpec("gap", in_ch, in_ch, size)
+    if op == "norm":
+        return LayerSpec("norm", in_ch, in_ch, size, act=f.get("act", "relu"))
+    if op == "skip":
+        return LayerSpec("skip", in_ch, out_ch, size, stride=stride)
+    if op == "linear":
+        return LayerSpec("linear", in_ch, out_ch, 1, act=f.get("act", "none"), bn=False, bias=f.get("bias", True))
+    if op == "conv":
+        return LayerSpec("conv", in_ch, out_ch, size, kernel=f.get("kernel", 1), stride=stride, groups=f.get("groups", 1),
+                         act=f.get("act", "relu"), bn=f.get("bn", True), bias=f.get("bias", False))
+    if "mid" in f:
+        mid = f["mid"]
+    else:
+        mid = make_divisible(in_ch * f.get("expand", 1), f.get("mid_divisor", 1))
+    expand_conv = f.get("expand_conv", "auto")
+    if expand_conv is False and mid != in_ch:
+        raise NasError(f"expand_conv is false but the block expands {in_ch} to {mid} channels")
+    mid_ch = mid if expand_conv is True or (expand_conv == "auto" and mid != in_ch) else 0
+    se = f.get("se", 0)
+    se = 0.25 if se is True else float(se or 0)
+    se_base = mid if f.get("se_base", "mid") == "mid" else in_ch
+    se_ch = make_divisible(se_base * se, f.get("se_divisor", 8)) if se > 0 else 0
+    groups = f.get("groups", 1)
+    return LayerSpec("mbconv", in_ch, out_ch, size, kernel=f.get("kernel", 3), stride=stride, mid_ch=mid_ch,
+                     groups=groups, shuffle=bool(f.get("shuffle", True)) and groups > 1, act=f.get("act", "relu"),
+                     se_ch=se_ch, se_gate=f.get("se_gate", "sigmoid"))
+
+
+class ChainSpace(SearchSpace):
+    """Stem, stages of (elastic-depth) blocks and head, every choice a decision."""
+
+    def __init__(self, data: Mapping[str, Any], source: str = "<dict>") -> None:
+        self.source = source
+        parser = _Parser(data, source)
+        super().__init__(parser.name, parser.decisions.values(), str(data.get("description", "")).strip())
+        self._slots = tuple(parser.layers)
+        self._in_channels = parser.in_channels
+        self._resolution = parser.resolution
+        self.classes = parser.classes
+        self.reference = data.get("reference")
+        self._check()
+
+    def slots(self) -> tuple[ChainLayer, ...]:
+        return self._slots
+
+    def resolution(self, arch: Arch) -> int:
+        return int(self._resolution.get(arch))
+
+    @property
+    def in_channels(self) -> int:
+        return self._in_channels
+
+    def _check(self) -> None:
+        """Build every layer variant once so a bad combination fails at load, not mid-search."""
+        import itertools
+
+        choices = {d.name: d.choices for d in self.decisions}
+        for slot in self._slots:
+            combos = itertools.product(*(choices[n] for n in slot.deps))
+            for combo in itertools.islice(combos, 50_000):
+                values = dict(zip(slot.deps, combo))
+                try:
+                    slot.make(values, None)
+                except NasError as exc:
+                    raise NasError(f"{self.source}: layer {slot.label} with {values}: {exc}") from None
+
+
+class _Parser:
+    """Turns the YAML mapping into decisions and ChainLayer slots, naming every fault by path."""
+
+    def __init__(self, data: Mapping[str, Any], source: str) -> None:
+        self.source = source
+        _require_mapping(data, source, "the space")
+        _check_keys(data, TOP_KEYS, source, "top level")
+        if "name" not in data or not isinstance(data["name"], str):
+            raise NasError(f"{source}: the space needs a 'name' (a string)")
+        self.name = data["name"]
+        self.decisions: dict[str, Decision] = {}
+        inp = data.get("input", {})
+        _require_mapping(inp, source, "input")
+        _check_keys(inp, ("channels", "resolution"), source, "input")
+        self.in_channels = _positive_int(inp.get("channels", 3), source, "input.channels")
+        self.resolution = self._ref(inp.get("resolution", 224), "resolution", "input.resolution", kind=int)
+        self.classes = _positive_int(data.get("classes", 1000), source, "classes")
+        defaults = data.get("defaults", {})
+        _require_mapping(defaults, source, "defaults")
+        _check_keys(defaults, BLOCK_FIELDS, source, "defaults")
+        self.defaults = dict(defaults)
+        self.layers: list[ChainLayer] = []
+        self.channels: Ref = Const(self.in_channels)
+        self.reduction = 1
+        for part in ("stem", "stages", "head"):
+            entries = data.get(part, [])
+            if not isinstance(entries, list):
+                raise NasError(f"{source}: '{part}' must be a list")
+            for i, entry in enumerate(entries):
+                path = f"{part}[{i}]"
+                _require_mapping(entry, source, path)
+                if part == "stages":
+                    self._stage(entry, entry.get("name", f"s{i + 1}"), path)
+                else:
+                    self._entry(entry, entry.get("name", f"{part}{i}"), path)
+        if not self.layers:
+            raise NasError(f"{source}: the space has no layers")
+
+    # -- one-layer stem/head entries -------------------------------------------
+    def _entry(self, entry: Mapping[str, Any], name: str, path: str) -> None:
+        _check_keys(entry, ENTRY_KEYS, self.source, path)
+        block = {k: v for k, v in entry.items() if k not in ("out", "stride", "name")}
+        op = block.get("op")
+        if op is None and "candidates" not in block:
+            raise NasError(f"{self.source}: {path} needs an 'op' ({', '.join(CHAIN_OPS)})")
+        if op in ("gap", "norm"):
+            out: Ref = self.channels
+        elif "out" not in entry:
+            raise NasError(f"{self.source}: {path} ({op}) needs 'out' channels")
+        elif entry["out"] == "classes":
+            out = Const(self.classes)
+        else:
+            out = self._ref(entry["out"], f"{name}.out", f"{path}.out", kind=int)
+        stride = _positive_int(entry.get("stride", 1), self.source, f"{path}.stride")
+        self._stage_layers(name, path, block, {}, depth=Const(1), max_depth=1, out=out, stride=stride)
+
+    # -- stages of blocks ------------------------------------------------------
+    def _stage(self, stage: Mapping[str, Any], name: str, path: str) -> None:
+        _check_keys(stage, STAGE_KEYS, self.source, path)
+        block = stage.get("block", {})
+        first = stage.get("first", {})
+        _require_mapping(block, self.source, f"{path}.block")
+        _require_mapping(first, self.source, f"{path}.first")
+        _check_keys(block, BLOCK_KEYS, self.source, f"{path}.block")
+        _check_keys(first, BLOCK_KEYS, self.source, f"{path}.first")
+        if "width" not in stage:
+            raise NasError(f"{self.source}: {path} needs 'width' (output channels, a number or a list)")
+        depth = self._ref(stage.get("depth", 1), f"{name}.depth", f"{path}.depth", kind=int)
+        depths = depth.value if isinstance(depth, Const) else self.decisions[depth.name].choices
+        depths = depths if isinstance(depths, tuple) else (depths,)
+        if min(depths) < 1:
+            raise NasError(f"{self.source}: {path}.depth must be at least 1")
+        width = self._ref(stage["width"], f"{name}.width", f"{path}.width", kind=int)
+        stride = _positive_int(stage.get("stride", 1), self.source, f"{path}.stride")
+        self._stage_layers(name, path, block, first, depth=depth, max_depth=max(depths), out=width, stride=stride,
+                           min_depth=min(depths))
+
+    def _stage_layers(self, name, path, block, first, *, depth: Ref, max_depth: int, out: Ref, stride: int,
+                      min_depth: int = 1) -> None:
+        per = block.get("per", "layer")
+        if per not in ("layer", "stage"):
+            raise NasError(f"{self.source}: {path}.per must be 'layer' or 'stage', not {per!r}")
+        for j in range(max_depth):
+            own = {**self.defaults, **{k: v for k, v in block.items() if k != "per"}}
+            if j == 0:
+                own.update({k: v for k, v in first.items() if k != "per"})
+            label = name if max_depth == 1 else f"{name}.{j}"
+            fields = []
+            for key, raw in own.items():
+                if key == "candidates":
+                    continue
+                layer_scope = per == "layer" or (j == 0 and key in first)
+                fields.append((key, self._field(raw, key, name, label, layer_scope, f"{path}.block.{key}")))
+            candidate, options = None, {}
+            if "candidates" in own:
+                candidate, options = self._candidates(own["candidates"], name, label,
+                                                      per == "layer" or (j == 0 and "candidates" in first), path)
+            active_if = (depth.name, j) if isinstance(depth, Choose) and j >= min_depth else None
+            layer_in = self.channels if j == 0 else out
+            self.layers.append(ChainLayer(
+                label=label, fields=tuple(fields), candidate=candidate, options=options, in_ch=layer_in, out_ch=out,
+                stride=stride if j == 0 else 1, reduction=self.reduction, active_if=active_if,
+                resolution=self.resolution))
+            if j == 0:
+                self._advance(own, candidate, options, stride, path)
+        self.channels = out
+
+    def _advance(self, fields, candidate, options, stride, path) -> None:
+        ops = {o.get("op", fields.get("op", "mbconv")) for o in options.values()} if candidate else {fields.get("op", "mbconv")}
+        if "gap" in ops or "linear" in ops:
+            if len(ops) > 1:
+                raise NasError(f"{self.source}: {path}: pooling cannot be a candidate among other ops")
+            self.reduction = 0
+        elif self.reduction == 0 and stride != 1:
+            raise NasError(f"{self.source}: {path}: no strided layer after global pooling")
+        elif self.reduction:
+            self.reduction *= stride
+
+    # -- decisions -------------------------------------------------------------
+    def _field(self, raw, key, stage, label, layer_scope, path) -> Ref:
+        if key not in BLOCK_FIELDS:
+            raise NasError(f"{self.source}: {path}: unknown block field {key!r}{closest(key, BLOCK_FIELDS)}")
+        if isinstance(raw, dict):
+            _check_keys(raw, ("choices", "per"), self.source, path)
+            if "choices" not in raw:
+                raise NasError(f"{self.source}: {path} needs 'choices'")
+            scope = raw.get("per", "layer" if layer_scope else "stage")
+            if scope not in ("layer", "stage"):
+                raise NasError(f"{self.source}: {path}.per must be 'layer' or 'stage', not {scope!r}")
+            layer_scope, raw = scope == "layer", raw["choices"]
+        return self._ref(raw, f"{label if layer_scope else stage}.{key}", path)
+
+    def _candidates(self, raw, stage, label, layer_scope, path) -> tuple[Choose, dict]:
+        if not isinstance(raw, dict) or len(raw) < 2:
+            raise NasError(f"{self.source}: {path}.candidates must map at least two names to block fields")
+        options = {}
+        for cand, fields in raw.items():
+            fields = fields or {}
+            _require_mapping(fields, self.source, f"{path}.candidates.{cand}")
+            _check_keys(fields, BLOCK_FIELDS, self.source, f"{path}.candidates.{cand}")
+            if any(isinstance(v, (list, dict)) for v in fields.values()):
+                raise NasError(f"{self.source}: {path}.candidates.{cand}: candidate fields must be single values")
+            options[str(cand)] = dict(fields)
+        ref = self._ref(list(options), f"{label if layer_scope else stage}.op", f"{path}.candidates")
+        return ref, options
+
+    def _ref(self, raw, name: str, path: str, kind: type | None = None) -> Ref:
+        if isinstance(raw, list):
+            if len(raw) == 1:
+                raw = raw[0]
+            else:
+                if len(raw) == 0:
+                    raise NasError(f"{self.source}: {path}: an empty list of choices")
+                if kind is int and not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in raw):
+                    raise NasError(f"{self.source}: {path}: choices must be positive integers, got {raw}")
+                if any(isinstance(v, (list, dict)) for v in raw):
+                    raise NasError(f"{self.source}: {path}: choices must be single values, got {raw}")
+                decision = Decision(name, tuple(raw))
+                if name in self.decisions and self.decisions[name] != decision:
+                    raise NasError(f"{self.source}: {path}: decision {name!r} defined twice with different choices")
+                if len(set(map(repr, raw))) != len(raw):
+                    raise NasError(f"{self.source}: {path}: repeated choices in {raw}")
+                self.decisions[name] = decision
+                return Choose(name)
+        if kind is int:
+            _positive_int(raw, self.source, path)
+        return Const(raw)
+
+
+def _require_mapping(value: Any, source: str, path: str) -> None:
+    if not isinstance(value, Mapping):
+        raise NasError(f"{source}: {path} must be a mapping, got {type(value).__name__}")
+
+
+def _check_keys(data: Mapping[str, Any], allowed: tuple[str, ...], source: str, path: str) -> None:
+    for key in data:
+        if key not in allowed:
+            raise NasError(f"{source}: {path}: unknown key {key!r}{closest(key, allowed)}")
+
+
+def _positive_int(value: Any, source: str, path: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise NasError(f"{source}: {path} must be a positive integer, got {value!r}")
+    return value

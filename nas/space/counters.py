@@ -1,0 +1,205 @@
+"""Exact analytic counts of a LayerSpec: parameters, MACs and peak activation memory.
+
+MACs are the multiply-accumulates of convolutions and linear layers (the figure papers
+publish; torch's FlopCounterMode reports twice this). Parameters are trainable tensors
+(BN running statistics are buffers and not counted).
+
+Peak activation memory follows an execution model that a deployment runtime would
+use: each conv is fused with its BN and activation, a tensor lives from the step that
+writes it until its last reader has run, and a block's input stays alive while a
+residual or shortcut still needs it. The peak of a network is the largest sum of
+live tensor sizes over all steps, batch 1.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from nas.errors import NasError
+from nas.space.layers import NB201_EDGES, LayerSpec, nb201_edge_layer, resblock_layers
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
+
+
+def dtype_bytes(dtype: str) -> int:
+    try:
+        return DTYPE_BYTES[dtype]
+    except KeyError:
+        raise NasError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPE_BYTES)}") from None
+
+
+def _area(channels: int, size: int) -> int:
+    return channels * size * size
+
+
+# ----------------------------------------------------------------------------- params
+
+def _conv_params(s: LayerSpec) -> int:
+    weights = s.kernel * s.kernel * (s.in_ch // s.groups) * s.out_ch
+    return weights + (s.out_ch if s.bias else 0) + (2 * s.out_ch if s.bn else 0)
+
+
+def _mbconv_params(s: LayerSpec) -> int:
+    mid = s.mid_ch or s.in_ch
+    total = 0
+    if s.mid_ch:
+        total += s.in_ch // s.groups * mid + 2 * mid
+    total += mid * s.kernel * s.kernel + 2 * mid
+    if s.se_ch:
+        total += mid * s.se_ch + s.se_ch + s.se_ch * mid + mid
+    total += mid // s.groups * s.out_ch + 2 * s.out_ch
+    return total
+
+
+def _skip_params(s: LayerSpec) -> int:
+    return 0 if s.is_identity else s.in_ch * s.out_ch + 2 * s.out_ch
+
+
+def _linear_params(s: LayerSpec) -> int:
+    return s.in_ch * s.out_ch + (s.out_ch if s.bias else 0)
+
+
+def _cell_params(s: LayerSpec) -> int:
+    edges = (nb201_edge_layer(op, s.in_ch, s.in_size) for op in s.edges)
+    return sum(layer_params(e) for e in edges if e is not None)
+
+
+_PARAMS: dict[str, Callable[[LayerSpec], int]] = {
+    "conv": _conv_params,
+    "mbconv": _mbconv_params,
+    "skip": _skip_params,
+    "gap": lambda s: 0,
+    "linear": _linear_params,
+    "norm": lambda s: 2 * s.in_ch,
+    "avgpool": lambda s: 0,
+    "nb201_cell": _cell_params,
+    "resblock": lambda s: sum(layer_params(p) for p in resblock_layers(s)),
+}
+
+
+def layer_params(spec: LayerSpec) -> int:
+    """Trainable parameters of the block."""
+    return _PARAMS[spec.op](spec)
+
+
+# ----------------------------------------------------------------------------- MACs
+
+def _conv_macs(s: LayerSpec) -> int:
+    return s.kernel * s.kernel * (s.in_ch // s.groups) * s.out_ch * s.out_size ** 2
+
+
+def _mbconv_macs(s: LayerSpec) -> int:
+    mid = s.mid_ch or s.in_ch
+    total = 0
+    if s.mid_ch:
+        total += s.in_ch // s.groups * mid * s.in_size ** 2
+    total += mid * s.kernel * s.kernel * s.out_size ** 2
+    if s.se_ch:
+        total += 2 * mid * s.se_ch
+    total += mid // s.groups * s.out_ch * s.out_size ** 2
+    return total
+
+
+def _cell_macs(s: LayerSpec) -> int:
+    edges = (nb201_edge_layer(op, s.in_ch, s.in_size) for op in s.edges)
+    return sum(layer_macs(e) for e in edges if e is not None)
+
+
+_MACS: dict[str, Callable[[LayerSpec], int]] = {
+    "conv": _conv_macs,
+    "mbconv": _mbconv_macs,
+    "skip": lambda s: 0 if s.is_identity else s.in_ch * s.out_ch * s.out_size ** 2,
+    "gap": lambda s: 0,
+    "linear": lambda s: s.in_ch * s.out_ch,
+    "norm": lambda s: 0,
+    "avgpool": lambda s: 0,
+    "nb201_cell": _cell_macs,
+    "resblock": lambda s: sum(layer_macs(p) for p in resblock_layers(s)),
+}
+
+
+def layer_macs(spec: LayerSpec) -> int:
+    """Multiply-accumulates of the block's convolutions and linear layers, batch 1."""
+    return _MACS[spec.op](spec)
+
+
+# ----------------------------------------------------------------------------- peak memory
+
+def _mbconv_peak(s: LayerSpec) -> int:
+    mid = s.mid_ch or s.in_ch
+    x = _area(s.in_ch, s.in_size)
+    dw_out = _area(mid, s.out_size)
+    out = _area(s.out_ch, s.out_size)
+    held = x if s.residual else 0  # the input waits for the residual add
+    steps = []
+    if s.mid_ch:
+        expanded = _area(mid, s.in_size)
+        steps += [x + expanded, held + expanded + dw_out]
+    else:
+        steps += [x + dw_out]
+    if s.se_ch:
+        steps += [held + dw_out + mid + s.se_ch + mid, held + 2 * dw_out]  # squeeze, then gate
+    steps += [held + dw_out + out]
+    if s.residual:
+        steps += [x + 2 * out]
+    return max(steps)
+
+
+def _cell_peak(s: LayerSpec) -> int:
+    """Nodes are computed in order; node j lives until the last node that reads it is done.
+
+    Each edge writes its output into a temporary that is added to the node's
+    accumulator; a skip edge adds its input directly and needs no temporary.
+    """
+    node = _area(s.in_ch, s.in_size)
+    live_edges = [(to, frm, op) for (to, frm), op in zip(NB201_EDGES, s.edges) if op != "none"]
+    last_reader = {j: max((to for to, frm, _ in live_edges if frm == j), default=-1) for j in range(3)}
+    peak = node
+    for to in (1, 2, 3):
+        alive = sum(node for j in range(to) if last_reader[j] >= to)
+        incoming = [op for t, _, op in live_edges if t == to]
+        if not incoming:  # the node is a tensor of zeros
+            peak = max(peak, alive + node)
+        for n, op in enumerate(incoming):
+            temporary = 0 if op == "skip_connect" else node
+            accumulator = node if n > 0 else 0
+            peak = max(peak, alive + accumulator + temporary)
+    return peak
+
+
+def _resblock_peak(s: LayerSpec) -> int:
+    x = _area(s.in_ch, s.in_size)
+    y = _area(s.out_ch, s.out_size)
+    pooled = _area(s.in_ch, s.out_size)
+    return max(x + y, x + 2 * y, x + y + pooled, y + pooled + y, 3 * y)
+
+
+_PEAK: dict[str, Callable[[LayerSpec], int]] = {
+    "conv": lambda s: _area(s.in_ch, s.in_size) + _area(s.out_ch, s.out_size),
+    "mbconv": _mbconv_peak,
+    "skip": lambda s: _area(s.in_ch, s.in_size) + (0 if s.is_identity else _area(s.out_ch, s.out_size)),
+    "gap": lambda s: _area(s.in_ch, s.in_size) + s.in_ch,
+    "linear": lambda s: s.in_ch + s.out_ch,
+    "norm": lambda s: 2 * _area(s.in_ch, s.in_size),
+    "avgpool": lambda s: _area(s.in_ch, s.in_size) + _area(s.out_ch, s.out_size),
+    "nb201_cell": _cell_peak,
+    "resblock": _resblock_peak,
+}
+
+
+def layer_peak_elements(spec: LayerSpec) -> int:
+    """Largest number of activation elements alive at once inside the block, batch 1."""
+    return _PEAK[spec.op](spec)
+
+
+# ----------------------------------------------------------------------------- whole networks
+
+def network_counts(layers: Sequence[LayerSpec], dtype: str = "float32") -> dict[str, int]:
+    """params, macs, peak_activation_bytes and weight_bytes of a chain of blocks."""
+    nbytes = dtype_bytes(dtype)
+    params = sum(layer_params(s) for s in layers)
+    return {
+        "params": params,
+        "macs": sum(layer_macs(s) for s in layers),
+        "peak_activation_bytes": max(layer_peak_elements(s) for s in layers) * nbytes,
+        "weight_bytes": params * nbytes,
+    }

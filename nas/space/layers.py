@@ -1,0 +1,170 @@
+"""LayerSpec: the one description of a concrete layer.
+
+A LayerSpec is a whole block (an inverted residual, a NAS-Bench-201 cell, a stem conv)
+with every number resolved: absolute channel counts, input size, squeeze width. The
+torch builder, the analytic counters, LUT keys, profiling micro-models and predictor
+features all read it; nothing describes a layer a second way. Blocks rather than
+primitive ops are the unit so that a latency table captures fusion inside a block.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from nas.errors import NasError
+
+OPS = ("conv", "mbconv", "skip", "gap", "linear", "norm", "avgpool", "nb201_cell", "resblock")
+ACTIVATIONS = ("none", "relu", "relu6", "hswish", "swish")
+GATES = ("sigmoid", "hsigmoid")
+
+# NAS-Bench-201 edge operations in the benchmark's own order (their code indices).
+NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+# Edges of an NB201 cell as (to_node, from_node), in arch-string order.
+NB201_EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+
+
+def out_size(size: int, stride: int) -> int:
+    """Spatial size after a 'same'-padded layer of this stride (odd kernels, pad k//2)."""
+    return -(-size // stride)
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSpec:
+    """A block with every number resolved (batch-independent, square inputs).
+
+    op          one of OPS
+    in_ch/out_ch  channels in and out; in_size the input height (= width)
+    kernel/stride the spatial conv (depthwise one for mbconv)
+    mid_ch      mbconv: channels after the 1x1 expansion conv; 0 = no expansion conv
+    groups      groups of the 1x1 convs of an mbconv, or of a plain conv
+    shuffle     channel shuffle after a grouped expansion conv (ShuffleNet/FBNet)
+    act         activation after each conv except the last of a block (conv: after it)
+    se_ch       squeeze-and-excitation width; 0 = no SE
+    se_gate     gate of the SE block
+    bn, bias    conv/linear: batch norm after, bias in the conv/linear
+    preact      conv: activation before the conv (NB201's ReLU-Conv-BN)
+    edges       nb201_cell: the six edge ops, NB201_EDGES order
+    """
+
+    op: str
+    in_ch: int
+    out_ch: int
+    in_size: int
+    kernel: int = 1
+    stride: int = 1
+    mid_ch: int = 0
+    groups: int = 1
+    shuffle: bool = False
+    act: str = "none"
+    se_ch: int = 0
+    se_gate: str = "sigmoid"
+    bn: bool = True
+    bias: bool = False
+    preact: bool = False
+    edges: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        problem = self._problem()
+        if problem:
+            raise NasError(f"invalid layer {self.key}: {problem}")
+
+    def _problem(self) -> str:
+        if self.op not in OPS:
+            return f"unknown op {self.op!r}; known ops: {', '.join(OPS)}"
+        if self.act not in ACTIVATIONS:
+            return f"unknown activation {self.act!r}; known: {', '.join(ACTIVATIONS)}"
+        if self.se_gate not in GATES:
+            return f"unknown SE gate {self.se_gate!r}; known: {', '.join(GATES)}"
+        if min(self.in_ch, self.out_ch, self.in_size, self.kernel, self.stride, self.groups) < 1:
+            return "channels, size, kernel, stride and groups must be positive"
+        if self.kernel % 2 == 0 and self.op in ("conv", "mbconv", "avgpool"):
+            return f"kernel {self.kernel} must be odd (same padding)"
+        if self.op == "conv" and (self.in_ch % self.groups or self.out_ch % self.groups):
+            return f"groups {self.groups} must divide in_ch {self.in_ch} and out_ch {self.out_ch}"
+        if self.op == "mbconv":
+            mid = self.mid_ch or self.in_ch
+            if self.mid_ch and (self.in_ch % self.groups or self.mid_ch % self.groups):
+                return f"groups {self.groups} must divide in_ch {self.in_ch} and mid_ch {self.mid_ch}"
+            if mid % self.groups or self.out_ch % self.groups:
+                return f"groups {self.groups} must divide mid_ch {mid} and out_ch {self.out_ch}"
+        if self.op == "nb201_cell":
+            if len(self.edges) != len(NB201_EDGES) or any(e not in NB201_OPS for e in self.edges):
+                return f"an NB201 cell needs 6 edge ops from {', '.join(NB201_OPS)}"
+            if self.in_ch != self.out_ch or self.stride != 1:
+                return "an NB201 cell keeps channels and size"
+        if self.op in ("gap", "norm", "avgpool") and self.in_ch != self.out_ch:
+            return f"{self.op} keeps the channel count"
+        if self.op in ("gap", "linear") and self.stride != 1:
+            return f"{self.op} has no stride"
+        return ""
+
+    @property
+    def out_size(self) -> int:
+        """Output height: 1 after global pooling and for linear layers."""
+        if self.op in ("gap", "linear"):
+            return 1
+        return out_size(self.in_size, self.stride)
+
+    @property
+    def residual(self) -> bool:
+        """Whether the block adds its input to its output (inverted residuals only)."""
+        return self.op == "mbconv" and self.stride == 1 and self.in_ch == self.out_ch
+
+    @property
+    def is_identity(self) -> bool:
+        """A skip that passes its input through unchanged."""
+        return self.op == "skip" and self.stride == 1 and self.in_ch == self.out_ch
+
+    @property
+    def key(self) -> str:
+        """Stable, readable identity of the layer: the LUT key and the micro-model name."""
+        parts = [self.op, f"{self.in_ch}>{self.out_ch}", f"s{self.in_size}"]
+        for name, dflt in _KEY_DEFAULTS.items():
+            value = getattr(self, name)
+            if value != dflt:
+                value = "+".join(value) if isinstance(value, tuple) else value
+                parts.append(f"{name}={value}")
+        return " ".join(parts)
+
+    def to_dict(self) -> dict:
+        """Plain-data form (JSON-ready) for files and reports."""
+        out = {f.name: getattr(self, f.name) for f in fields(LayerSpec)}
+        out["edges"] = list(self.edges)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LayerSpec":
+        known = {f.name for f in fields(LayerSpec)}
+        unknown = set(data) - known
+        if unknown:
+            raise NasError(f"unknown LayerSpec field(s) {sorted(unknown)}; known: {sorted(known)}")
+        data = dict(data)
+        if "edges" in data:
+            data["edges"] = tuple(data["edges"])
+        return cls(**data)
+
+
+_KEY_DEFAULTS = {f.name: f.default for f in fields(LayerSpec) if f.name not in ("op", "in_ch", "out_ch", "in_size")}
+
+
+def nb201_edge_layer(op: str, channels: int, size: int) -> LayerSpec | None:
+    """The LayerSpec of one NB201 edge op; None for 'none' (the edge is absent)."""
+    if op == "none":
+        return None
+    if op == "skip_connect":
+        return LayerSpec("skip", channels, channels, size)
+    if op == "avg_pool_3x3":
+        return LayerSpec("avgpool", channels, channels, size, kernel=3)
+    kernel = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}[op]
+    return LayerSpec("conv", channels, channels, size, kernel=kernel, act="relu", preact=True)
+
+
+def resblock_layers(spec: LayerSpec) -> tuple[LayerSpec, LayerSpec, LayerSpec]:
+    """NB201's reduction block as its parts: conv_a, conv_b and the shortcut's 1x1 conv.
+
+    The shortcut is a 2x2 average pool followed by a bias-free 1x1 conv without BN.
+    """
+    size_out = spec.out_size
+    conv_a = LayerSpec("conv", spec.in_ch, spec.out_ch, spec.in_size, kernel=3, stride=spec.stride, act="relu", preact=True)
+    conv_b = LayerSpec("conv", spec.out_ch, spec.out_ch, size_out, kernel=3, act="relu", preact=True)
+    shortcut = LayerSpec("conv", spec.in_ch, spec.out_ch, size_out, bn=False)
+    return conv_a, conv_b, shortcut

@@ -1,0 +1,41 @@
+# The README's two commands: `make run` (the quickstart job) and `make test`.
+# Both create .venv on first use and reinstall when pyproject.toml changes.
+PYTHON ?= python3
+# The CPU wheel of torch these machines provide; on a GPU machine use e.g.
+#   make TORCH_SPEC="torch" test
+TORCH_SPEC ?= torch==2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+HWNAS := $(VENV)/bin/hwnas
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-all bench install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(HWNAS) space list
+	$(HWNAS) space show tiny_mbconv
+	$(HWNAS) space sample tiny_mbconv -n 3 --seed 0 --costs
+	$(HWNAS) space stats tiny_mbconv max
+	$(HWNAS) space stats mobilenetv3_large
+
+# pytest exits 5 when it collects no test: make treats that, like any failure, as an error.
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-all: $(STAMP)
+	$(PY) -m pytest -m ""
+
+bench: $(STAMP)
+	$(HWNAS) bench space
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Benchmarks behind `hwnas bench ...`: commands that print the README's figures."""

@@ -12,13 +12,18 @@ from __future__ import annotations
 import functools
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from nas.errors import NasError, closest
 from nas.space.arch import Arch, Decision, Value
 from nas.space.layers import LayerSpec
+
+if TYPE_CHECKING:  # torch loads only when a network is built
+    import torch
+
+    from nas.space.tables import SpecTable
 
 RngLike = np.random.Generator | int | None
 
@@ -41,7 +46,10 @@ class SearchSpace(ABC):
         self.decisions: tuple[Decision, ...] = tuple(decisions)
         self._index = {d.name: i for i, d in enumerate(self.decisions)}
         for d in self.decisions:
-            if len(d.choices) < 2 or len(set(map(repr, d.choices))) != len(d.choices):
+            # distinct as validation tells values apart: 3 and 3.0 are one choice (JSON
+            # reads either), True and 1 are two
+            same = any(_same_value(a, b) for i, a in enumerate(d.choices) for b in d.choices[:i])
+            if len(d.choices) < 2 or same:
                 raise NasError(f"space {name}: decision {d.name!r} needs at least two distinct choices, got {list(d.choices)}")
         self.radices = np.array([len(d.choices) for d in self.decisions], dtype=np.int64)
 
@@ -65,7 +73,7 @@ class SearchSpace(ABC):
         made = (slot.make(arch, resolution) for slot in self.slots())
         return [spec for spec in made if spec is not None]
 
-    def build(self, arch: Arch) -> "torch.nn.Module":  # noqa: F821 - torch imported lazily
+    def build(self, arch: Arch) -> torch.nn.Module:
         """A plain torch module of the arch (imports torch only when called)."""
         from nas.space.builder import build_network
 
@@ -78,10 +86,12 @@ class SearchSpace(ABC):
         return int(np.prod([int(r) for r in self.radices], dtype=object)) if len(self.radices) else 1
 
     def arch(self, values: Mapping[str, Any]) -> Arch:
-        """Validate decision values (or the {"space", "arch"} JSON form) into an Arch."""
+        """Validate decision values (an Arch, a mapping, or the {"space", "arch"} JSON form) into an Arch."""
         if isinstance(values, Arch):
-            return self.validate(values)
-        if "arch" in values and isinstance(values.get("arch"), Mapping):
+            if values.space != self.name:
+                raise NasError(f"arch is for space {values.space!r}, not {self.name!r}")
+            values = dict(values)
+        elif "arch" in values and isinstance(values.get("arch"), Mapping):
             if values.get("space", self.name) != self.name:
                 raise NasError(f"arch is for space {values['space']!r}, not {self.name!r}")
             values = values["arch"]
@@ -101,12 +111,9 @@ class SearchSpace(ABC):
             canonical[d.name] = matches[0]
         return Arch(self.name, canonical)
 
-    def validate(self, arch: Arch) -> Arch:
-        if not isinstance(arch, Arch):
-            return self.arch(arch)
-        if arch.space != self.name:
-            raise NasError(f"arch is for space {arch.space!r}, not {self.name!r}")
-        return arch
+    def validate(self, arch: Arch | Mapping[str, Any]) -> Arch:
+        """The arch checked against this space (an Arch can be built by hand with any values)."""
+        return self.arch(arch)
 
     def parse_arch(self, text: str) -> Arch:
         """An arch from its JSON text; spaces with a string form of their own extend this."""
@@ -193,7 +200,7 @@ class SearchSpace(ABC):
             yield self.from_index(rank)
 
     # ------------------------------------------------------------------ costs
-    def table(self, metric: str, resolution: int | None = None, dtype: str = "float32") -> "SpecTable":  # noqa: F821
+    def table(self, metric: str, resolution: int | None = None, dtype: str = "float32") -> SpecTable:
         """A cached vectorised evaluator of a counter metric (see nas.space.tables)."""
         return _cached_table(self, metric, resolution, dtype)
 

@@ -32,6 +32,9 @@ def edge_name(to: int, frm: int) -> str:
 
 def _rescale(size: int, resolution: int | None, base: int) -> int:
     """A feature-map size at another input resolution (the skeleton halves it twice)."""
+    if resolution is not None and resolution % 4:
+        raise NasError(f"NB201 resolution {resolution} must be a multiple of 4 "
+                       "(the two reduction blocks halve it with a 2x2 average pool)")
     return size if resolution is None or size == 1 else max(1, round(size * resolution / base))
 
 
@@ -73,11 +76,19 @@ class NB201Space(SearchSpace):
         edges = [edge_name(to, frm) for to, frm in NB201_EDGES]
         super().__init__(str(data.get("name", "nb201")), [Decision(e, NB201_OPS) for e in edges],
                          str(data.get("description", "")).strip())
-        c = int(data.get("channels", 16))
-        n = int(data.get("cells_per_stage", 5))
-        self.classes = int(data.get("classes", 10))
-        self._resolution = int(data.get("resolution", 32))
-        self._in_channels = int(data.get("input_channels", 3))
+        defaults = {"channels": 16, "cells_per_stage": 5, "classes": 10, "resolution": 32, "input_channels": 3}
+        for key, default in defaults.items():
+            value = data.get(key, default)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise NasError(f"{source}: {key} must be a positive integer, got {value!r}")
+        if data.get("resolution", 32) % 4:
+            raise NasError(f"{source}: resolution {data['resolution']} must be a multiple of 4 "
+                           "(the two reduction blocks halve it with a 2x2 average pool)")
+        c = data.get("channels", 16)
+        n = data.get("cells_per_stage", 5)
+        self.classes = data.get("classes", 10)
+        self._resolution = data.get("resolution", 32)
+        self._in_channels = data.get("input_channels", 3)
         r = self._resolution
         fixed = functools.partial(FixedLayer, base_resolution=r)
         slots: list = [fixed(LayerSpec("conv", self._in_channels, c, r, kernel=3, act="none"))]

@@ -122,21 +122,41 @@ def resolve_layer(f: Mapping[str, Any], in_ch: int, out_ch: int, size: int, stri
         return LayerSpec("conv", in_ch, out_ch, size, kernel=f.get("kernel", 1), stride=stride, groups=f.get("groups", 1),
                          act=f.get("act", "relu"), bn=f.get("bn", True), bias=f.get("bias", False))
     if "mid" in f:
-        mid = f["mid"]
+        mid = _field_value(f, "mid", int)
     else:
-        mid = make_divisible(in_ch * f.get("expand", 1), f.get("mid_divisor", 1))
+        mid = make_divisible(in_ch * _field_value(f, "expand", float, 1), _field_value(f, "mid_divisor", int, 1))
     expand_conv = f.get("expand_conv", "auto")
+    if not (expand_conv is True or expand_conv is False or expand_conv == "auto"):
+        raise NasError(f"expand_conv must be true, false or auto, got {expand_conv!r}")
     if expand_conv is False and mid != in_ch:
         raise NasError(f"expand_conv is false but the block expands {in_ch} to {mid} channels")
     mid_ch = mid if expand_conv is True or (expand_conv == "auto" and mid != in_ch) else 0
     se = f.get("se", 0)
-    se = 0.25 if se is True else float(se or 0)
+    se = 0.25 if se is True else 0.0 if se is False else _field_value(f, "se", float, 0, minimum=0)
+    if f.get("se_base", "mid") not in ("mid", "in"):
+        raise NasError(f"se_base must be 'mid' (the expanded width) or 'in' (the block input), got {f['se_base']!r}")
     se_base = mid if f.get("se_base", "mid") == "mid" else in_ch
-    se_ch = make_divisible(se_base * se, f.get("se_divisor", 8)) if se > 0 else 0
+    se_ch = make_divisible(se_base * se, _field_value(f, "se_divisor", int, 8)) if se > 0 else 0
     groups = f.get("groups", 1)
+    shuffle = f.get("shuffle", True)
+    if not isinstance(shuffle, bool):
+        raise NasError(f"shuffle must be true or false, got {shuffle!r}")
     return LayerSpec("mbconv", in_ch, out_ch, size, kernel=f.get("kernel", 3), stride=stride, mid_ch=mid_ch,
-                     groups=groups, shuffle=bool(f.get("shuffle", True)) and groups > 1, act=f.get("act", "relu"),
+                     groups=groups, shuffle=shuffle and groups > 1, act=f.get("act", "relu"),
                      se_ch=se_ch, se_gate=f.get("se_gate", "sigmoid"))
+
+
+def _field_value(f: Mapping[str, Any], key: str, kind: type, default: Any = None, minimum: float | None = None) -> Any:
+    """A numeric block field, checked: `int` fields are positive integers, `float` fields
+    positive numbers (or at least `minimum`)."""
+    value = f.get(key, default)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int and not (number and isinstance(value, int) and value >= 1):
+        raise NasError(f"{key} must be a positive integer, got {value!r}")
+    if kind is float and not (number and (value >= minimum if minimum is not None else value > 0)):
+        limit = f"at least {minimum}" if minimum is not None else "positive"
+        raise NasError(f"{key} must be a number, {limit}, got {value!r}")
+    return value
 
 
 class ChainSpace(SearchSpace):
@@ -223,6 +243,9 @@ class _Parser:
         op = block.get("op")
         if op is None and "candidates" not in block:
             raise NasError(f"{self.source}: {path} needs an 'op' ({', '.join(CHAIN_OPS)})")
+        if op is not None and not isinstance(op, (list, dict)) and op not in CHAIN_OPS:
+            raise NasError(f"{self.source}: {path}: unknown op {op!r}{closest(str(op), CHAIN_OPS)}; "
+                           f"chain spaces know {', '.join(CHAIN_OPS)}")
         if op in ("gap", "norm"):
             out: Ref = self.channels
         elif "out" not in entry:
@@ -300,6 +323,9 @@ class _Parser:
     def _field(self, raw, key, stage, label, layer_scope, path) -> Ref:
         if key not in BLOCK_FIELDS:
             raise NasError(f"{self.source}: {path}: unknown block field {key!r}{closest(key, BLOCK_FIELDS)}")
+        if key == "op" and isinstance(raw, (list, dict)):
+            raise NasError(f"{self.source}: {path}: op must be one op; to choose between ops use "
+                           "'candidates: {name: {op: ..., ...}}'")
         if isinstance(raw, dict):
             _check_keys(raw, ("choices", "per"), self.source, path)
             if "choices" not in raw:

@@ -81,6 +81,30 @@ def layer_params(spec: LayerSpec) -> int:
     return _PARAMS[spec.op](spec)
 
 
+def _folded_bn(s: LayerSpec) -> int:
+    """Parameters that vanish when each conv's BN is folded into the conv's bias."""
+    if s.op == "conv":
+        return s.out_ch * (1 + s.bias) if s.bn else 0
+    if s.op == "mbconv":
+        return (s.mid_ch if s.mid_ch else 0) + (s.mid_ch or s.in_ch) + s.out_ch
+    if s.op == "skip":
+        return 0 if s.is_identity else s.out_ch
+    if s.op == "nb201_cell":
+        return sum(s.in_ch for op in s.edges if op.startswith("nor_conv"))
+    if s.op == "resblock":
+        return 2 * s.out_ch
+    return 0
+
+
+def layer_weight_params(spec: LayerSpec) -> int:
+    """Deployed weights: parameters after BN folding (each BN leaves one bias per channel).
+
+    This is what an inference runtime stores, and what the ONNX graphs of
+    nas.hardware.onnx_graph hold as float initializers.
+    """
+    return layer_params(spec) - _folded_bn(spec)
+
+
 # ----------------------------------------------------------------------------- MACs
 
 def _conv_macs(s: LayerSpec) -> int:
@@ -137,7 +161,9 @@ def _mbconv_peak(s: LayerSpec) -> int:
     else:
         steps += [x + dw_out]
     if s.se_ch:
-        steps += [held + dw_out + mid + s.se_ch + mid, held + 2 * dw_out]  # squeeze, then gate
+        # pool dw_out to a vector, reduce it, expand to the gate, then scale: the
+        # scaling reads dw_out and the gate and writes a new tensor of dw_out's size
+        steps += [held + dw_out + mid + s.se_ch, held + 2 * dw_out + mid]
     steps += [held + dw_out + out]
     if s.residual:
         steps += [x + 2 * out]
@@ -191,15 +217,24 @@ def layer_peak_elements(spec: LayerSpec) -> int:
     return _PEAK[spec.op](spec)
 
 
+def layer_io_elements(spec: LayerSpec) -> int:
+    """Activation elements a block reads and writes at its boundary (its input and output).
+
+    The traffic term of the analytic energy model: tensors inside a fused block are
+    assumed to stay on chip, the block's input and output go through memory.
+    """
+    size_in = 1 if spec.op == "linear" else spec.in_size
+    return spec.in_ch * size_in * size_in + spec.out_ch * spec.out_size * spec.out_size
+
+
 # ----------------------------------------------------------------------------- whole networks
 
 def network_counts(layers: Sequence[LayerSpec], dtype: str = "float32") -> dict[str, int]:
-    """params, macs, peak_activation_bytes and weight_bytes of a chain of blocks."""
+    """params, macs, peak_activation_bytes and weight_bytes (deployed, BN folded) of a chain."""
     nbytes = dtype_bytes(dtype)
-    params = sum(layer_params(s) for s in layers)
     return {
-        "params": params,
+        "params": sum(layer_params(s) for s in layers),
         "macs": sum(layer_macs(s) for s in layers),
         "peak_activation_bytes": max(layer_peak_elements(s) for s in layers) * nbytes,
-        "weight_bytes": params * nbytes,
+        "weight_bytes": sum(layer_weight_params(s) for s in layers) * nbytes,
     }

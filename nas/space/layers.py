@@ -8,7 +8,9 @@ primitive ops are the unit so that a latency table captures fusion inside a bloc
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
+from numbers import Integral
 
 from nas.errors import NasError
 
@@ -68,6 +70,15 @@ class LayerSpec:
             raise NasError(f"invalid layer {self.key}: {problem}")
 
     def _problem(self) -> str:
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, Integral) or isinstance(value, bool):
+                return f"{name} must be an integer, got {value!r}"
+        for name in _BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                return f"{name} must be true or false, got {getattr(self, name)!r}"
+        if not isinstance(self.edges, tuple):
+            return f"edges must be a tuple of NB201 ops, got {self.edges!r}"
         if self.op not in OPS:
             return f"unknown op {self.op!r}; known ops: {', '.join(OPS)}"
         if self.act not in ACTIVATIONS:
@@ -76,6 +87,8 @@ class LayerSpec:
             return f"unknown SE gate {self.se_gate!r}; known: {', '.join(GATES)}"
         if min(self.in_ch, self.out_ch, self.in_size, self.kernel, self.stride, self.groups) < 1:
             return "channels, size, kernel, stride and groups must be positive"
+        if min(self.mid_ch, self.se_ch) < 0:
+            return "mid_ch and se_ch must not be negative"
         if self.kernel % 2 == 0 and self.op in ("conv", "mbconv", "avgpool"):
             return f"kernel {self.kernel} must be odd (same padding)"
         if self.op == "conv" and (self.in_ch % self.groups or self.out_ch % self.groups):
@@ -143,9 +156,12 @@ class LayerSpec:
         return cls(**data)
 
 
+_INT_FIELDS = ("in_ch", "out_ch", "in_size", "kernel", "stride", "mid_ch", "groups", "se_ch")
+_BOOL_FIELDS = ("shuffle", "bn", "bias", "preact")
 _KEY_DEFAULTS = {f.name: f.default for f in fields(LayerSpec) if f.name not in ("op", "in_ch", "out_ch", "in_size")}
 
 
+@functools.lru_cache(maxsize=1024)  # LayerSpecs are immutable; cell tables ask for the same few edges
 def nb201_edge_layer(op: str, channels: int, size: int) -> LayerSpec | None:
     """The LayerSpec of one NB201 edge op; None for 'none' (the edge is absent)."""
     if op == "none":

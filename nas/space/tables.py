@@ -9,14 +9,18 @@ here and latency lookup tables, whose per-layer metric is a measured time.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nas.errors import NasError
 from nas.space.base import SearchSpace
-from nas.space.counters import dtype_bytes, layer_macs, layer_params, layer_peak_elements
+from nas.space.counters import dtype_bytes, layer_macs, layer_params, layer_peak_elements, layer_weight_params
 from nas.space.layers import LayerSpec
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_COMBINATIONS = 2_000_000  # per slot; larger tables mean a slot reads too many decisions
 
@@ -56,15 +60,8 @@ class SpecTable:
             self._parts.append((list(cols), strides, table))
 
     def _tabulate(self, slot, cols, metric, cache, resolution) -> np.ndarray:
-        decisions = [self.space.decisions[c] for c in cols]
-        n = int(np.prod([len(d.choices) for d in decisions], dtype=np.int64))
-        if n > MAX_COMBINATIONS:
-            raise NasError(f"space {self.space.name}: a layer depends on {n} decision combinations; split its decisions")
-        table = np.zeros(n, dtype=np.float64)
-        for flat, combo in enumerate(itertools.product(*(d.choices for d in decisions))):
-            spec = slot.make({d.name: v for d, v in zip(decisions, combo)}, resolution)
-            if spec is None:
-                continue
+        table = np.zeros(int(np.prod(self.space.radices[list(cols)])), dtype=np.float64)
+        for flat, spec in slot_variants(self.space, slot, cols, resolution):
             value = cache.get(spec)
             if value is None:
                 value = cache[spec] = float(metric(spec))
@@ -91,6 +88,51 @@ class SpecTable:
                 np.maximum(out, values, out=out)
         return out[0] if single else out
 
+    def expected(self, probs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Expected value of a sum metric when decision i takes choice j with probability
+        probs[i][j], independently: differentiable in the probabilities (for gradient-based
+        search). Each slot's table is contracted with the probabilities of its decisions."""
+        import torch
+
+        if self.reduce != "sum":
+            raise NasError("expected() is defined for additive metrics only")
+        if len(probs) != len(self.space.decisions):
+            raise NasError(f"expected() needs one probability vector per decision ({len(self.space.decisions)})")
+        total = torch.zeros((), dtype=probs[0].dtype if len(probs) else torch.float64)
+        for cols, _, table in self._parts:
+            t = torch.as_tensor(table, dtype=total.dtype).reshape([int(self.space.radices[c]) for c in cols] or [1])
+            for c in reversed(cols):
+                t = t @ probs[c]
+            total = total + t.reshape(())
+        return total
+
+
+def slot_variants(space: SearchSpace, slot, cols: Sequence[int], resolution: int | None) -> Iterator[tuple[int, LayerSpec]]:
+    """(flat table index, LayerSpec) of every active variant of a slot over its decisions."""
+    decisions = [space.decisions[c] for c in cols]
+    n = int(np.prod([len(d.choices) for d in decisions], dtype=np.int64))
+    if n > MAX_COMBINATIONS:
+        raise NasError(f"space {space.name}: a layer depends on {n} decision combinations; split its decisions")
+    for flat, combo in enumerate(itertools.product(*(d.choices for d in decisions))):
+        spec = slot.make({d.name: v for d, v in zip(decisions, combo)}, resolution)
+        if spec is not None:
+            yield flat, spec
+
+
+def unique_layers(space: SearchSpace, resolution: int | None = None) -> list[LayerSpec]:
+    """Every distinct LayerSpec the space can produce, in network order (what a LUT must hold)."""
+    column = {d.name: i for i, d in enumerate(space.decisions)}
+    seen: dict[LayerSpec, None] = {}
+    done: set[int] = set()
+    for slot in space.slots():
+        if id(slot) in done:
+            continue
+        done.add(id(slot))
+        cols = tuple(sorted(column[name] for name in slot.deps))
+        for _, spec in slot_variants(space, slot, cols, resolution):
+            seen.setdefault(spec, None)
+    return list(seen)
+
 
 def counter_table(space: SearchSpace, metric: str, resolution: int | None = None, dtype: str = "float32") -> SpecTable:
     """Tables for the analytic counters: params, macs, peak_activation_bytes, weight_bytes."""
@@ -98,7 +140,7 @@ def counter_table(space: SearchSpace, metric: str, resolution: int | None = None
     metrics: dict[str, tuple[Callable[[LayerSpec], float], str]] = {
         "params": (layer_params, "sum"),
         "macs": (layer_macs, "sum"),
-        "weight_bytes": (lambda s: layer_params(s) * nbytes, "sum"),
+        "weight_bytes": (lambda s: layer_weight_params(s) * nbytes, "sum"),
         "peak_activation_bytes": (lambda s: layer_peak_elements(s) * nbytes, "max"),
     }
     if metric not in metrics:

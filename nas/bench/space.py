@@ -19,7 +19,7 @@ from nas.space import load_space
 COUNTERS = ("params", "macs", "peak_activation_bytes")
 
 
-def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -41,17 +41,17 @@ def bench_space(name: str, n: int, seed: int, repeats: int) -> dict[str, Any]:
     space = load_space(name)
     rng = np.random.default_rng(seed)
     row: dict[str, Any] = {"space": space.name, "decisions": len(space.decisions), "n": n}
-    t = _median_seconds(lambda: space.sample_codes(rng, n), repeats)
+    t = median_seconds(lambda: space.sample_codes(rng, n), repeats)
     row["sample_encoded_per_s"] = n / t
     m = min(n, 2000)  # the per-object path is for single archs; time a smaller batch
-    t = _median_seconds(lambda: space.encode_batch([space.sample(rng) for _ in range(m)]), 1)
+    t = median_seconds(lambda: space.encode_batch([space.sample(rng) for _ in range(m)]), 1)
     row["sample_arch_objects_per_s"] = m / t
     codes = space.sample_codes(rng, n)
     for metric in COUNTERS:
         start = time.perf_counter()
         table = space.table(metric)
         row[f"{metric}_table_build_s"] = time.perf_counter() - start
-        row[f"{metric}_per_s"] = n / _median_seconds(lambda: table(codes), repeats)
+        row[f"{metric}_per_s"] = n / median_seconds(lambda: table(codes), repeats)
     return row
 
 

@@ -1,0 +1,88 @@
+"""Profiling backends: turn blocks into something runnable on a device and run it.
+
+A backend prepares a runner (one inference per call) for a sequence of LayerSpecs, a
+single block for a LUT entry or a whole network for validation, so that both are
+measured the same way. onnxruntime runs the graphs of nas.hardware.onnx_graph with the
+device's execution provider and thread count; torch runs the modules of the builder
+in eager mode.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from nas.errors import NasError
+from nas.hardware.devices import Device
+from nas.space.layers import LayerSpec
+
+Runner = Callable[[], object]
+
+
+class Backend(ABC):
+    def __init__(self, device: Device) -> None:
+        self.device = device
+
+    @abstractmethod
+    def runner(self, layers: Sequence[LayerSpec], seed: int = 0) -> Runner:
+        """A callable that runs one batch through the blocks."""
+
+
+class OnnxRuntimeBackend(Backend):
+    def __init__(self, device: Device) -> None:
+        super().__init__(device)
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        if device.provider not in available:
+            raise NasError(f"device {device.name} needs onnxruntime's {device.provider}, which this machine lacks "
+                           f"(available: {', '.join(available)}); profile it on the device with 'hwnas lut kit'")
+        self._ort = ort
+
+    def session_options(self):
+        opts = self._ort.SessionOptions()
+        opts.intra_op_num_threads = self.device.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        return opts
+
+    def runner(self, layers: Sequence[LayerSpec], seed: int = 0) -> Runner:
+        from nas.hardware.onnx_graph import input_shape, network_model
+
+        model = network_model(layers, self.device.batch, seed)
+        session = self._ort.InferenceSession(model.SerializeToString(), self.session_options(),
+                                             providers=[self.device.provider])
+        x = np.random.default_rng(seed).standard_normal(input_shape(layers[0], self.device.batch)).astype(np.float32)
+        feeds = {"input": x}
+        return lambda: session.run(None, feeds)
+
+
+class TorchBackend(Backend):
+    def __init__(self, device: Device) -> None:
+        super().__init__(device)
+        import torch
+
+        torch.set_num_threads(device.threads)
+        self._torch = torch
+
+    def runner(self, layers: Sequence[LayerSpec], seed: int = 0) -> Runner:
+        from nas.hardware.onnx_graph import input_shape
+        from nas.space.builder import build_network
+
+        torch = self._torch
+        torch.manual_seed(seed)
+        model = build_network(layers).eval()
+        x = torch.randn(input_shape(layers[0], self.device.batch))
+
+        def run() -> object:
+            with torch.inference_mode():
+                return model(x)
+
+        return run
+
+
+def make_backend(device: Device) -> Backend:
+    return {"onnxruntime": OnnxRuntimeBackend, "torch": TorchBackend}[device.backend](device)

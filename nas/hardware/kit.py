@@ -1,0 +1,116 @@
+"""Profiling kits for devices without hwnas, and importing what they measured.
+
+A kit is a zip of the ONNX micro-model of every unique block of a space, a manifest,
+and a runner that needs only python3, numpy and onnxruntime (runner.py plus the very
+measure.py hwnas uses). Its results CSV comes back through `import_results`, which
+checks it row by row before anything is written.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nas.errors import NasError
+from nas.hardware import kit_runner, measure
+from nas.hardware.devices import Device
+from nas.hardware.lut import LUT, lut_blocks, new_meta, space_fingerprint, summary_from_row
+from nas.hardware.onnx_graph import input_shape, layer_model
+from nas.space.base import SearchSpace
+
+KIT_SCHEMA = "hwnas.kit/1"
+RESULT_COLUMNS = ["id", "key", "median", "p10", "p90", "mean", "std", "n", "rejected"]  # times in ms
+
+
+def write_kit(space: SearchSpace, out: Path, resolutions: Sequence[int | None] = (None,), batch: int = 1) -> dict[str, Any]:
+    """Write the kit zip atomically; returns its manifest."""
+    specs = lut_blocks(space, resolutions)
+    manifest: dict[str, Any] = {"schema": KIT_SCHEMA, "space": space.name, "kit_id": space_fingerprint(specs),
+                                "resolutions": list(resolutions), "batch": batch, "entries": []}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            for i, spec in enumerate(specs):
+                entry = {"id": f"m{i:05d}", "key": spec.key, "file": f"models/m{i:05d}.onnx",
+                         "input": input_shape(spec, batch)}
+                z.writestr(entry["file"], layer_model(spec, batch, compact=True).SerializeToString())
+                manifest["entries"].append(entry)
+            z.writestr("manifest.json", json.dumps(manifest, indent=1))
+            z.writestr("runner.py", Path(kit_runner.__file__).read_text())
+            z.writestr("measure.py", Path(measure.__file__).read_text())
+            z.writestr("README.txt", f"hwnas profiling kit for space {space.name} ({len(specs)} blocks).\n"
+                                     "unzip, then: python3 runner.py --threads N --out results.csv\n"
+                                     "needs: python3, numpy, onnxruntime\n")
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return manifest
+
+
+def read_results(path: Path) -> tuple[dict[str, Any], list[tuple[int, dict[str, str]]]]:
+    """The results header and its rows with line numbers; malformed files are refused."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NasError(f"{path}: cannot read kit results ({exc})") from None
+    if not lines or not lines[0].startswith("# "):
+        raise NasError(f"{path}:1: not a kit results file (no '# {{...}}' header line from runner.py)")
+    try:
+        header = json.loads(lines[0][2:])
+    except json.JSONDecodeError:
+        raise NasError(f"{path}:1: garbled header line") from None
+    if not isinstance(header, dict) or header.get("schema") != kit_runner.RESULTS_SCHEMA:
+        raise NasError(f"{path}:1: header is not {kit_runner.RESULTS_SCHEMA}")
+    reader = csv.reader(lines[1:])
+    columns = next(reader, None)
+    if columns != RESULT_COLUMNS:
+        raise NasError(f"{path}:2: expected columns {','.join(RESULT_COLUMNS)}, got {','.join(columns or [])}")
+    rows = []
+    for line, values in enumerate(reader, start=3):
+        if len(values) != len(RESULT_COLUMNS):
+            raise NasError(f"{path}:{line}: expected {len(RESULT_COLUMNS)} fields, got {len(values)}")
+        rows.append((line, dict(zip(RESULT_COLUMNS, values))))
+    return header, rows
+
+
+def import_results(results: Path, space: SearchSpace, device: Device, out: Path,
+                   allow_mismatch: bool = False) -> LUT:
+    """A LUT from a kit's results CSV: every block of the kit present once, every time sane."""
+    header, rows = read_results(results)
+    resolutions = header.get("resolutions", [None])
+    specs = {s.key: s for s in lut_blocks(space, resolutions)}
+    if header.get("space") != space.name or header.get("kit") != space_fingerprint(specs.values()):
+        raise NasError(f"{results}: results are from a kit of space {header.get('space')!r} "
+                       f"(kit {header.get('kit')}), not of {space.name!r} as it is now; make a new kit")
+    runtime_problems = [f"{k} {header.get(k)!r} vs device {getattr(device, k)!r}"
+                        for k in ("provider", "threads", "batch") if header.get(k) != getattr(device, k)]
+    if runtime_problems and not allow_mismatch:
+        raise NasError(f"{results}: measured differently from device {device.name}: {'; '.join(runtime_problems)} "
+                       "(fix device.yaml or pass --allow-mismatch)")
+    entries: dict[str, tuple] = {}
+    for line, row in rows:
+        where = f"{results}:{line}"
+        key = row["key"]
+        if key not in specs:
+            raise NasError(f"{where}: unknown block {key!r} (not in the kit)")
+        if key in entries:
+            raise NasError(f"{where}: duplicated block {key!r}")
+        entries[key] = (specs[key], summary_from_row(row, where))
+    missing = [k for k in specs if k not in entries]
+    if missing:
+        raise NasError(f"{results}: {len(missing)} block(s) missing, e.g. {missing[0]!r}; rerun the kit's runner")
+    meta = new_meta(space, device, resolutions, protocol=header.get("protocol"),
+                    host={"node": header.get("node"), "machine": header.get("machine")}, source=f"kit results {Path(results).name}")
+    meta["runtime"] = {**device.runtime(), "provider": header.get("provider"), "threads": header.get("threads"),
+                       "batch": header.get("batch"), "versions": {"onnxruntime": header.get("onnxruntime")}}
+    meta["complete"] = True
+    lut = LUT(meta, {k: entries[k] for k in specs})
+    lut.save(out)
+    return lut

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""hwnas profiling kit runner: times every ONNX micro-model of the kit on this device.
+
+Needs only python3, numpy and onnxruntime. Unzip the kit, then run:
+
+    python3 runner.py --threads 4 --out results.csv
+    (optional: --provider CUDAExecutionProvider --warmup 10 --repeats 60 --rounds 6)
+
+and bring results.csv back to `hwnas lut import results.csv --space SPACE --device DEVICE`.
+Measurement follows measure.py (shipped beside this file, the same code hwnas uses).
+"""
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import tempfile
+
+import numpy as np
+import onnxruntime as ort
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from measure import Protocol, measure  # noqa: E402
+
+RESULTS_SCHEMA = "hwnas.kit-results/1"
+CHUNK = 16
+
+
+def session(path, provider, threads):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path, opts, providers=[provider])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--provider", default="CPUExecutionProvider")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--out", default="results.csv")
+    args = parser.parse_args()
+    if args.provider not in ort.get_available_providers():
+        sys.exit(f"runner: onnxruntime here lacks {args.provider}; available: {', '.join(ort.get_available_providers())}")
+    with open(os.path.join(HERE, "manifest.json")) as fh:
+        manifest = json.load(fh)
+    protocol = Protocol(args.warmup, args.repeats, args.rounds)
+    entries = manifest["entries"]
+    rows = []
+    for start in range(0, len(entries), CHUNK):
+        chunk = entries[start:start + CHUNK]
+        runners = []
+        for e in chunk:
+            sess = session(os.path.join(HERE, e["file"]), args.provider, args.threads)
+            feeds = {"input": np.random.default_rng(0).standard_normal(e["input"]).astype(np.float32)}
+            runners.append(lambda sess=sess, feeds=feeds: sess.run(None, feeds))
+        for e, t in zip(chunk, measure(runners, protocol)):
+            rows.append([e["id"], e["key"], t.median, t.p10, t.p90, t.mean, t.std, t.n, t.rejected])
+        print(f"runner: {len(rows)}/{len(entries)} models timed", file=sys.stderr)
+    header = {"schema": RESULTS_SCHEMA, "kit": manifest["kit_id"], "space": manifest["space"],
+              "onnxruntime": ort.__version__, "provider": args.provider, "threads": args.threads,
+              "batch": manifest["batch"], "resolutions": manifest["resolutions"], "machine": platform.machine(), "node": platform.node(),
+              "protocol": {"warmup": args.warmup, "repeats": args.repeats, "rounds": args.rounds}}
+    out = os.path.abspath(args.out)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(out), suffix=".tmp")
+    with os.fdopen(fd, "w", newline="") as fh:
+        fh.write("# " + json.dumps(header) + "\n")
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["id", "key", "median", "p10", "p90", "mean", "std", "n", "rejected"])
+        w.writerows(rows)
+    os.replace(tmp, out)
+    print(f"runner: wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""Lookup tables: a measured value per LayerSpec, as a CSV plus a JSON of provenance.
+
+`<name>.csv` holds one row per block: its LayerSpec fields (so the block can be rebuilt
+and featurised) and the timing summary. `<name>.json` holds what the numbers depend
+on: schema, metric and unit, space and its layer fingerprint, device and runtime
+(backend, provider, threads, batch, dtype, library versions), protocol, host, date,
+measurement noise and the end-to-end calibration. Loading parses text only.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.costs import CostModel, as_codes
+from nas.errors import NasError
+from nas.hardware.calibration import apply_calibration
+from nas.hardware.devices import Device
+from nas.hardware.measure import Summary
+from nas.space.arch import Arch
+from nas.space.base import SearchSpace
+from nas.space.counters import layer_weight_params
+from nas.space.layers import LayerSpec
+from nas.space.tables import SpecTable, unique_layers
+
+SCHEMA = "hwnas.lut/1"
+SPEC_COLUMNS = [f.name for f in fields(LayerSpec)]
+VALUE_COLUMNS = [f.name for f in fields(Summary)]
+BOOL_COLUMNS = {"shuffle", "bn", "bias", "preact"}
+INT_COLUMNS = {"in_ch", "out_ch", "in_size", "kernel", "stride", "mid_ch", "groups", "se_ch"}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write through a temp file in the same folder and rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def space_fingerprint(specs: Iterable[LayerSpec]) -> str:
+    """Hash of the set of block keys: two spaces with the same blocks share LUTs."""
+    digest = hashlib.sha256("\n".join(sorted(s.key for s in specs)).encode()).hexdigest()
+    return digest[:16]
+
+
+def spec_to_row(spec: LayerSpec) -> dict[str, Any]:
+    row = spec.to_dict()
+    row["edges"] = "+".join(spec.edges)
+    return row
+
+
+def spec_from_row(row: dict[str, str], where: str) -> LayerSpec:
+    values: dict[str, Any] = {}
+    try:
+        for name in SPEC_COLUMNS:
+            text = row[name]
+            if name in INT_COLUMNS:
+                values[name] = int(text)
+            elif name in BOOL_COLUMNS:
+                if text not in ("True", "False"):
+                    raise ValueError(f"{name} must be True or False")
+                values[name] = text == "True"
+            elif name == "edges":
+                values[name] = tuple(text.split("+")) if text else ()
+            else:
+                values[name] = text
+    except (KeyError, ValueError, TypeError) as exc:
+        raise NasError(f"{where}: garbled layer fields ({exc})") from None
+    return LayerSpec(**values)
+
+
+@dataclass
+class LUT:
+    """Measured values per block key, with provenance."""
+
+    meta: dict[str, Any]
+    entries: dict[str, tuple[LayerSpec, Summary]]
+
+    @property
+    def unit(self) -> str:
+        return self.meta.get("unit", "ms")
+
+    @property
+    def metric(self) -> str:
+        return self.meta.get("metric", "latency")
+
+    def value(self, spec: LayerSpec) -> float:
+        """The block's median measurement, in the LUT's unit."""
+        return self.entries[spec.key][1].median
+
+    def missing(self, specs: Iterable[LayerSpec]) -> list[LayerSpec]:
+        return [s for s in specs if s.key not in self.entries]
+
+    # ------------------------------------------------------------------ files
+    @staticmethod
+    def paths(path: Path) -> tuple[Path, Path]:
+        path = Path(path)
+        stem = path.with_suffix("") if path.suffix in (".csv", ".json") else path
+        return stem.with_suffix(".csv"), stem.with_suffix(".json")
+
+    def save(self, path: Path) -> None:
+        csv_path, meta_path = self.paths(path)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["key", *SPEC_COLUMNS, *VALUE_COLUMNS], lineterminator="\n")
+        writer.writeheader()
+        for key, (spec, timing) in self.entries.items():
+            writer.writerow({"key": key, **spec_to_row(spec), **timing.to_dict()})
+        self.meta["entries"] = len(self.entries)
+        write_atomic(csv_path, buf.getvalue())
+        write_atomic(meta_path, json.dumps(self.meta, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "LUT":
+        csv_path, meta_path = cls.paths(path)
+        if not csv_path.is_file():
+            raise NasError(f"no LUT at {csv_path}; build one with 'hwnas lut build'")
+        if not meta_path.is_file():
+            raise NasError(f"LUT {csv_path} has no metadata file {meta_path.name}: its provenance is unknown")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise NasError(f"{meta_path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
+            raise NasError(f"{meta_path}: not a {SCHEMA} LUT (schema {meta.get('schema') if isinstance(meta, dict) else None!r})")
+        entries: dict[str, tuple[LayerSpec, Summary]] = {}
+        with open(csv_path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"key", *SPEC_COLUMNS, *VALUE_COLUMNS} - set(reader.fieldnames or [])
+            if missing:
+                raise NasError(f"{csv_path}: missing column(s) {', '.join(sorted(missing))}")
+            for line, row in enumerate(reader, start=2):
+                where = f"{csv_path}:{line}"
+                spec = spec_from_row(row, where)
+                if spec.key != row["key"]:
+                    raise NasError(f"{where}: key {row['key']!r} does not match its layer fields ({spec.key!r})")
+                entries[spec.key] = (spec, summary_from_row(row, where))
+        return cls(meta, entries)
+
+    # ------------------------------------------------------------------ compatibility
+    def check(self, space: SearchSpace, device: Device | None = None, allow_mismatch: bool = False) -> None:
+        """Refuse a LUT made for another space, device, backend or library version."""
+        problems = []
+        if self.meta.get("space") != space.name:
+            problems.append(f"it was built for space {self.meta.get('space')!r}, not {space.name!r}")
+        if device is not None:
+            if self.meta.get("device") != device.name:
+                problems.append(f"it was built on device {self.meta.get('device')!r}, not {device.name!r}")
+            ours, theirs = device.runtime(), self.meta.get("runtime", {})
+            for key in ("backend", "provider", "threads", "batch", "dtype"):
+                if theirs.get(key) != ours.get(key):
+                    problems.append(f"its {key} is {theirs.get(key)!r}, the device's is {ours.get(key)!r}")
+            for lib, version in ours.get("versions", {}).items():
+                if lib in ("onnxruntime", "torch") and theirs.get("versions", {}).get(lib) not in (None, version):
+                    problems.append(f"it was measured with {lib} {theirs['versions'][lib]}, this runtime is {version}")
+        if not problems:
+            return
+        message = f"LUT for {self.meta.get('space')}@{self.meta.get('device')} does not fit: " + "; ".join(problems)
+        if not allow_mismatch:
+            raise NasError(message + " (rebuild it, or pass --allow-mismatch to use it anyway)")
+        warnings.warn(message, stacklevel=2)
+
+
+def summary_from_row(row: dict[str, str], where: str) -> Summary:
+    try:
+        values = {name: float(row[name]) for name in VALUE_COLUMNS}
+    except (KeyError, ValueError, TypeError):
+        raise NasError(f"{where}: value columns {', '.join(VALUE_COLUMNS)} must be numbers") from None
+    for name in ("median", "p10", "p90", "mean"):
+        if not math.isfinite(values[name]) or values[name] <= 0:
+            raise NasError(f"{where}: {name} = {row[name]} is not a positive finite value")
+    if not math.isfinite(values["std"]) or values["std"] < 0:
+        raise NasError(f"{where}: std = {row['std']} must be finite and >= 0")
+    return Summary(**{**values, "n": int(values["n"]), "rejected": int(values["rejected"])})
+
+
+def lut_blocks(space: SearchSpace, resolutions: Sequence[int | None]) -> list[LayerSpec]:
+    """Every distinct block of the space at these resolutions (None: the archs' own): what a LUT holds."""
+    return list(dict.fromkeys(s for r in resolutions for s in unique_layers(space, r)))
+
+
+def new_meta(space: SearchSpace, device: Device, resolutions: Sequence[int | None], metric: str = "latency",
+             unit: str = "ms", **extra: Any) -> dict[str, Any]:
+    specs = lut_blocks(space, resolutions)
+    return {
+        "schema": SCHEMA, "metric": metric, "unit": unit, "space": space.name,
+        "space_fingerprint": space_fingerprint(specs), "resolutions": list(resolutions), "device": device.name,
+        "runtime": device.runtime(), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "complete": False, "calibration": None, **extra,
+    }
+
+
+class LUTCost(CostModel):
+    """Latency (or energy) of archs from a LUT: a gather and a sum, plus the calibration
+    of nas.hardware.calibration when the LUT has one (and `calibrated` is set)."""
+
+    def __init__(self, lut: LUT, space: SearchSpace, resolution: int | None = None, calibrated: bool = True,
+                 device: Device | None = None, allow_mismatch: bool = False) -> None:
+        lut.check(space, device, allow_mismatch)
+        self.lut, self.space, self.metric, self.unit = lut, space, lut.metric, lut.unit
+        resolutions = lut.meta.get("resolutions") or [None]
+        if resolution is None and len(resolutions) == 1:
+            resolution = resolutions[0]
+        self.resolution = resolution
+        missing = lut.missing(unique_layers(space, resolution))
+        if missing:
+            raise NasError(f"LUT lacks {len(missing)} of the space's blocks, e.g. {missing[0].key!r}; "
+                           f"run 'hwnas lut build --space {space.name} --device {lut.meta.get('device')}' to fill them in")
+        self.calibration = lut.meta.get("calibration") if calibrated else None
+        self.tables = {"lut_sum": SpecTable(space, lut.value, "sum", resolution)}
+        if self.calibration:
+            self.tables["blocks"] = SpecTable(space, lambda s: 1.0, "sum", resolution)
+            self.tables["weight_mb"] = SpecTable(space, lambda s: layer_weight_params(s) * 4e-6, "sum", resolution)
+
+    def features(self, archs: Sequence[Arch] | np.ndarray) -> dict[str, np.ndarray]:
+        """The calibration features of archs (lut_sum alone when uncalibrated)."""
+        codes = as_codes(self.space, archs)
+        return {name: table(codes) for name, table in self.tables.items()}
+
+    def predict(self, archs: Sequence[Arch] | np.ndarray) -> np.ndarray:
+        features = self.features(archs)
+        return apply_calibration(self.calibration, features) if self.calibration else features["lut_sum"]
+
+    def expected(self, probs):
+        features = {name: table.expected(probs) for name, table in self.tables.items()}
+        return apply_calibration(self.calibration, features) if self.calibration else features["lut_sum"]

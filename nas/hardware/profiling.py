@@ -1,0 +1,127 @@
+"""Building LUTs by profiling, and measuring whole archs end to end.
+
+A build profiles every unique block the space can produce at the chosen resolutions,
+in chunks: each chunk is measured (interleaved) and then the whole LUT is rewritten
+atomically, so a killed build loses at most the chunk in flight and a rerun with the
+same output resumes where it stopped. Calibration and validation measure whole archs
+with the same backend and protocol as the blocks.
+"""
+from __future__ import annotations
+
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from nas.errors import NasError
+from nas.hardware.backends import Backend, make_backend
+from nas.hardware.calibration import fit_calibration
+from nas.hardware.devices import Device
+from nas.hardware.lut import LUT, LUTCost, lut_blocks, new_meta
+from nas.hardware.measure import Protocol, Summary, measure
+from nas.space.arch import Arch
+from nas.space.base import SearchSpace
+from nas.space.layers import LayerSpec
+
+CHUNK = 16
+
+
+def default_lut_path(device: Device, space: SearchSpace) -> Path:
+    return device.folder / f"{space.name}.csv"
+
+
+def arch_rng(seed: int, purpose: str) -> np.random.Generator:
+    """Separate random streams for calibration and validation archs from one seed."""
+    return np.random.default_rng([seed, {"calibration": 1, "validation": 2}[purpose]])
+
+
+def measure_archs(backend: Backend, space: SearchSpace, archs: Sequence[Arch], resolution: int | None,
+                  protocol: Protocol, desc: str | None = None) -> list[Summary]:
+    """End-to-end timings of whole archs, interleaved in chunks of CHUNK models."""
+    timings: list[Summary] = []
+    bar = tqdm(total=len(archs), desc=desc, unit="arch", disable=desc is None)
+    for start in range(0, len(archs), CHUNK):
+        chunk = archs[start:start + CHUNK]
+        runners = [backend.runner(space.layers(a, resolution), seed=i) for i, a in enumerate(chunk)]
+        timings += measure(runners, protocol)
+        bar.update(len(chunk))
+    bar.close()
+    return timings
+
+
+def build_lut(space: SearchSpace, device: Device, resolutions: Sequence[int | None] = (None,), out: Path | None = None,
+              protocol: Protocol = Protocol(), calibrate: int = 30, seed: int = 0, force: bool = False) -> LUT:
+    """Profile every block of the space on the device and write the LUT (resuming a partial one)."""
+    out = Path(out) if out else default_lut_path(device, space)
+    backend = make_backend(device)
+    meta = new_meta(space, device, list(resolutions), protocol=protocol.to_dict(),
+                    host={"node": platform.node(), "machine": platform.machine()})
+    lut = _resume(out, meta, force)
+    specs = lut_blocks(space, resolutions)
+    todo = [s for s in specs if s.key not in lut.entries]
+    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=f"LUT {space.name}@{device.name}", unit="layer")
+    for start in range(0, len(todo), CHUNK):
+        chunk = todo[start:start + CHUNK]
+        runners = [backend.runner([s], seed=seed) for s in chunk]
+        for spec, timing in zip(chunk, measure(runners, protocol)):
+            lut.entries[spec.key] = (spec, timing)
+        lut.save(out)
+        bar.update(len(chunk))
+    bar.close()
+    spreads = np.array([t.spread for _, t in lut.entries.values()])
+    lut.meta["noise"] = {"median_spread": float(np.median(spreads)), "p90_spread": float(np.percentile(spreads, 90))}
+    lut.meta["overhead_ms"] = measure([backend.runner([LayerSpec("skip", 1, 1, 1)])], protocol)[0].median
+    if calibrate:
+        calibrate_lut(lut, space, backend, calibrate, seed, protocol)
+    lut.meta["complete"] = True
+    lut.save(out)
+    return lut
+
+
+def calibrate_lut(lut: LUT, space: SearchSpace, backend: Backend, n: int, seed: int, protocol: Protocol) -> None:
+    """Fit and store the end-to-end calibration on n random archs (ids kept for validation)."""
+    lut.meta["calibration"] = {"coef": {}, "intercept": 0.0}  # placeholder: makes LUTCost build every feature table
+    features_of = LUTCost(lut, space)
+    archs = _distinct_archs(space, n, arch_rng(seed, "calibration"))
+    measured = np.array([t.median for t in measure_archs(backend, space, archs, features_of.resolution, protocol,
+                                                             desc="calibration")])
+    lut.meta["calibration"] = {**fit_calibration(features_of.features(archs), measured),
+                               "arch_ids": [a.arch_id for a in archs], "seed": seed}
+
+
+def _distinct_archs(space: SearchSpace, n: int, rng: np.random.Generator, exclude: set[str] = frozenset()) -> list[Arch]:
+    archs: dict[str, Arch] = {}
+    for _ in range(100):
+        for arch in space.decode_batch(space.sample_codes(rng, n)):
+            if arch.arch_id not in exclude and len(archs) < n:
+                archs.setdefault(arch.arch_id, arch)
+        if len(archs) == n or len(archs) + len(exclude) >= space.size:
+            break
+    return list(archs.values())
+
+
+def _resume(out: Path, meta: dict, force: bool) -> LUT:
+    """The partial LUT at `out` when it was made the same way; with `force`, a fresh one."""
+    if not LUT.paths(out)[0].exists():
+        return LUT(meta, {})
+    try:
+        old = LUT.load(out)
+    except NasError as exc:
+        if force:
+            return LUT(meta, {})
+        raise NasError(f"cannot resume from {out}: {exc}; pass --force to replace it") from None
+    if all(old.meta.get(k) == meta[k] for k in ("space", "space_fingerprint", "device", "runtime", "resolutions")):
+        meta["created"] = old.meta.get("created", meta["created"])
+        return LUT(meta, old.entries)
+    if force:
+        return LUT(meta, {})
+    raise NasError(f"{out} holds a LUT built differently (space, device, runtime or resolutions differ); "
+                   "pass --force to replace it or choose another -o path")
+
+
+def validation_archs(lut: LUT, space: SearchSpace, n: int, seed: int) -> list[Arch]:
+    """n random archs not used for the LUT's calibration."""
+    used = set((lut.meta.get("calibration") or {}).get("arch_ids", []))
+    return _distinct_archs(space, n, arch_rng(seed, "validation"), exclude=used)

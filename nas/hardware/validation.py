@@ -1,0 +1,82 @@
+"""How close LUT predictions come to measured end-to-end latency.
+
+Random archs that were not used for calibration are built whole, measured with the
+LUT's own backend and protocol, and compared with both the raw sum of blocks and the
+calibrated prediction. Writes a per-arch CSV and a predicted-vs-measured scatter PNG.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.hardware.backends import make_backend
+from nas.hardware.devices import Device
+from nas.hardware.lut import LUT, LUTCost, write_atomic
+from nas.hardware.measure import Protocol
+from nas.hardware.profiling import measure_archs, validation_archs
+from nas.metrics import regression_report
+from nas.space.base import SearchSpace
+
+
+def validate_lut(space: SearchSpace, device: Device, lut: LUT, n: int = 200, seed: int = 0,
+                 out_dir: Path | None = None, allow_mismatch: bool = False) -> dict[str, Any]:
+    raw = LUTCost(lut, space, calibrated=False, device=device, allow_mismatch=allow_mismatch)
+    calibrated = LUTCost(lut, space, calibrated=True, device=device, allow_mismatch=allow_mismatch)
+    protocol = Protocol(**lut.meta.get("protocol", {}))
+    archs = validation_archs(lut, space, n, seed)
+    codes = space.encode_batch(archs)
+    timings = measure_archs(make_backend(device), space, archs, raw.resolution, protocol, desc="validation")
+    measured = np.array([t.median for t in timings])
+    predicted_raw, predicted = raw.predict(codes), calibrated.predict(codes)
+    report: dict[str, Any] = {
+        "space": space.name, "device": device.name, "resolution": raw.resolution, "n": len(archs), "seed": seed,
+        **regression_report(predicted, measured),
+        "calibrated": calibrated.calibration is not None,
+        "uncalibrated": regression_report(predicted_raw, measured),
+        "measurement_spread_median": float(np.median([t.spread for t in timings])),
+    }
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        stem = f"validate_{space.name}_{device.name}"
+        _write_csv(out_dir / f"{stem}.csv", archs, measured, predicted_raw, predicted, timings)
+        _scatter(out_dir / f"{stem}.png", measured, predicted_raw, predicted, report)
+        report["files"] = [str(out_dir / f"{stem}.csv"), str(out_dir / f"{stem}.png")]
+    return report
+
+
+def _write_csv(path: Path, archs, measured, raw, predicted, timings) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["arch_id", "measured_ms", "p10_ms", "p90_ms", "predicted_raw_ms", "predicted_ms", "arch"])
+    for a, m, r, p, t in zip(archs, measured, raw, predicted, timings):
+        w.writerow([a.arch_id, f"{m:.6f}", f"{t.p10:.6f}", f"{t.p90:.6f}", f"{r:.6f}", f"{p:.6f}", a.to_json()])
+    write_atomic(path, buf.getvalue())
+
+
+def _scatter(path: Path, measured, raw, predicted, report) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    lo, hi = float(min(measured.min(), raw.min(), predicted.min())), float(max(measured.max(), raw.max(), predicted.max()))
+    grid = np.linspace(lo, hi, 2)
+    ax.fill_between(grid, grid * 0.9, grid * 1.1, color="0.9", label="±10 %")
+    ax.plot(grid, grid, color="0.4", lw=1)
+    ax.scatter(measured, raw, s=8, alpha=0.5, label=f"sum of blocks ({report['uncalibrated']['within_10']:.0%} within 10 %)")
+    ax.scatter(measured, predicted, s=8, alpha=0.7, label=f"calibrated ({report['within_10']:.0%} within 10 %)")
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("LUT prediction (ms)")
+    ax.set_title(f"{report['space']} on {report['device']}: Kendall τ {report['kendall_tau']:.3f}")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)

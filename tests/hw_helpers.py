@@ -1,0 +1,23 @@
+"""Small spaces and a fast protocol for hardware tests (real onnxruntime, few repeats)."""
+from __future__ import annotations
+
+from nas.hardware.measure import Protocol
+from nas.space.registry import space_from_dict
+
+FAST = Protocol(warmup=1, repeats=6, rounds=2)
+
+SMALL_SPACE = {
+    "name": "small",
+    "input": {"channels": 3, "resolution": 16},
+    "classes": 10,
+    "stem": [{"op": "conv", "out": 8, "kernel": 3, "stride": 2}],
+    "stages": [
+        {"depth": [1, 2], "width": [8, 16], "stride": 1, "block": {"kernel": [3, 5], "expand": [1, 3]}},
+        {"depth": [1, 2], "width": 16, "stride": 2, "block": {"kernel": 3, "expand": [3, 6], "se": [0, 0.25]}},
+    ],
+    "head": [{"op": "gap"}, {"op": "linear", "out": "classes"}],
+}
+
+
+def small_space(name: str = "small"):
+    return space_from_dict({**SMALL_SPACE, "name": name}, f"{name}.yaml")

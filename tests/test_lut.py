@@ -1,0 +1,165 @@
+"""LUT build, resume after a kill, prediction, calibration, and refusal of stale LUTs."""
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nas.errors import NasError
+from nas.hardware.devices import load_device
+from nas.hardware.lut import LUT, LUTCost
+from nas.hardware.profiling import build_lut
+from nas.hardware.validation import validate_lut
+from nas.space import load_space
+from nas.space.tables import unique_layers
+from tests.hw_helpers import FAST, small_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    space, device = small_space(), load_device("local-cpu")
+    path = tmp_path_factory.mktemp("lut") / "small.csv"
+    lut = build_lut(space, device, out=path, protocol=FAST, calibrate=12, seed=1)
+    return space, device, path, lut
+
+
+def test_build_writes_every_block_with_provenance(built) -> None:
+    space, device, path, lut = built
+    assert set(lut.entries) == {s.key for s in unique_layers(space)}
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["complete"] is True and meta["space"] == "small" and meta["device"] == "local-cpu"
+    assert meta["runtime"]["backend"] == "onnxruntime" and meta["runtime"]["threads"] == 1
+    assert meta["runtime"]["versions"]["onnxruntime"]
+    assert meta["protocol"] == {"warmup": 1, "repeats": 6, "rounds": 2}
+    assert 0 <= meta["noise"]["median_spread"] < 5
+    cal = meta["calibration"]
+    assert cal["n"] == 12 and len(cal["arch_ids"]) == 12 and cal["coef"]["lut_sum"] > 0
+    reloaded = LUT.load(path)
+    assert reloaded.entries == lut.entries
+
+
+def test_prediction_is_the_sum_of_block_entries(built) -> None:
+    space, device, path, lut = built
+    raw = LUTCost(lut, space, calibrated=False, device=device)
+    archs = [space.sample(np.random.default_rng(i)) for i in range(20)]
+    by_hand = [sum(lut.value(s) for s in space.layers(a)) for a in archs]
+    np.testing.assert_allclose(raw.predict(archs), by_hand, rtol=1e-12)
+    calibrated = LUTCost(lut, space, device=device)
+    assert not np.allclose(calibrated.predict(archs), by_hand)
+
+
+def test_expected_latency_is_differentiable_and_exact_for_one_hot(built) -> None:
+    space, device, path, lut = built
+    cost = LUTCost(lut, space, device=device)
+    codes = space.sample_codes(3, 5)
+    for row in codes:
+        probs = [torch.nn.functional.one_hot(torch.tensor(int(c)), int(r)).double() for c, r in zip(row, space.radices)]
+        assert float(cost.expected(probs)) == pytest.approx(float(cost.predict(row[None])[0]), rel=1e-9)
+    logits = [torch.zeros(int(r), dtype=torch.float64, requires_grad=True) for r in space.radices]
+    cost.expected([torch.softmax(l, 0) for l in logits]).backward()
+    assert all(l.grad is not None and torch.isfinite(l.grad).all() for l in logits)
+    # uniform probabilities give the mean over all archs
+    every = space.encode_batch(list(space.enumerate()))
+    uniform = [torch.full((int(r),), 1 / int(r), dtype=torch.float64) for r in space.radices]
+    assert float(cost.expected(uniform)) == pytest.approx(cost.predict(every).mean(), rel=1e-9)
+
+
+def test_validation_reports_the_fields_and_files(built, tmp_path) -> None:
+    space, device, path, lut = built
+    report = validate_lut(space, device, lut, n=10, seed=0, out_dir=tmp_path)
+    for key in ("within_5", "within_10", "within_15", "rmspe", "bias", "kendall_tau", "spearman_rho"):
+        assert key in report and key in report["uncalibrated"]
+    assert report["n"] == 10
+    rows = list(csv.DictReader(open(tmp_path / "validate_small_local-cpu.csv")))
+    used = set(lut.meta["calibration"]["arch_ids"])
+    assert len(rows) == 10 and not used & {r["arch_id"] for r in rows}
+    assert (tmp_path / "validate_small_local-cpu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_lut_of_another_device_runtime_or_space_is_refused(built, tmp_path) -> None:
+    space, device, path, lut = built
+    other_device = replace(device, name="pi4-ort")
+    with pytest.raises(NasError, match="built on device 'local-cpu'"):
+        LUTCost(lut, space, device=other_device)
+    with pytest.raises(NasError, match="threads"):
+        LUTCost(lut, space, device=replace(device, threads=4))
+    stale = LUT({**lut.meta, "runtime": {**lut.meta["runtime"], "versions": {"onnxruntime": "0.1.0"}}}, lut.entries)
+    with pytest.raises(NasError, match="onnxruntime 0.1.0"):
+        LUTCost(stale, space, device=device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        LUTCost(stale, space, device=device, allow_mismatch=True)
+    assert any("onnxruntime 0.1.0" in str(w.message) for w in caught)
+    with pytest.raises(NasError, match="built for space 'small', not 'other'"):
+        LUTCost(lut, small_space("other"), device=device)
+
+
+def test_missing_entries_are_reported_with_the_layer(built) -> None:
+    space, device, path, lut = built
+    gone = next(iter(lut.entries))
+    partial = LUT(dict(lut.meta), {k: v for k, v in lut.entries.items() if k != gone})
+    with pytest.raises(NasError) as caught:
+        LUTCost(partial, space, device=device)
+    assert f"lacks 1 of the space's blocks, e.g. {gone!r}" in str(caught.value)
+
+
+@pytest.mark.parametrize("bad", ["nan", "0", "-0.5", "abc"])
+def test_bad_timings_are_refused_on_load(built, tmp_path, bad: str) -> None:
+    space, device, path, lut = built
+    rows = list(csv.DictReader(open(path)))
+    rows[3]["median"] = bad
+    target = tmp_path / "bad.csv"
+    with open(target, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    target.with_suffix(".json").write_text(path.with_suffix(".json").read_text())
+    with pytest.raises(NasError, match=r"bad\.csv:5: "):
+        LUT.load(target)
+
+
+def test_killed_build_loses_nothing_and_resumes(tmp_path) -> None:
+    out = tmp_path / "tiny.csv"
+    cmd = [sys.executable, "-m", "nas.cli", "lut", "build", "--space", "tiny_mbconv", "--device", "local-cpu",
+           "-o", str(out), "--calibrate", "0", "--warmup", "1", "--repeats", "6", "--rounds", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not out.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = LUT.load(out)
+    total = len(unique_layers(load_space("tiny_mbconv")))
+    assert 0 < len(first.entries) < total, "the build should have been killed part-way"
+    assert first.meta["complete"] is False
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")], "no half-written files"
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    final = LUT.load(out)
+    assert len(final.entries) == total and final.meta["complete"] is True
+    for key, entry in first.entries.items():
+        assert final.entries[key] == entry, "resumed build re-measured a finished block"
+
+
+def test_cli_errors_are_one_line(tmp_path) -> None:
+    for args, message in (
+        (["lut", "build", "--space", "tiny_mbconv", "--device", "local-cpuu"], "unknown device 'local-cpuu' (did you mean 'local-cpu'?)"),
+        (["lut", "validate", "--space", "tiny_mbconv", "--device", "local-cpu", "--lut", str(tmp_path / "x.csv")], "no LUT at"),
+        (["lut", "build", "--space", "tiny_mbconv", "--device", "jetson-tx2", "-o", str(tmp_path / "t.csv")], "TensorrtExecutionProvider"),
+    ):
+        r = subprocess.run([sys.executable, "-m", "nas.cli", *args], cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.count("\n") == 1 and message in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "t.csv").exists()

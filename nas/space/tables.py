@@ -8,8 +8,9 @@ here and latency lookup tables, whose per-layer metric is a measured time.
 """
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -107,16 +108,20 @@ class SpecTable:
         return total
 
 
-def slot_variants(space: SearchSpace, slot, cols: Sequence[int], resolution: int | None) -> Iterator[tuple[int, LayerSpec]]:
-    """(flat table index, LayerSpec) of every active variant of a slot over its decisions."""
+@functools.lru_cache(maxsize=1024)
+def slot_variants(space: SearchSpace, slot, cols: tuple[int, ...], resolution: int | None) -> tuple[tuple[int, LayerSpec], ...]:
+    """(flat table index, LayerSpec) of every active variant of a slot over its decisions.
+
+    Cached: every metric table of a space (params, MACs, LUT latency, ...) walks the
+    same variants, and building LayerSpecs dominates the cost of a table.
+    """
     decisions = [space.decisions[c] for c in cols]
     n = int(np.prod([len(d.choices) for d in decisions], dtype=np.int64))
     if n > MAX_COMBINATIONS:
         raise NasError(f"space {space.name}: a layer depends on {n} decision combinations; split its decisions")
-    for flat, combo in enumerate(itertools.product(*(d.choices for d in decisions))):
-        spec = slot.make({d.name: v for d, v in zip(decisions, combo)}, resolution)
-        if spec is not None:
-            yield flat, spec
+    made = ((flat, slot.make({d.name: v for d, v in zip(decisions, combo)}, resolution))
+            for flat, combo in enumerate(itertools.product(*(d.choices for d in decisions))))
+    return tuple((flat, spec) for flat, spec in made if spec is not None)
 
 
 def unique_layers(space: SearchSpace, resolution: int | None = None) -> list[LayerSpec]:

@@ -163,3 +163,10 @@ def test_cli_errors_are_one_line(tmp_path) -> None:
         assert r.returncode == 2, r.stderr
         assert r.stderr.count("\n") == 1 and message in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "t.csv").exists()
+
+
+def test_local_lut_from_another_cpu_is_refused(built) -> None:
+    space, device, path, lut = built
+    elsewhere = LUT({**lut.meta, "host": {**lut.meta["host"], "cpu": "Some Other CPU"}}, lut.entries)
+    with pytest.raises(NasError, match="measured on CPU 'Some Other CPU'"):
+        LUTCost(elsewhere, space, device=device)

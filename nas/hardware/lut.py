@@ -27,7 +27,7 @@ import numpy as np
 from nas.costs import CostModel, as_codes
 from nas.errors import NasError
 from nas.hardware.calibration import apply_calibration
-from nas.hardware.devices import Device
+from nas.hardware.devices import Device, host_facts
 from nas.hardware.measure import Summary
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
@@ -169,6 +169,8 @@ class LUT:
             for key in ("backend", "provider", "threads", "batch", "dtype"):
                 if theirs.get(key) != ours.get(key):
                     problems.append(f"its {key} is {theirs.get(key)!r}, the device's is {ours.get(key)!r}")
+            if device.detect and self.meta.get("host", {}).get("cpu") not in (None, host_facts()["cpu"]):
+                problems.append(f"it was measured on CPU {self.meta['host']['cpu']!r}, this machine has {host_facts()['cpu']!r}")
             for lib, version in ours.get("versions", {}).items():
                 if lib in ("onnxruntime", "torch") and theirs.get("versions", {}).get(lib) not in (None, version):
                     problems.append(f"it was measured with {lib} {theirs['versions'][lib]}, this runtime is {version}")

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from nas.errors import NasError
 from nas.hardware.backends import Backend, make_backend
 from nas.hardware.calibration import fit_calibration
-from nas.hardware.devices import Device
+from nas.hardware.devices import Device, host_facts
 from nas.hardware.lut import LUT, LUTCost, lut_blocks, new_meta
 from nas.hardware.measure import Protocol, Summary, measure
 from nas.space.arch import Arch
@@ -57,7 +57,7 @@ def build_lut(space: SearchSpace, device: Device, resolutions: Sequence[int | No
     out = Path(out) if out else default_lut_path(device, space)
     backend = make_backend(device)
     meta = new_meta(space, device, list(resolutions), protocol=protocol.to_dict(),
-                    host={"node": platform.node(), "machine": platform.machine()})
+                    host={"node": platform.node(), "cpu": host_facts()["cpu"], "machine": platform.machine()})
     lut = _resume(out, meta, force)
     specs = lut_blocks(space, resolutions)
     todo = [s for s in specs if s.key not in lut.entries]

@@ -80,7 +80,7 @@ def test_validation_reports_the_fields_and_files(built, tmp_path) -> None:
     space, device, path, lut = built
     report = validate_lut(space, device, lut, n=10, seed=0, out_dir=tmp_path)
     for key in ("within_5", "within_10", "within_15", "rmspe", "bias", "kendall_tau", "spearman_rho"):
-        assert key in report and key in report["uncalibrated"]
+        assert key in report and key in report["uncalibrated"] and key in report["repeatability"]
     assert report["n"] == 10
     rows = list(csv.DictReader(open(tmp_path / "validate_small_local-cpu.csv")))
     used = set(lut.meta["calibration"]["arch_ids"])

@@ -6,30 +6,42 @@ overhead once and streams all its weights. A least-squares fit of
 
     measured = a x (sum of LUT entries) + b x (number of blocks) + c x (weight MB) + d
 
-on a few measured archs captures both effects; each term is a per-block sum, so the
-calibrated prediction stays a vectorised gather-and-sum and stays differentiable.
-It is stored with the LUT, and validation uses other archs.
+on a few measured archs captures both. Every term is a sum over blocks, so the fit
+folds into one calibrated value per block (plus d): calibrated prediction is still a
+single gather-and-sum, and still differentiable.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from nas.errors import NasError
+from nas.space.counters import layer_weight_params
+from nas.space.layers import LayerSpec
 
-FEATURES = ("lut_sum", "blocks", "weight_mb")
+BlockValue = Callable[[LayerSpec], float]
+
+
+def block_features(lut_value: BlockValue) -> dict[str, BlockValue]:
+    """The calibration features as per-block values (their sums over an arch's blocks)."""
+    return {
+        "lut_sum": lut_value,
+        "blocks": lambda s: 1.0,
+        "weight_mb": lambda s: layer_weight_params(s) * 4e-6,
+    }
 
 
 def fit_calibration(features: Mapping[str, np.ndarray], measured: np.ndarray) -> dict:
     """Coefficients per feature (0 for features that do not vary) and an intercept."""
     y = np.asarray(measured, dtype=np.float64)
-    if len(y) < len(FEATURES) + 2:
-        raise NasError(f"calibration needs at least {len(FEATURES) + 2} measured archs, got {len(y)}")
-    used = [f for f in FEATURES if np.ptp(features[f]) > 0]
+    names = list(features)
+    if len(y) < len(names) + 2:
+        raise NasError(f"calibration needs at least {len(names) + 2} measured archs, got {len(y)}")
+    used = [f for f in names if np.ptp(features[f]) > 0]
     design = np.column_stack([np.asarray(features[f], dtype=np.float64) for f in used] + [np.ones_like(y)])
     coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-    coefficients = {f: 0.0 for f in FEATURES} | {f: float(c) for f, c in zip(used, coef)}
+    coefficients = {f: 0.0 for f in names} | {f: float(c) for f, c in zip(used, coef)}
     if coefficients["lut_sum"] <= 0:
         raise NasError("calibration failed: end-to-end latency does not grow with the LUT sum (too few or too noisy archs)")
     fitted = design @ coef
@@ -37,9 +49,8 @@ def fit_calibration(features: Mapping[str, np.ndarray], measured: np.ndarray) ->
             "residual_rmspe": float(np.sqrt(np.mean(((fitted - y) / y) ** 2)) * 100)}
 
 
-def apply_calibration(calibration: Mapping, features: Mapping[str, object]):
-    """The calibrated prediction from feature values (numpy arrays or torch tensors)."""
-    total = calibration["intercept"]
-    for name, weight in calibration["coef"].items():
-        total = total + weight * features[name]
-    return total
+def calibrated_block_value(calibration: Mapping, lut_value: BlockValue) -> BlockValue:
+    """One block's share of the calibrated prediction (the intercept is added per arch)."""
+    features = block_features(lut_value)
+    coef = calibration["coef"]
+    return lambda s: sum(weight * features[name](s) for name, weight in coef.items())

@@ -26,12 +26,11 @@ import numpy as np
 
 from nas.costs import CostModel, as_codes
 from nas.errors import NasError
-from nas.hardware.calibration import apply_calibration
+from nas.hardware.calibration import calibrated_block_value
 from nas.hardware.devices import Device, host_facts
 from nas.hardware.measure import Summary
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
-from nas.space.counters import layer_weight_params
 from nas.space.layers import LayerSpec
 from nas.space.tables import SpecTable, unique_layers
 
@@ -212,8 +211,11 @@ def new_meta(space: SearchSpace, device: Device, resolutions: Sequence[int | Non
 
 
 class LUTCost(CostModel):
-    """Latency (or energy) of archs from a LUT: a gather and a sum, plus the calibration
-    of nas.hardware.calibration when the LUT has one (and `calibrated` is set)."""
+    """Latency (or energy) of archs from a LUT: a gather and a sum per layer slot.
+
+    With the LUT's calibration (nas.hardware.calibration) each block's entry is replaced
+    by its calibrated value and the intercept added, so both are one table lookup.
+    """
 
     def __init__(self, lut: LUT, space: SearchSpace, resolution: int | None = None, calibrated: bool = True,
                  device: Device | None = None, allow_mismatch: bool = False) -> None:
@@ -228,20 +230,12 @@ class LUTCost(CostModel):
             raise NasError(f"LUT lacks {len(missing)} of the space's blocks, e.g. {missing[0].key!r}; "
                            f"run 'hwnas lut build --space {space.name} --device {lut.meta.get('device')}' to fill them in")
         self.calibration = lut.meta.get("calibration") if calibrated else None
-        self.tables = {"lut_sum": SpecTable(space, lut.value, "sum", resolution)}
-        if self.calibration:
-            self.tables["blocks"] = SpecTable(space, lambda s: 1.0, "sum", resolution)
-            self.tables["weight_mb"] = SpecTable(space, lambda s: layer_weight_params(s) * 4e-6, "sum", resolution)
-
-    def features(self, archs: Sequence[Arch] | np.ndarray) -> dict[str, np.ndarray]:
-        """The calibration features of archs (lut_sum alone when uncalibrated)."""
-        codes = as_codes(self.space, archs)
-        return {name: table(codes) for name, table in self.tables.items()}
+        value = calibrated_block_value(self.calibration, lut.value) if self.calibration else lut.value
+        self.intercept = self.calibration["intercept"] if self.calibration else 0.0
+        self.table = SpecTable(space, value, "sum", resolution)
 
     def predict(self, archs: Sequence[Arch] | np.ndarray) -> np.ndarray:
-        features = self.features(archs)
-        return apply_calibration(self.calibration, features) if self.calibration else features["lut_sum"]
+        return self.table(as_codes(self.space, archs)) + self.intercept
 
     def expected(self, probs):
-        features = {name: table.expected(probs) for name, table in self.tables.items()}
-        return apply_calibration(self.calibration, features) if self.calibration else features["lut_sum"]
+        return self.table.expected(probs) + self.intercept

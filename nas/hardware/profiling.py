@@ -17,13 +17,14 @@ from tqdm import tqdm
 
 from nas.errors import NasError
 from nas.hardware.backends import Backend, make_backend
-from nas.hardware.calibration import fit_calibration
+from nas.hardware.calibration import block_features, fit_calibration
 from nas.hardware.devices import Device, host_facts
 from nas.hardware.lut import LUT, LUTCost, lut_blocks, new_meta
 from nas.hardware.measure import Protocol, Summary, measure
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
 from nas.space.layers import LayerSpec
+from nas.space.tables import SpecTable
 
 CHUNK = 16
 
@@ -82,13 +83,12 @@ def build_lut(space: SearchSpace, device: Device, resolutions: Sequence[int | No
 
 def calibrate_lut(lut: LUT, space: SearchSpace, backend: Backend, n: int, seed: int, protocol: Protocol) -> None:
     """Fit and store the end-to-end calibration on n random archs (ids kept for validation)."""
-    lut.meta["calibration"] = {"coef": {}, "intercept": 0.0}  # placeholder: makes LUTCost build every feature table
-    features_of = LUTCost(lut, space)
+    resolution = LUTCost(lut, space, calibrated=False).resolution
     archs = _distinct_archs(space, n, arch_rng(seed, "calibration"))
-    measured = np.array([t.median for t in measure_archs(backend, space, archs, features_of.resolution, protocol,
-                                                             desc="calibration")])
-    lut.meta["calibration"] = {**fit_calibration(features_of.features(archs), measured),
-                               "arch_ids": [a.arch_id for a in archs], "seed": seed}
+    codes = space.encode_batch(archs)
+    features = {name: SpecTable(space, fn, "sum", resolution)(codes) for name, fn in block_features(lut.value).items()}
+    measured = np.array([t.median for t in measure_archs(backend, space, archs, resolution, protocol, desc="calibration")])
+    lut.meta["calibration"] = {**fit_calibration(features, measured), "arch_ids": [a.arch_id for a in archs], "seed": seed}
 
 
 def _distinct_archs(space: SearchSpace, n: int, rng: np.random.Generator, exclude: set[str] = frozenset()) -> list[Arch]:

@@ -2,7 +2,10 @@
 
 Random archs that were not used for calibration are built whole, measured with the
 LUT's own backend and protocol, and compared with both the raw sum of blocks and the
-calibrated prediction. Writes a per-arch CSV and a predicted-vs-measured scatter PNG.
+calibrated prediction. A subset is then measured a second time: how well two
+measurements of the same archs agree is the ceiling any predictor can reach on this
+machine now (a busy or throttling machine lowers it), reported beside the LUT's figures.
+Writes a per-arch CSV and a predicted-vs-measured scatter PNG.
 """
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ from nas.metrics import regression_report
 from nas.space.base import SearchSpace
 
 
+REPEAT = 40  # archs measured twice for the repeatability ceiling
+
+
 def validate_lut(space: SearchSpace, device: Device, lut: LUT, n: int = 200, seed: int = 0,
                  out_dir: Path | None = None, allow_mismatch: bool = False) -> dict[str, Any]:
     raw = LUTCost(lut, space, calibrated=False, device=device, allow_mismatch=allow_mismatch)
@@ -29,8 +35,10 @@ def validate_lut(space: SearchSpace, device: Device, lut: LUT, n: int = 200, see
     protocol = Protocol(**lut.meta.get("protocol", {}))
     archs = validation_archs(lut, space, n, seed)
     codes = space.encode_batch(archs)
-    timings = measure_archs(make_backend(device), space, archs, raw.resolution, protocol, desc="validation")
+    backend = make_backend(device)
+    timings = measure_archs(backend, space, archs, raw.resolution, protocol, desc="validation")
     measured = np.array([t.median for t in timings])
+    again = measure_archs(backend, space, archs[:REPEAT], raw.resolution, protocol, desc="repeat")
     predicted_raw, predicted = raw.predict(codes), calibrated.predict(codes)
     report: dict[str, Any] = {
         "space": space.name, "device": device.name, "resolution": raw.resolution, "n": len(archs), "seed": seed,
@@ -38,6 +46,7 @@ def validate_lut(space: SearchSpace, device: Device, lut: LUT, n: int = 200, see
         "calibrated": calibrated.calibration is not None,
         "uncalibrated": regression_report(predicted_raw, measured),
         "measurement_spread_median": float(np.median([t.spread for t in timings])),
+        "repeatability": regression_report(np.array([t.median for t in again]), measured[:REPEAT]),
     }
     if out_dir is not None:
         out_dir = Path(out_dir)

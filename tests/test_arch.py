@@ -284,3 +284,41 @@ def test_describe_lists_decisions(small):
     assert info["name"] == "small" and info["size"] == small.size
     assert [d["name"] for d in info["decisions"]] == [d.name for d in small.decisions]
     json.dumps(info)  # plain data
+
+
+# ----------------------------------------------------------------------------- inactive decisions
+def _depth_space(depths):
+    from nas.space.registry import space_from_dict
+
+    return space_from_dict({
+        "name": "d", "input": {"channels": 3, "resolution": 8}, "classes": 2,
+        "stem": [{"op": "conv", "out": 4, "kernel": 3}],
+        "stages": [{"depth": depths, "width": 4, "block": {"kernel": [3, 5], "expand": [1, 2]}}],
+        "head": [{"op": "gap"}, {"op": "linear", "out": "classes"}],
+    }, "d.yaml")
+
+
+@pytest.mark.parametrize("depths", [[1, 2, 3], [3, 1, 2]])
+def test_distinct_size_counts_unique_networks(depths) -> None:
+    space = _depth_space(depths)
+    networks = {tuple(space.layers(a)) for a in space.enumerate()}
+    canonical = {space.canonical(a) for a in space.enumerate()}
+    assert space.distinct_size == len(networks) == len(canonical) == 4 + 16 + 64
+    assert space.size == 3 * 4**3
+
+
+@pytest.mark.parametrize("depths", [[1, 2, 3], [3, 1, 2]])
+def test_canonical_keeps_the_network_and_is_idempotent(depths) -> None:
+    space = _depth_space(depths)
+    for arch in space.enumerate():
+        canon = space.canonical(arch)
+        assert space.layers(canon) == space.layers(arch)
+        assert space.canonical(canon) == canon
+
+
+def test_ofa_distinct_size_is_the_papers_count() -> None:
+    from nas.space import load_space
+
+    ofa = load_space("ofa_mbv3")
+    per_stage = sum(9**d for d in (2, 3, 4))  # kernel x expand per active layer, depth 2..4
+    assert ofa.distinct_size == 25 * per_stage**5  # 25 resolutions

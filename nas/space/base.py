@@ -10,6 +10,7 @@ latency) be tabulated per slot and evaluated for many archs as a gather and a su
 from __future__ import annotations
 
 import functools
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -199,6 +200,82 @@ class SearchSpace(ABC):
         for rank in range(self.size):
             yield self.from_index(rank)
 
+    # ------------------------------------------------------------------ inactive decisions
+    def active_mask(self, codes: np.ndarray) -> np.ndarray:
+        """N x D: whether each decision shapes each arch's network.
+
+        A decision matters when a layer that reads it is active, and always when it
+        switches layers on and off (a depth).
+        """
+        codes = np.atleast_2d(np.asarray(codes, dtype=np.int64))
+        active = np.zeros(codes.shape, dtype=bool)
+        active[:, self._switches] = True
+        for cols, strides, is_active in self._activity_tables:
+            on = is_active[codes[:, cols] @ strides] if cols else np.full(len(codes), bool(is_active[0]))
+            active[:, cols] |= on[:, None]
+        return active
+
+    def canonical_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Codes with every decision that does not shape the network reset to choice 0:
+        archs that differ only there (the kernel of a layer beyond its stage's depth)
+        are one network and get equal canonical codes."""
+        codes = np.atleast_2d(np.asarray(codes, dtype=np.int64))
+        return np.where(self.active_mask(codes), codes, 0)
+
+    def canonical(self, arch: Arch) -> Arch:
+        return self.decode(self.canonical_codes(self.encode(arch))[0])
+
+    @functools.cached_property
+    def distinct_size(self) -> int:
+        """Exact number of distinct networks (archs that differ after canonical()).
+
+        Which decisions matter depends only on the switches; for each combination of
+        switch values, the choices of the decisions that then matter multiply.
+        """
+        switches = self._switches
+        combos = int(np.prod([int(self.radices[c]) for c in switches], dtype=object))
+        if combos > 1_000_000:
+            raise NasError(f"space {self.name}: {combos} depth combinations are too many to count distinct networks")
+        total = 0
+        for combo in itertools.product(*(range(int(self.radices[c])) for c in switches)):
+            codes = np.zeros((1, len(self.decisions)), dtype=np.int64)
+            codes[0, switches] = combo
+            mask = self.active_mask(codes)[0]
+            mask[switches] = False
+            total += int(np.prod([int(r) for r in self.radices[mask]], dtype=object))
+        return total
+
+    @functools.cached_property
+    def _activity_tables(self) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
+        """Per distinct slot: its decision columns, flat-index strides, and whether the
+        slot is active for each combination of those decisions."""
+        from nas.space.tables import slot_variants
+
+        column = {d.name: i for i, d in enumerate(self.decisions)}
+        tables, seen = [], set()
+        for slot in self.slots():
+            if id(slot) in seen:
+                continue
+            seen.add(id(slot))
+            cols = tuple(sorted(column[n] for n in slot.deps))
+            radices = [int(self.radices[c]) for c in cols]
+            is_active = np.zeros(int(np.prod(radices, dtype=np.int64)), dtype=bool)
+            is_active[[flat for flat, _ in slot_variants(self, slot, cols, None)]] = True
+            strides = np.array([int(np.prod(radices[i + 1:], dtype=np.int64)) for i in range(len(cols))], dtype=np.int64)
+            tables.append((list(cols), strides, is_active))
+        return tables
+
+    @functools.cached_property
+    def _switches(self) -> list[int]:
+        """Columns of decisions that turn some layer on or off."""
+        found = set()
+        for cols, _, is_active in self._activity_tables:
+            grid = is_active.reshape([int(self.radices[c]) for c in cols] or [1])
+            for axis, c in enumerate(cols):
+                if not np.all(grid == np.take(grid, [0], axis=axis)):
+                    found.add(c)
+        return sorted(found)
+
     # ------------------------------------------------------------------ costs
     def table(self, metric: str, resolution: int | None = None, dtype: str = "float32") -> SpecTable:
         """A cached vectorised evaluator of a counter metric (see nas.space.tables)."""
@@ -245,6 +322,7 @@ class SearchSpace(ABC):
             "type": type(self).__name__,
             "description": self.description,
             "size": self.size,
+            "distinct_size": self.distinct_size,
             "decisions": [{"name": d.name, "choices": list(d.choices)} for d in self.decisions],
         }
 

@@ -61,13 +61,13 @@ def _space_list(args: argparse.Namespace) -> None:
     for name, path in space_files().items():
         space = load_space(path)
         rows.append({"name": name, "type": type(space).__name__, "decisions": len(space.decisions),
-                     "size": space.size, "file": str(path)})
+                     "size": space.size, "distinct_size": space.distinct_size, "file": str(path)})
     if args.json:
         print_json(rows)
         return
-    print(f"{'space':<22} {'type':<12} {'decisions':>9}  size")
+    print(f"{'space':<22} {'type':<12} {'decisions':>9}  {'size':>15}  distinct networks")
     for r in rows:
-        print(f"{r['name']:<22} {r['type']:<12} {r['decisions']:>9}  {_size(r['size'])}")
+        print(f"{r['name']:<22} {r['type']:<12} {r['decisions']:>9}  {_size(r['size']):>15}  {_size(r['distinct_size'])}")
 
 
 def _size(n: int) -> str:
@@ -82,7 +82,8 @@ def _space_show(args: argparse.Namespace) -> None:
     if args.json:
         print_json(info)
         return
-    print(f"{info['name']} ({info['type']}): {_size(info['size'])} architectures, {len(info['decisions'])} decisions")
+    print(f"{info['name']} ({info['type']}): {_size(info['size'])} decision assignments, "
+          f"{_size(info['distinct_size'])} distinct networks, {len(info['decisions'])} decisions")
     if info["description"]:
         print(info["description"])
     for d in info["decisions"]:

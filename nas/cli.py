@@ -15,7 +15,7 @@ from typing import Any
 
 from nas.errors import NasError
 
-COMMAND_MODULES = ("nas.space.commands", "nas.hardware.commands", "nas.supernet.commands")
+COMMAND_MODULES = ("nas.space.commands", "nas.hardware.commands")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from nas.atomic import write_atomic
 from nas.costs import CostModel, as_codes
 from nas.errors import NasError
 from nas.hardware.devices import POWER_KEYS, Device
-from nas.hardware.lut import LUT, lut_blocks, new_meta, write_atomic
+from nas.hardware.lut import LUT, lut_blocks, new_meta
 from nas.hardware.measure import Summary
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace

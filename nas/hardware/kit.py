@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from nas.atomic import atomic_path
 from nas.errors import NasError
 from nas.hardware import kit_runner, measure
 from nas.hardware.devices import Device
@@ -30,26 +31,18 @@ def write_kit(space: SearchSpace, out: Path, resolutions: Sequence[int | None] =
     specs = lut_blocks(space, resolutions)
     manifest: dict[str, Any] = {"schema": KIT_SCHEMA, "space": space.name, "kit_id": space_fingerprint(specs),
                                 "resolutions": list(resolutions), "batch": batch, "entries": []}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-            for i, spec in enumerate(specs):
-                entry = {"id": f"m{i:05d}", "key": spec.key, "file": f"models/m{i:05d}.onnx",
-                         "input": input_shape(spec, batch)}
-                z.writestr(entry["file"], layer_model(spec, batch, compact=True).SerializeToString())
-                manifest["entries"].append(entry)
-            z.writestr("manifest.json", json.dumps(manifest, indent=1))
-            z.writestr("runner.py", Path(kit_runner.__file__).read_text())
-            z.writestr("measure.py", Path(measure.__file__).read_text())
-            z.writestr("README.txt", f"hwnas profiling kit for space {space.name} ({len(specs)} blocks).\n"
-                                     "unzip, then: python3 runner.py --threads N --out results.csv\n"
-                                     "needs: python3, numpy, onnxruntime\n")
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for i, spec in enumerate(specs):
+            entry = {"id": f"m{i:05d}", "key": spec.key, "file": f"models/m{i:05d}.onnx",
+                     "input": input_shape(spec, batch)}
+            z.writestr(entry["file"], layer_model(spec, batch, compact=True).SerializeToString())
+            manifest["entries"].append(entry)
+        z.writestr("manifest.json", json.dumps(manifest, indent=1))
+        z.writestr("runner.py", Path(kit_runner.__file__).read_text())
+        z.writestr("measure.py", Path(measure.__file__).read_text())
+        z.writestr("README.txt", f"hwnas profiling kit for space {space.name} ({len(specs)} blocks).\n"
+                                 "unzip, then: python3 runner.py --threads N --out results.csv\n"
+                                 "needs: python3, numpy, onnxruntime\n")
     return manifest
 
 

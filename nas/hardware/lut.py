@@ -14,8 +14,6 @@ import hashlib
 import io
 import json
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -24,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from nas.atomic import write_atomic
 from nas.costs import CostModel, as_codes
 from nas.errors import NasError
 from nas.hardware.calibration import calibrated_block_value
@@ -39,21 +38,6 @@ SPEC_COLUMNS = [f.name for f in fields(LayerSpec)]
 VALUE_COLUMNS = [f.name for f in fields(Summary)]
 BOOL_COLUMNS = {"shuffle", "bn", "bias", "preact"}
 INT_COLUMNS = {"in_ch", "out_ch", "in_size", "kernel", "stride", "mid_ch", "groups", "se_ch"}
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write through a temp file in the same folder and rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def space_fingerprint(specs: Iterable[LayerSpec]) -> str:

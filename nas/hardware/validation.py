@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from nas.atomic import atomic_path, write_atomic
 from nas.hardware.backends import make_backend
 from nas.hardware.devices import Device
-from nas.hardware.lut import LUT, LUTCost, write_atomic
+from nas.hardware.lut import LUT, LUTCost
 from nas.hardware.measure import Protocol
 from nas.hardware.profiling import measure_archs, validation_archs
 from nas.metrics import regression_report
 from nas.space.base import SearchSpace
-
 
 REPEAT = 40  # archs measured twice for the repeatability ceiling
 
@@ -84,8 +84,6 @@ def _scatter(path: Path, measured, raw, predicted, report) -> None:
     ax.set_title(f"{report['space']} on {report['device']}: Kendall τ {report['kendall_tau']:.3f}")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
-    tmp.replace(path)

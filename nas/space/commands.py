@@ -8,8 +8,8 @@ from typing import Any
 
 from nas.cli import positive_int, print_json
 from nas.errors import NasError
-from nas.space.base import SearchSpace
 from nas.space.arch import Arch
+from nas.space.base import SearchSpace
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:

@@ -1,0 +1,281 @@
+"""`hwnas predictor ...`, `hwnas measure` and `hwnas bench predictors`."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from nas.cli import positive_int, print_json
+from nas.errors import NasError
+
+FIT_MODELS = ("auto", "ridge", "gbt", "forest", "mlp", "boosted", "ensemble", "lut_residual")
+BENCH_MODELS = FIT_MODELS[:-1]  # lut_residual needs a LUT of the benchmark's device
+
+
+def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+    pred = commands.add_parser("predictor",
+                               help="learned latency/energy/accuracy predictors: fit, eval, transfer, predict")
+    cmds = pred.add_subparsers(title="predictor commands", metavar="ACTION", required=True)
+
+    p = cmds.add_parser("fit", help="train a predictor on a table column")
+    _tables(p)
+    p.add_argument("--space", required=True, help="space name or YAML path")
+    p.add_argument("--target", required=True, help="the column to predict")
+    p.add_argument("--n-train", type=positive_int, help="random rows to train on (default: all rows with a value)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="auto", choices=FIT_MODELS,
+                   help="model kind (default auto: ridge for latency/energy, gbt for accuracy)")
+    p.add_argument("--features", default="layerspec", help="feature set: layerspec (default), coarse, onehot")
+    p.add_argument("--lut", type=Path, help="a LUT whose per-arch sum becomes a feature (needed by lut_residual)")
+    p.add_argument("--device", help="device name for the metadata (default: read off the column name)")
+    p.add_argument("--metric", help="metric name (default: read off the column name)")
+    p.add_argument("--unit", help="unit (default: read off the column name)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="predictor file (.npz) to write")
+    p.set_defaults(run=_fit)
+
+    p = cmds.add_parser("eval", help="score a predictor on a table (its training archs left out)")
+    p.add_argument("file", type=Path)
+    _tables(p)
+    p.add_argument("--target", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_eval)
+
+    p = cmds.add_parser("transfer", help="pretrain on source columns, adapt with K rows of a new device's column")
+    _tables(p)
+    p.add_argument("--space", required=True)
+    p.add_argument("--source", required=True, help="comma-separated source columns")
+    p.add_argument("--target", required=True)
+    p.add_argument("--k", type=positive_int, required=True, help="target measurements to adapt with (5..50)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reference", type=Path, help="reference set JSON (default: the shipped one of the space)")
+    p.add_argument("--n-pretrain", type=positive_int, default=2000, help="rows per source column (default 2000)")
+    p.add_argument("--device", help="the new device's name for the metadata (default: read off the target column)")
+    p.add_argument("-o", "--out", type=Path, required=True)
+    p.set_defaults(run=_transfer)
+
+    p = cmds.add_parser("predict", help="predict archs from a file (CSV with an arch column, or one arch per line)")
+    p.add_argument("file", type=Path)
+    p.add_argument("--archs", type=Path, required=True)
+    p.add_argument("--std", action="store_true", help="add the relative uncertainty (ensemble and transfer models)")
+    p.set_defaults(run=_predict)
+
+    p = cmds.add_parser("energy-table", help="analytic energy estimates from measured latencies (no energy measured)")
+    _tables(p)
+    p.add_argument("--space", required=True)
+    p.add_argument("--latency", required=True, help="the latency column (ms) the estimate starts from")
+    p.add_argument("--device", required=True, help="device profile with a power model (see 'hwnas devices show')")
+    p.add_argument("-o", "--out", type=Path, required=True, help="CSV to write (arch_id, estimated_energy_mj, arch)")
+    p.set_defaults(run=_energy_table)
+
+    p = cmds.add_parser("show", help="a predictor file's metadata")
+    p.add_argument("file", type=Path)
+    p.set_defaults(run=_show)
+
+    p = cmds.add_parser("reference", help="write a reference set: the archs to measure on a new device")
+    p.add_argument("--space", required=True)
+    p.add_argument("-n", type=positive_int, default=50, help="archs in the set (default 50)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--out", type=Path, help="JSON to write (default predictors/reference/SPACE.json)")
+    p.set_defaults(run=_reference)
+
+    p = commands.add_parser("measure", help="measure random archs end to end on a device: a training table")
+    p.add_argument("space", help="space name or YAML path")
+    p.add_argument("--device", required=True, help="device profile (see 'hwnas devices list')")
+    p.add_argument("--n", type=positive_int, required=True, help="random archs to measure")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reference", action="store_true", help="measure the space's reference archs first")
+    p.add_argument("-o", "--out", type=Path,
+                   help="CSV to write (arch_id, measured_ms, p10_ms, p90_ms, arch); "
+                        "default runs/measure/SPACE_DEVICE.csv")
+    p.add_argument("--repeats", type=positive_int, default=60)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--rounds", type=positive_int, default=6)
+    p.set_defaults(run=_measure)
+
+    p = bench.add_parser("predictors", help="predictor accuracy and speed on public device tables")
+    p.add_argument("tables", type=Path, nargs="+", help="benchmark CSVs (e.g. ../shared/benchmarks/nb201/*.csv)")
+    p.add_argument("--n-train", default="100,900", help="comma-separated training sizes (default 100,900)")
+    p.add_argument("--k", default="20", help="comma-separated few-shot K (default 20)")
+    p.add_argument("--splits", type=positive_int, default=5)
+    p.add_argument("--models", default="auto", help=f"comma-separated models from {', '.join(BENCH_MODELS)}")
+    p.add_argument("--n-pretrain", type=positive_int, default=2000)
+    p.add_argument("--out", type=Path, help="write the full results as JSON here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_bench)
+
+
+def _tables(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--table", type=Path, action="append", required=True,
+                   help="CSV with an arch column (repeat to merge several tables)")
+
+
+def _fit(args: argparse.Namespace) -> None:
+    from nas.predictors.predictor import fit_predictor
+    from nas.predictors.tables import read_tables
+    from nas.space import load_space
+
+    space = load_space(args.space)
+    table = read_tables(args.table, space)
+    lut_values = _lut_values(args.lut, space) if args.lut else None
+    predictor = fit_predictor(table, args.target, args.n_train, args.seed, args.model, args.features, lut_values,
+                              args.metric, args.unit, args.device)
+    predictor.save(args.out)
+    training = predictor.meta["training"]
+    dropped = f", {training['dropped_missing']} rows without a value dropped" if training["dropped_missing"] else ""
+    print(f"wrote {args.out}: {predictor.meta['model']} predictor of {args.target} ({predictor.metric}, "
+          f"{predictor.unit or 'no unit'}) for {space.name}, trained on {training['n_train']} archs "
+          f"(seed {args.seed}{dropped})")
+
+
+def _lut_values(path: Path, space) -> dict[str, float]:
+    from nas.hardware.lut import LUT
+
+    lut = LUT.load(path)
+    lut.check(space)
+    return {key: lut.value(spec) for key, (spec, _) in lut.entries.items()}
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from nas.predictors.predictor import Predictor, evaluate
+    from nas.predictors.tables import read_tables
+
+    predictor = Predictor.load(args.file)
+    report = evaluate(predictor, read_tables(args.table, predictor.space), args.target)
+    if args.json:
+        print_json(report)
+        return
+    print(f"{args.file} on {args.target}: {report['n']} archs ({report['excluded']} training archs left out)")
+    print(f"  within ±5/10/15 %: {report['within_5']:.1%} / {report['within_10']:.1%} / {report['within_15']:.1%}  "
+          f"RMSE {report['rmse']:.4g}  RMSPE {report['rmspe']:.2f} %  Kendall τ {report['kendall_tau']:.3f}  "
+          f"Spearman ρ {report['spearman_rho']:.3f}")
+
+
+def _transfer(args: argparse.Namespace) -> None:
+    from nas.predictors.reference import load_reference
+    from nas.predictors.tables import read_tables
+    from nas.predictors.transfer import transfer_predictor
+    from nas.space import load_space
+
+    space = load_space(args.space)
+    table = read_tables(args.table, space)
+    sources = [c.strip() for c in args.source.split(",") if c.strip()]
+    reference = load_reference(space, args.reference) if args.reference else None
+    predictor = transfer_predictor(table, sources, args.target, args.k, args.seed, reference, args.n_pretrain,
+                                   device=args.device)
+    predictor.save(args.out)
+    t = predictor.meta["transfer"]
+    print(f"wrote {args.out}: {args.target} from {len(sources)} source column(s), adapted on {args.k} archs "
+          f"({t['adapted_on']}); their ids are in the file and 'hwnas predictor eval' leaves them out")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from nas.predictors.predictor import Predictor
+    from nas.predictors.tables import read_archs
+
+    predictor = Predictor.load(args.file)
+    archs = read_archs(args.archs, predictor.space)
+    values, std = predictor.predict(archs, return_std=True)
+    column = f"{predictor.metric}_{predictor.unit}" if predictor.unit else predictor.metric
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["arch_id", column, *(["relative_std"] if args.std else []), "arch"])
+    for arch, value, spread in zip(archs, values, std):
+        writer.writerow([arch.arch_id, f"{value:.6g}", *([f"{spread:.4f}"] if args.std else []), arch.to_json()])
+
+
+def _energy_table(args: argparse.Namespace) -> None:
+    from nas.hardware.devices import load_device
+    from nas.predictors.energy import ESTIMATE_COLUMN, energy_table
+    from nas.predictors.tables import read_tables
+    from nas.space import load_space
+
+    space = load_space(args.space)
+    n = energy_table(read_tables(args.table, space), args.latency, load_device(args.device), args.out)
+    print(f"wrote {args.out}: {n} analytic energy estimates from {args.latency} with {args.device}'s power model; "
+          f"fit with 'hwnas predictor fit --table {args.out} --space {space.name} --target {ESTIMATE_COLUMN} ...'")
+
+
+def _show(args: argparse.Namespace) -> None:
+    from nas.predictors.store import load_arrays
+
+    meta, arrays = load_arrays(args.file)
+    meta = {k: v for k, v in meta.items() if k != "model_state"}
+    for section in ("training", "transfer"):
+        if section in meta:
+            for key in ("arch_ids", "adapt_arch_ids"):
+                if key in meta[section]:
+                    meta[section][key] = f"{len(meta[section][key])} arch ids"
+    if "lut" in meta:
+        meta["lut"] = f"{len(meta['lut']['values'])} embedded LUT entries"
+    meta["arrays"] = f"{len(arrays)} arrays, {sum(a.size for a in arrays.values())} numbers"
+    print_json(meta)
+
+
+def _reference(args: argparse.Namespace) -> None:
+    from nas.hardware.lut import write_atomic
+    from nas.predictors.reference import make_reference, reference_dir, reference_text
+    from nas.space import load_space
+
+    space = load_space(args.space)
+    data = make_reference(space, args.n, args.seed)
+    out = args.out or reference_dir() / f"{space.name}.json"
+    write_atomic(out, reference_text(data))
+    print(f"wrote {out}: {len(data['archs'])} reference archs of {space.name} ({data['design']['pool']})")
+
+
+def _measure(args: argparse.Namespace) -> None:
+    from nas.hardware.measure import Protocol
+    from nas.predictors.measure import measure_table
+    from nas.space import load_space
+
+    space = load_space(args.space)
+    out = args.out or Path("runs") / "measure" / f"{space.name}_{args.device}.csv"
+    n = measure_table(space, args.device, args.n, args.seed, out, Protocol(args.warmup, args.repeats, args.rounds),
+                      args.reference)
+    print(f"wrote {out}: {n} archs of {space.name} measured on {args.device}; "
+          f"fit with 'hwnas predictor fit --table {out} --space {space.name} --target measured_ms ...'")
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from nas.predictors.bench import bench_predictors
+
+    n_trains = _ints(args.n_train, "--n-train")
+    ks = _ints(args.k, "--k")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    bad = [m for m in models if m not in BENCH_MODELS]
+    if bad:
+        raise NasError(f"unknown model(s) {', '.join(bad)}; choose from {', '.join(BENCH_MODELS)}")
+    results = bench_predictors(args.tables, n_trains, ks, args.splits, models, args.n_pretrain,
+                               log=(lambda s: None) if args.json else print)
+    if args.out:
+        from nas.hardware.lut import write_atomic
+
+        write_atomic(args.out, json.dumps(results, indent=1) + "\n")
+    if args.json:
+        print_json(results)
+        return
+    print()
+    for key, r in results["summary"]["fit"].items():
+        print(f"mean over {len(results['cost'])} cost columns, {key.replace('/', ' n_train=')}: "
+              f"Spearman {r['spearman_rho']:.3f}, Kendall {r['kendall_tau']:.3f}, "
+              f"within ±5/10/15 % {r['within_5']:.2f}/{r['within_10']:.2f}/{r['within_15']:.2f}")
+    for entry in results["accuracy"]:
+        for model, by_n in entry["fit"].items():
+            for n, r in by_n.items():
+                print(f"{entry['space']} {entry['column']}, {model} n_train={n}: Spearman {r['spearman_rho']:.3f}, "
+                      f"Kendall {r['kendall_tau']:.3f}")
+    for k, r in results["summary"]["few_shot"].items():
+        print(f"mean few-shot K={k} (leave one device out): Spearman {r['spearman_rho']:.3f}, "
+              f"Kendall {r['kendall_tau']:.3f}, "
+              f"within ±10 % {r['within_10']:.2f}")
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise NasError(f"{flag} takes comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 2:
+        raise NasError(f"{flag} values must be at least 2, got {text!r}")
+    return values

@@ -1,0 +1,84 @@
+"""Few-shot transfer to a new device: pretrain on source devices, adapt with K measurements.
+
+Pretraining fits one predictor per source column (a device's latency or energy) on its
+own rows. Their predictions are a shared representation of an arch: how it runs on
+each known device. Adapting to a target with K measured archs fits two heads and
+averages them in log space:
+
+    shared  ridge over the source predictions (and their logs), with the coarse
+            physical features as a more strongly penalised correction: the target as
+            a mix of known devices, plus whatever none of them shows
+    direct  the group ridge of nas.predictors.models.linear on the K rows alone, whose
+            coarse-before-fine penalties already generalise from a handful of rows
+
+Each head's penalties are chosen by leave-one-out over the K rows. The K archs come
+from the reference design (nas.predictors.reference), never from the target's values,
+and the predictor file lists them.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from nas.errors import NasError
+from nas.predictors.features import Featurizer, get_featurizer
+from nas.predictors.models.linear import GroupRidge
+from nas.predictors.models.transfer import TransferModel
+from nas.predictors.predictor import Predictor, base_meta, split_rows
+from nas.predictors.reference import coarse_features, design_order, load_reference
+from nas.predictors.tables import ArchTable
+
+N_PRETRAIN = 2000
+
+
+def pretrain(table: ArchTable, featurizer: Featurizer, column: str, n_pretrain: int = N_PRETRAIN,
+             seed: int = 0) -> GroupRidge:
+    """A source model: the group ridge on up to n_pretrain random rows of one column."""
+    rows, y, _ = table.rows(column, positive=True)
+    train, _ = split_rows(len(rows), min(n_pretrain, len(rows)), seed)
+    return GroupRidge(groups=featurizer.groups).fit(featurizer.transform(table.subset(rows[train])), y[train])
+
+
+def adaptation_rows(table: ArchTable, featurizer: Featurizer, target: str, k: int, seed: int = 0,
+                    reference: Sequence | None = None) -> tuple[np.ndarray, str]:
+    """Positions (in the table) of the K archs to adapt on, and how they were chosen: the
+    first K reference archs that the table has a value for, else the reference design
+    run over the table's rows that have one."""
+    rows, _, _ = table.rows(target, positive=True)
+    if not 2 <= k <= len(rows):
+        raise NasError(f"--k {k} must be at least 2 and at most the {len(rows)} rows with {target}")
+    if reference:
+        where = {a: i for i, a in enumerate(table.arch_ids)}
+        have = set(rows.tolist())
+        picked = [where[a.arch_id] for a in reference if a.arch_id in where and where[a.arch_id] in have]
+        if len(picked) >= k:
+            return np.array(picked[:k]), f"first {k} archs of the reference set present in the table"
+    order = design_order(coarse_features(featurizer, table.subset(rows)), k, seed)
+    return rows[order], f"reference design over the {len(rows)} table rows with {target} (seed {seed})"
+
+
+def transfer_predictor(table: ArchTable, sources: Sequence[str], target: str, k: int, seed: int = 0,
+                       reference: Sequence | None = None, n_pretrain: int = N_PRETRAIN,
+                       use_shipped_reference: bool = True, pretrained: Sequence | None = None,
+                       device: str | None = None) -> Predictor:
+    """Pretrain on the source columns (or take `pretrained` source models, one per
+    column), adapt to K rows of the target column. The reference archs are `reference`,
+    else the space's shipped set unless use_shipped_reference is False."""
+    if target in sources:
+        raise NasError(f"the target column {target} is also a source; leave it out of --source")
+    featurizer = get_featurizer(table.space)
+    if reference is None and use_shipped_reference:
+        reference = load_reference(table.space)
+    models = list(pretrained) if pretrained is not None else \
+        [pretrain(table, featurizer, c, n_pretrain, seed) for c in sources]
+    adapt, how = adaptation_rows(table, featurizer, target, k, seed, reference)
+    y = table.column(target).values[adapt]
+    model = TransferModel(models, featurizer.groups).fit(featurizer.transform(table.subset(adapt)), y)
+    meta = base_meta(featurizer, target, None, None, device, table)
+    meta["model"] = "transfer"
+    ids = [table.arch_ids[i] for i in adapt]
+    meta["training"] = {"n_train": len(adapt), "seed": seed, "arch_ids": ids}
+    meta["transfer"] = {"sources": list(sources), "k": k, "n_pretrain": n_pretrain, "adapted_on": how,
+                        "adapt_arch_ids": ids}
+    return Predictor(table.space, featurizer, model, meta)

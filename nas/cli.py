@@ -16,7 +16,6 @@ from typing import Any
 from nas.errors import NasError
 
 COMMAND_MODULES = ("nas.space.commands", "nas.hardware.commands", "nas.predictors.commands")
-                   "nas.search.commands")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,101 @@
+"""`hwnas search CONFIG`, `hwnas bench search` and `hwnas bench search-scoring`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nas.cli import positive_int, print_json
+
+
+def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("search", help="search archs against device budgets (resumes from its storage)",
+                            description="Run the search a YAML config describes. Start the same command with the same "
+                                        "--storage URL and --study NAME on several machines to share one study "
+                                        "(Optuna controllers).")
+    p.add_argument("config", type=Path, help="search config (YAML)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db)")
+    p.add_argument("--study", help="study name (default: the config's, else its file name)")
+    p.add_argument("--budget", type=positive_int, help="queries of the expensive metrics (overrides the config)")
+    p.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    p.add_argument("--out", type=Path, help="results folder (default: runs/search/STUDY)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(run=_search)
+
+    p = bench.add_parser("search", help="controllers on public device tables: regret and hypervolume ratio")
+    p.add_argument("--acc-table", type=Path, required=True, help="accuracy table (e.g. nb201/cifar10_val_acc.csv)")
+    p.add_argument("--acc-column", help="its accuracy column (default: its only value column)")
+    p.add_argument("--cost-table", type=Path, nargs="+", required=True, help="table(s) holding the cost columns")
+    p.add_argument("--cost-column", required=True,
+                   help="cost column(s), comma-separated; shell patterns allowed ('*_latency')")
+    p.add_argument("--space", default="nb201", help="the tables' space (default nb201)")
+    p.add_argument("--budget-ms", type=float, help="the constrained task's budget (default: --budget-percentile)")
+    p.add_argument("--budget-percentile", type=float, default=30.0, help="budget at this percentile (default 30)")
+    p.add_argument("--queries", type=positive_int, help="accuracy queries per run (default 100 constrained, 300 front)")
+    p.add_argument("--seeds", type=positive_int, default=10, help="seeds 0..S-1 (default 10)")
+    p.add_argument("--controllers", default="evolution,optuna-nsga2,optuna-tpe,random")
+    p.add_argument("--tasks", default="constrained,front", help="constrained, front or both (default both)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_bench_search)
+
+    p = bench.add_parser("search-scoring", help="seconds to score N candidate archs on cheap costs (vectorised)")
+    p.add_argument("--space", default="ofa_mbv3")
+    p.add_argument("--device", default="local-cpu", help="device whose LUT scores latency (and energy)")
+    p.add_argument("-n", type=positive_int, default=50_000)
+    p.add_argument("--repeats", type=positive_int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_bench_scoring)
+
+
+def _search(args: argparse.Namespace) -> None:
+    from nas.search.config import load_search_config
+    from nas.search.run import run_search
+
+    overrides = {"storage": args.storage, "study": args.study, "budget": args.budget, "seed": args.seed,
+                 "out": str(args.out) if args.out else None}
+    run = run_search(load_search_config(args.config, overrides), progress=not args.quiet)
+    s = run.summary
+    for name, count in {**s.get("nan", {}), **s.get("nan_queried", {})}.items():
+        print(f"hwnas: note: {name} had no value (NaN) for {count} arch(s); they count as infeasible", file=sys.stderr)
+    if args.json:
+        print_json(s)
+        return
+    if s["controller"] == "differentiable":
+        print(f"derived arch {s['arch']['arch_id']}: {s['target_metric']} {s['measured']:.4g} (expected "
+              f"{s['expected']:.4g}, target {s['target']:.4g}, {s['relative_error']:+.1%}); test accuracy "
+              f"{s['test_accuracy']:.4f}")
+    else:
+        print(f"{s['queries']} queried archs ({s['feasible']} feasible), {len(s['front'])} on the front")
+        if s["best"] is not None:
+            metrics = ", ".join(f"{k} {v:.4g}" for k, v in s["best"]["metrics"].items() if v is not None)
+            print(f"best: {s['best']['arch_id']} {metrics}")
+        if "hypervolume" in s:
+            print(f"hypervolume {s['hypervolume']['value']:.6g} (reference {s['hypervolume']['reference']})")
+    print("wrote " + ", ".join(str(f) for f in run.files))
+
+
+def _bench_search(args: argparse.Namespace) -> None:
+    from nas.search.bench import bench_search, format_report
+
+    report = bench_search(args.acc_table, args.cost_table, [c for c in args.cost_column.split(",") if c],
+                          space=args.space, acc_column=args.acc_column, budget=args.budget_ms,
+                          percentile=args.budget_percentile, queries=args.queries, seeds=args.seeds,
+                          controllers=[c for c in args.controllers.split(",") if c],
+                          tasks=[t for t in args.tasks.split(",") if t], progress=not args.quiet)
+    if args.json:
+        print_json(report)
+    else:
+        print(format_report(report))
+
+
+def _bench_scoring(args: argparse.Namespace) -> None:
+    from nas.search.bench import scoring_speed
+
+    row = scoring_speed(args.space, args.device, args.n, args.repeats)
+    if args.json:
+        print_json(row)
+        return
+    print(f"{row['space']}: {row['n']:,} candidates bred, projected and scored on {', '.join(row['metrics'])} and "
+          f"filtered in {row['seconds']:.3f} s ({row['cpu']})")

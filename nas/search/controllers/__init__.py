@@ -1,0 +1,1 @@
+"""Search controllers: ask/tell ones (evolution, random), Optuna's samplers, differentiable."""

@@ -1,0 +1,120 @@
+"""Optuna's TPE and NSGA-II samplers as controllers, on any Optuna storage.
+
+Each trial suggests one choice per decision. Cheap metrics come first: a trial that
+breaks a cheap budget is closed at once with its constraint violations (Optuna's
+constrained samplers read them through `Trial.set_constraint`, which replaces the
+`constraints_func` argument deprecated in Optuna 5) and spends no query; a trial whose
+network was already queried is closed with the stored metrics. Only then is the arch
+claimed (see nas.search.ledger) and evaluated. Workers started on several machines with
+the same storage URL and study name share the study and the budget.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+import optuna
+from tqdm import tqdm
+
+from nas.errors import NasError, closest
+from nas.search.ledger import Ledger
+from nas.search.problem import Problem
+
+SAMPLER_SETTINGS = {
+    "optuna-tpe": ("n_startup_trials", "n_ei_candidates", "multivariate", "group", "constant_liar"),
+    "optuna-nsga2": ("population_size", "mutation_prob", "crossover_prob", "swapping_prob"),
+}
+MAX_TRIALS_PER_QUERY = 50  # a sampler that keeps proposing infeasible or known archs is stopped
+POLL_S = 1.0
+
+
+def make_sampler(name: str, settings: dict[str, Any], seed: int) -> optuna.samplers.BaseSampler:
+    """The named sampler with Optuna's defaults, overridden by `settings`."""
+    known = SAMPLER_SETTINGS[name]
+    for key in settings:
+        if key not in known:
+            raise NasError(f"controller {name}: unknown setting {key!r}{closest(key, known)}; known: {', '.join(known)}")
+    cls = optuna.samplers.TPESampler if name == "optuna-tpe" else optuna.samplers.NSGAIISampler
+    try:
+        return cls(seed=seed, **settings)
+    except (TypeError, ValueError) as exc:
+        raise NasError(f"controller {name}: {exc}") from None
+
+
+def worker_seed(seed: int, first: bool) -> int:
+    """The configured seed for the worker that created the study; a distinct one for each
+    worker that joins it (identical samplers would propose identical archs)."""
+    return seed if first else int(np.random.SeedSequence([seed, os.getpid(), time.time_ns()]).generate_state(1)[0])
+
+
+def optuna_search(problem: Problem, ledger: Ledger, name: str, settings: dict[str, Any], seed: int, budget: int,
+                  bar: tqdm | None = None) -> dict[str, int]:
+    """Run trials until the study holds `budget` queries; returns counts of this worker's trials."""
+    ledger.study.sampler = make_sampler(name, settings, worker_seed(seed, ledger.created))
+    decisions = problem.space.decisions
+    stats = {"trials": 0, "queries": 0, "infeasible": 0, "known": 0, "yielded": 0}
+    while True:
+        ledger.fail_stale()
+        done, running = ledger.progress()
+        if bar is not None:
+            bar.n = min(done, budget)
+            bar.refresh()
+        if done >= budget:
+            break
+        if stats["trials"] >= MAX_TRIALS_PER_QUERY * budget:
+            raise NasError(f"{name} proposed {stats['trials']} archs but only {done} new feasible ones; the "
+                           "feasible part of the space may be smaller than the budget")
+        if running + done >= budget:  # the rest of the budget is being evaluated elsewhere
+            time.sleep(POLL_S)
+            continue
+        trial = ledger.ask()
+        stats["trials"] += 1
+        choices = [trial.suggest_categorical(d.name, list(d.choices)) for d in decisions]
+        codes = problem.identical(np.array([[d.choices.index(c) for d, c in zip(decisions, choices)]]))
+        cheap = problem.cheap(codes)
+        if not problem.cheap_ok(cheap, codes)[0]:
+            _close(ledger, trial, {k: float(v[0]) for k, v in cheap.items()}, "infeasible")
+            stats["infeasible"] += 1
+            continue
+        key = ledger.key(codes[0])
+        known = ledger.known()
+        if key in known:
+            _close(ledger, trial, known[key], "known")
+            stats["known"] += 1
+            continue
+        if not ledger.claim(trial, key, budget):
+            stats["yielded"] += 1
+            continue
+        with ledger.heartbeat(trial):
+            queried = problem.query(codes)
+        values = {**{k: float(v[0]) for k, v in cheap.items()}, **{k: float(v[0]) for k, v in queried.items()}}
+        user, constraints, objectives = ledger.attrs(values)
+        for k, v in user.items():
+            trial.set_user_attr(k, v)
+        for k, v in constraints.items():
+            trial.set_constraint(k, v)
+        if objectives is None:
+            ledger.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            ledger.study.tell(trial, objectives)
+        stats["queries"] += 1
+    return stats
+
+
+def _close(ledger: Ledger, trial: optuna.Trial, values: dict[str, float], why: str) -> None:
+    """Finish a trial that spends no query: a cheap budget is broken, or the arch is known.
+    Objectives not known here are reported as their worst value."""
+    problem = ledger.problem
+    arrays = {k: np.array([v]) for k, v in values.items()}
+    violation = problem.violation(arrays, [n for n in values])[0]
+    for c, v in zip([c for c in problem.constraints if c.metric in values], violation):
+        trial.set_constraint(str(c), float(v) if np.isfinite(v) else 1e9)
+    objectives = []
+    for o in problem.objectives:
+        v = values.get(o.metric, float("nan"))
+        objectives.append(v if np.isfinite(v) else (-np.inf if o.direction == "maximize" else np.inf))
+    trial.set_user_attr("skipped", why)
+    ledger.study.tell(trial, objectives)
+

@@ -1,0 +1,169 @@
+"""A finished search as files: every queried arch, the front, a summary and a plot.
+
+    archs.csv      one row per queried arch: order, id, arch, every metric, feasible, on the front
+    front.csv      the feasible Pareto front (one objective: the best feasible arch)
+    summary.json   problem, controller, queries, best arch, front, hypervolume and its reference
+    front.png      the objectives of every queried arch, the front highlighted
+
+Each file is written to a temporary name and renamed, so an interrupted write never
+leaves a half-written file behind.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.hardware.lut import write_atomic
+from nas.search.runner import SearchResult
+from nas.search.units import format_quantity
+from nas.space.base import SearchSpace
+from nas.space.cell import NB201Space
+
+SCHEMA = "hwnas.search/1"
+
+
+def arch_text(space: SearchSpace, codes: np.ndarray) -> str:
+    """The arch as its space writes it: the NB201 string, else canonical JSON."""
+    arch = space.decode(codes)
+    return space.to_string(arch) if isinstance(space, NB201Space) else json.dumps(dict(arch), separators=(",", ":"))
+
+
+def default_reference(result: SearchResult) -> np.ndarray:
+    """Hypervolume reference per objective, in the metric's units: the constraint bound
+    where one bounds the metric, else the worst value any queried arch reached."""
+    p = result.problem
+    ref = []
+    for o in p.objectives:
+        bounds = [c.bound for c in p.constraints if c.metric == o.metric and c.upper == (o.direction == "minimize")]
+        values = result.values[o.metric][np.isfinite(result.values[o.metric])]
+        worst = (values.max() if o.direction == "minimize" else values.min()) if len(values) else np.nan
+        ref.append(bounds[0] if bounds else worst)
+    return np.array(ref, dtype=np.float64)
+
+
+def summarize(result: SearchResult, controller: str, seed: int, budget: int,
+              reference: np.ndarray | None = None) -> dict[str, Any]:
+    p = result.problem
+    space = p.space
+
+    def row(i: int) -> dict[str, Any]:
+        arch = space.decode(result.codes[i])
+        return {"arch_id": arch.arch_id, "arch": arch_text(space, result.codes[i]),
+                "metrics": {n: _num(result.values[n][i]) for n in p.metrics}}
+
+    best = result.best()
+    front = result.front()
+    ref = default_reference(result) if reference is None else np.asarray(reference, dtype=np.float64)
+    out: dict[str, Any] = {
+        "schema": SCHEMA, "problem": p.describe(), "controller": controller, "seed": seed, "budget": budget,
+        "queries": int(len(result.codes)), "feasible": int(result.feasible.sum()), "stats": result.stats,
+        "nan": {n: int(c) for n, c in p.nan_counts.items()},
+        "nan_queried": {n: int(np.isnan(result.values[n]).sum()) for n in p.queried_names
+                        if np.isnan(result.values[n]).any()},
+        "best": row(best) if best is not None else None,
+        "front": [row(int(i)) for i in front],
+    }
+    if np.all(np.isfinite(ref)):
+        out["hypervolume"] = {"value": result.hypervolume(ref), "reference": ref.tolist()}
+    return out
+
+
+def write_results(result: SearchResult, out: Path, summary: dict[str, Any]) -> list[Path]:
+    """archs.csv, front.csv, summary.json and front.png in `out`; returns the paths."""
+    out = Path(out)
+    p = result.problem
+    front = [int(i) for i in result.front()]
+    names = list(p.metrics)
+    feasible = result.feasible
+    header = ["query", "arch_id", "arch", *names, "feasible", "front"]
+    rows = [[i + 1, p.space.decode(codes).arch_id, arch_text(p.space, codes),
+             *[_cell(result.values[n][i]) for n in names], bool(feasible[i]), i in front]
+            for i, codes in enumerate(result.codes)]
+    text, front_text = _csv([header, *rows]), _csv([header, *(rows[i] for i in front)])
+    paths = [out / "archs.csv", out / "front.csv", out / "summary.json", out / "front.png"]
+    write_atomic(paths[0], text)
+    write_atomic(paths[1], front_text)
+    summary = {**summary, "files": [str(x) for x in paths]}
+    write_atomic(paths[2], json.dumps(summary, indent=2) + "\n")
+    plot_front(result, paths[3])
+    return paths
+
+
+def plot_front(result: SearchResult, path: Path) -> None:
+    """Scatter of the queried archs (two objectives: both; one: against its first budget, or
+    the query order), feasible ones in colour, the front joined by a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = result.problem
+    objs = p.objectives
+    y_name = objs[0].metric
+    if len(objs) > 1:
+        x_name = objs[1].metric
+        x = result.values[x_name]
+    elif p.constraints:
+        x_name = p.constraints[0].metric
+        x = result.values[x_name]
+    else:
+        x_name, x = "query", np.arange(1, len(result.codes) + 1, dtype=np.float64)
+    y = result.values[y_name]
+    feasible = result.feasible
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
+    ax.scatter(x[~feasible], y[~feasible], s=10, c="0.75", label="infeasible")
+    ax.scatter(x[feasible], y[feasible], s=12, c="tab:blue", label="feasible")
+    front = result.front()
+    if len(objs) > 1 and len(front):
+        order = front[np.argsort(x[front])]
+        ax.plot(x[order], y[order], "-o", c="tab:red", ms=4, label="Pareto front", drawstyle="steps-post")
+    elif len(front):
+        ax.scatter(x[front[:1]], y[front[:1]], s=60, marker="*", c="tab:red", label="best", zorder=3)
+    for c in p.constraints:
+        if c.metric == x_name:
+            ax.axvline(c.bound, ls="--", c="k", lw=0.8, label=f"budget {format_quantity(c.bound, p.metrics[c.metric].unit)}")
+    ax.set_xlabel(_label(p, x_name))
+    ax.set_ylabel(_label(p, y_name))
+    ax.set_title(f"{p.space.name}: {len(result.codes)} queried archs")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a plot is not
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+
+
+def _csv(rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def _label(p, name: str) -> str:
+    unit = p.metrics[name].unit if name in p.metrics else ""
+    return f"{name} ({unit})" if unit and unit != "count" else name
+
+
+def _num(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
+
+
+def _cell(v: float) -> str:
+    return repr(float(v)) if np.isfinite(v) else ""

@@ -1,0 +1,146 @@
+"""The supernet's benchmarks: ranking fidelity and the cost of a sandwich step.
+
+Ranking fidelity is what a supernet is for: it must order subnets as training each
+one alone would. Twelve subnets spread over the space by MACs are trained from
+scratch under the supernet's own budget (same data, epochs, batch, optimizer and
+schedule) and ranked against their inherited-weight accuracy (Kendall tau).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+from tqdm import tqdm
+
+from nas.data import ImageDataset, LabelledImages
+from nas.hardware.lut import write_atomic
+from nas.space import load_space
+from nas.space.arch import Arch
+from nas.space.base import SearchSpace
+from nas.supernet.checkpoint import load_checkpoint
+from nas.supernet.config import TrainConfig, config_from_dict
+from nas.supernet.distributed import Context
+from nas.supernet.oracle import SupernetAccuracy
+from nas.supernet.run import RunDir
+from nas.supernet.tasks import StandaloneTask, SupernetTask, evaluate_module
+from nas.supernet.trainer import TrainLoop, dataset_for, train
+
+# The digits are too easy to rank subnets on: every subnet above a few million MACs
+# reaches 96-99 %, within the test set's noise. Fixed pixel noise (std 1.0 of the pixel
+# range, on train, val and test alike) makes capacity matter: after the same 4 epochs
+# the smallest subnet reaches about 50 %, a 13M-MAC one 88 % and the largest 94 %.
+RANKING_CONFIG: dict[str, Any] = {
+    "space": "tiny_mbconv",
+    "data": {"source": "digits", "noise": 1.0},
+    "epochs": 4,
+    "batch_size": 32,
+}
+
+
+def spread_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
+    """n distinct archs from the smallest to the largest, evenly spaced in log MACs.
+
+    Uniform samples crowd the middle of the cost range, so the pool also holds archs
+    drawn between the extremes: each decision takes the largest arch's value with
+    probability t (t uniform per arch), else the smallest's, and 30 % of decisions are
+    then redrawn uniformly so intermediate choices appear too.
+    """
+    rng = np.random.default_rng([seed, 0x5EED])
+    lo, hi = space.encode(space.extreme(False)), space.encode(space.extreme(True))
+    t = rng.random((4000, 1))
+    mixed = np.where(rng.random((4000, len(lo))) < t, hi, lo)
+    mixed = np.where(rng.random(mixed.shape) < 0.3, space.sample_codes(rng, 4000), mixed)
+    pool = np.vstack([lo, hi, mixed, space.sample_codes(rng, 4000)])
+    log_macs = np.log(space.table("macs")(pool))
+    picked: list[int] = []
+    for target in np.linspace(log_macs[0], log_macs[1], n):
+        gap = np.abs(log_macs - target)
+        gap[picked] = np.inf
+        picked.append(int(np.argmin(gap)))
+    return space.decode_batch(pool[picked])
+
+
+def standalone_accuracy(run_dir: Path, config: TrainConfig, space: SearchSpace, arch: Arch, data: ImageDataset,
+                        split: str) -> float:
+    task = StandaloneTask(space, arch, config)
+    task.model.load_state_dict(load_checkpoint(RunDir(run_dir).checkpoint)["model"])
+    return evaluate_module(task.model, data, split, space.resolution(arch), config.eval_batch_size)
+
+
+def ranking_fidelity(config: TrainConfig, out: Path, n: int = 12, split: str = "test",
+                     progress: bool = True) -> dict[str, Any]:
+    """Train the supernet and n stand-alone subnets into `out` (each run resumes) and compare."""
+    out = Path(out)
+    train(config, out / "supernet", progress=progress)
+    space = load_space(config.space)
+    data = dataset_for(config, space)
+    archs = spread_archs(space, n, config.seed)
+    alone = []
+    for arch in tqdm(archs, desc="stand-alone subnets", unit="net", disable=not progress):
+        run_dir = out / "standalone" / arch.arch_id
+        train(config, run_dir, arch=arch, progress=progress)
+        alone.append(standalone_accuracy(run_dir, config, space, arch, data, split))
+    inherited = SupernetAccuracy(out / "supernet", split).predict(archs)
+    macs = space.table("macs")(space.encode_batch(archs))
+    report = {
+        "space": space.name, "split": split, "data": config.data.source, "noise": config.data.noise,
+        "epochs": config.epochs, "kendall_tau": float(stats.kendalltau(alone, inherited).statistic),
+        "spearman_rho": float(stats.spearmanr(alone, inherited).statistic),
+        "standalone_spread": float(max(alone) - min(alone)),
+        "archs": [{"arch_id": a.arch_id, "macs": int(m), "standalone": float(s), "supernet": float(i),
+                   "arch": dict(a)} for a, m, s, i in zip(archs, macs, alone, inherited)],
+    }
+    write_atomic(out / "ranking.json", json.dumps(report, indent=2) + "\n")
+    return report
+
+
+class _LargestOnly(SupernetTask):
+    """The supernet running only its largest subnet (to show the cost of weight slicing)."""
+
+    def archs(self, epoch: int, rng: np.random.Generator) -> list[Arch]:
+        return [self.sampler.largest()]
+
+
+def step_cost(space_name: str, batch_size: int, random_subnets: int, steps: int, pin: bool = True) -> dict[str, Any]:
+    """Mean seconds per training step (forward, backward, optimizer) of a sandwich step and
+    of the largest subnet trained alone, on the same batches after two warm-up steps. The
+    kinds of step take turns, so a machine shared with other work slows all of them alike."""
+    cpu = "all cores"
+    if pin:
+        from nas.bench.space import pin_one_core
+
+        cpu = pin_one_core()
+        torch.set_num_threads(1)
+    space = load_space(space_name)
+    config = config_from_dict({"space": space_name, "batch_size": batch_size, "data": {"source": "synthetic"},
+                               "sampling": {"rule": "sandwich", "random_subnets": random_subnets}})
+    data = _synthetic(space, batch_size * (steps + 2))
+    ctx = Context(0, 1, torch.device("cpu"))
+    tasks = {"largest_alone_s": StandaloneTask(space, space.extreme(True), config),
+             "sandwich_s": SupernetTask(space, config), "largest_in_supernet_s": _LargestOnly(space, config)}
+    loops = {key: TrainLoop(config, task, data, None, ctx, progress=False) for key, task in tasks.items()}
+    times: dict[str, list[float]] = {key: [] for key in loops}
+    for step in range(steps + 2):
+        for key, loop in loops.items():
+            loop.step = step
+            start = time.perf_counter()
+            loop.train_step(loop.plan.order(0), config.optimizer.lr)
+            times[key].append(time.perf_counter() - start)
+    row: dict[str, Any] = {"space": space.name, "batch_size": batch_size, "subnets": 2 + random_subnets, "cpu": cpu}
+    row.update({key: float(np.mean(t[2:])) for key, t in times.items()})
+    row["ratio"] = row["sandwich_s"] / row["largest_alone_s"]
+    return row
+
+
+def _synthetic(space: SearchSpace, n: int) -> ImageDataset:
+    """Random images for timing (the cost of a step does not depend on pixel values)."""
+    r, c = space.resolution(space.extreme(True)), space.in_channels
+    g = torch.Generator().manual_seed(0)
+    split = LabelledImages(torch.randint(0, 256, (n, c, r, r), dtype=torch.uint8, generator=g),
+                           torch.randint(0, 10, (n,), generator=g))
+    return ImageDataset("synthetic", 10, r, split, split, split, torch.full((c,), 0.5), torch.full((c,), 0.29))

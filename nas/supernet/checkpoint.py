@@ -1,0 +1,46 @@
+"""Checkpoints: plain tensors and JSON-like values, written atomically, read without pickle code.
+
+A checkpoint is a torch.save file of dicts, lists, numbers, strings and tensors only,
+loaded with torch.load(weights_only=True), which refuses anything else: a checkpoint
+received from someone else cannot run code. Writing goes to a temp file in the same
+folder, flushed to disk and renamed over the old one, so a kill at any moment leaves
+either the previous checkpoint or the new one, never a torn file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nas.errors import NasError
+
+FORMAT = "hwnas.supernet-checkpoint/1"
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save({"format": FORMAT, **state}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise NasError(f"no checkpoint at {path}; train with 'hwnas supernet train ... --out {path.parent}'") from None
+    except Exception as exc:  # torch raises several types for foreign or damaged files
+        raise NasError(f"{path}: not a readable hwnas checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise NasError(f"{path}: not a {FORMAT} file")
+    return state

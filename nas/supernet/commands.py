@@ -1,0 +1,140 @@
+"""`hwnas supernet train|eval` and `hwnas bench supernet-ranking|supernet-step`."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from nas.cli import positive_int, print_json
+from nas.errors import NasError
+from nas.space.arch import Arch
+from nas.space.base import SearchSpace
+
+
+def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+    supernet = commands.add_parser("supernet", help="weight-sharing supernets: train, eval")
+    cmds = supernet.add_subparsers(title="supernet commands", metavar="ACTION", required=True)
+
+    p = cmds.add_parser("train", help="train a supernet into DIR (rerun with the same DIR to resume)",
+                        description="Train a supernet. Flags override the config file; launch with torchrun "
+                                    "for several processes or machines.")
+    p.add_argument("config", nargs="?", type=Path, help="YAML config (every key optional; defaults: the quickstart)")
+    _run_flags(p)
+    p.set_defaults(run=_train)
+
+    p = cmds.add_parser("eval", help="accuracy of subnets with inherited weights (after BN recalibration)")
+    p.add_argument("run_dir", type=Path, metavar="DIR", help="a folder written by 'hwnas supernet train'")
+    p.add_argument("--archs", required=True,
+                   help="max, min, or a file of archs: JSON lines (as 'hwnas space sample' writes) or a JSON list")
+    p.add_argument("--split", choices=("val", "test"), default="val", help="data split to score on (default val)")
+    p.add_argument("--calib-images", type=positive_int, help="BN recalibration images (default: the run's config)")
+    p.add_argument("--json", action="store_true", help="JSON output: a list of {arch_id, accuracy}")
+    p.set_defaults(run=_eval)
+
+    p = bench.add_parser("supernet-ranking", help="Kendall tau of supernet vs stand-alone accuracy (long; resumes)")
+    p.add_argument("config", nargs="?", type=Path, help="YAML config (default: the ranking benchmark's)")
+    _run_flags(p)
+    p.add_argument("--archs", type=positive_int, default=12, help="subnets trained stand-alone (default 12)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_bench_ranking)
+
+    p = bench.add_parser("supernet-step", help="cost of a sandwich step vs a step of the largest subnet alone")
+    p.add_argument("--space", default="tiny_mbconv")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--random-subnets", type=int, default=2, help="random subnets per sandwich step (default 2)")
+    p.add_argument("--steps", type=positive_int, default=10, help="timed steps of each kind (default 10)")
+    p.add_argument("--all-cores", action="store_true", help="do not pin to one core and one thread")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_bench_step)
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--space", help="space name or YAML path")
+    p.add_argument("--data", help="digits, or a dataset path (CIFAR folder, image folder, .npz)")
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--batch-size", type=positive_int, help="global batch size")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="run folder (resumes if it holds one)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    return {"space": args.space, "data.source": args.data, "epochs": args.epochs, "seed": args.seed,
+            "batch_size": args.batch_size}
+
+
+def _train(args: argparse.Namespace) -> None:
+    from nas.supernet.config import load_config
+    from nas.supernet.trainer import train
+
+    history = train(load_config(args.config, _overrides(args)), args.out, progress=not args.quiet)
+    if history:
+        last = history[-1]
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith("val_acc"))
+        print(f"{args.out}: {last['epoch']} epochs trained; {scores}")
+
+
+def read_archs(space: SearchSpace, text: str) -> list[Arch]:
+    """--archs: max, min, or a file of JSON lines / a JSON list of archs (objects or NB201 strings)."""
+    if text in ("max", "min"):
+        return [space.extreme(largest=text == "max")]
+    path = Path(text)
+    if not path.is_file():
+        raise NasError(f"--archs {text!r} is neither max, min nor an existing file")
+    body = path.read_text().strip()
+    try:
+        items = json.loads(body) if body.startswith("[") else [json.loads(line) for line in body.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise NasError(f"{path}: expected JSON lines or a JSON list of archs ({exc.msg}, line {exc.lineno})") from None
+    archs = [space.parse_arch(item) if isinstance(item, str) else space.arch(item) for item in items]
+    if not archs:
+        raise NasError(f"{path}: holds no archs")
+    return archs
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from nas.supernet.oracle import SupernetAccuracy
+
+    oracle = SupernetAccuracy(args.run_dir, args.split, args.calib_images)
+    archs = read_archs(oracle.space, args.archs)
+    rows = [{"arch_id": a.arch_id, "accuracy": float(acc)} for a, acc in zip(archs, oracle.predict(archs))]
+    if args.json:
+        print_json(rows)
+        return
+    for row in rows:
+        print(f"{row['arch_id']}  {row['accuracy']:.4f}")
+
+
+def _bench_ranking(args: argparse.Namespace) -> None:
+    from nas.supernet.bench import RANKING_CONFIG, ranking_fidelity
+    from nas.supernet.config import config_from_dict, load_config
+
+    config = load_config(args.config, _overrides(args)) if args.config else None
+    if config is None:
+        base = dict(RANKING_CONFIG)
+        base.update({k: v for k, v in _overrides(args).items() if v is not None and "." not in k})
+        if args.data:
+            base["data"] = {**base["data"], "source": args.data}
+        config = config_from_dict(base, "ranking benchmark config")
+    report = ranking_fidelity(config, args.out, args.archs, progress=not args.quiet)
+    if args.json:
+        print_json(report)
+        return
+    for row in report["archs"]:
+        print(f"  {row['arch_id']}  MACs {row['macs'] / 1e6:6.2f}M  stand-alone {row['standalone']:.4f}  "
+              f"supernet {row['supernet']:.4f}")
+    print(f"Kendall tau {report['kendall_tau']:.3f} over {len(report['archs'])} subnets; stand-alone accuracies "
+          f"spread {report['standalone_spread'] * 100:.1f} points ({report['split']} split, {config.data.source}"
+          f"{', noise ' + str(config.data.noise) if config.data.noise else ''})")
+
+
+def _bench_step(args: argparse.Namespace) -> None:
+    from nas.supernet.bench import step_cost
+
+    row = step_cost(args.space, args.batch_size, args.random_subnets, args.steps, pin=not args.all_cores)
+    if args.json:
+        print_json(row)
+        return
+    print(f"{row['space']}, batch {row['batch_size']}, {row['cpu']}: largest alone {row['largest_alone_s'] * 1e3:.0f} ms/step, "
+          f"sandwich of {row['subnets']} subnets {row['sandwich_s'] * 1e3:.0f} ms/step = "
+          f"{row['ratio']:.2f}x (supernet running the largest only: {row['largest_in_supernet_s'] * 1e3:.0f} ms)")

@@ -1,0 +1,189 @@
+"""The training loop shared by supernets and stand-alone archs.
+
+Each step draws its global batch, augmentation and archs from generators seeded by
+(seed, epoch, step), so the loop has no hidden state besides what the checkpoint
+holds (weights, optimizer, loss scaler, counters): a run killed at any point and
+resumed from its last checkpoint finishes with the same weights as one that never
+stopped. The losses of a step's subnets come from nas.supernet.step. Gradients of
+all subnets and micro-batches add up before one optimizer step; with torchrun,
+DistributedDataParallel averages them over processes, so N processes match one
+process accumulating N micro-batches (up to float rounding).
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from nas.data import Augment, BatchPlan, ImageDataset, load_dataset
+from nas.space import load_space
+from nas.space.arch import Arch
+from nas.space.base import SearchSpace
+from nas.supernet import distributed
+from nas.supernet.checkpoint import load_checkpoint, save_checkpoint
+from nas.supernet.config import TrainConfig
+from nas.supernet.evaluation import channels_last
+from nas.supernet.optim import lr_at, make_optimizer
+from nas.supernet.run import RunDir
+from nas.supernet.step import SubnetsStep
+from nas.supernet.tasks import StandaloneTask, SupernetTask, Task
+
+ARCH_STREAM, AUGMENT_STREAM = 1, 2
+
+
+def dataset_for(config: TrainConfig, space: SearchSpace) -> ImageDataset:
+    """The config's dataset at the space's largest input size (smaller ones are resized per arch)."""
+    d = config.data
+    return load_dataset(d.source, space.resolution(space.extreme(True)), space.in_channels,
+                        val_fraction=d.val_fraction, test_fraction=d.test_fraction, split_seed=d.split_seed,
+                        noise=d.noise)
+
+
+def augment_for(config: TrainConfig, resolution: int) -> Augment:
+    d = config.data
+    padding = resolution // 8 if d.crop_padding is None else d.crop_padding
+    flip = d.source != "digits" if d.flip is None else d.flip
+    return Augment(padding, flip, d.aug_noise)
+
+
+def train(config: TrainConfig, out: Path, *, arch: Arch | dict | None = None, progress: bool = True,
+          max_steps: int | None = None) -> list[dict[str, Any]]:
+    """Train a supernet (or, given `arch`, that arch alone) into `out`, resuming from its
+    checkpoint if there is one; returns the per-epoch history.
+
+    max_steps stops after that many optimizer steps of this call without saving, as a
+    kill would (tests use it to check resumption).
+    """
+    ctx = distributed.setup()
+    try:
+        space = load_space(config.space)
+        run = RunDir(out)
+        task = SupernetTask(space, config) if arch is None else StandaloneTask(space, space.arch(arch), config)
+        if ctx.main:
+            run.prepare(config, space, None if arch is None else task.arch)
+        data = dataset_for(config, space)
+        return TrainLoop(config, task, data, run, ctx, progress).run(max_steps)
+    finally:
+        distributed.teardown(ctx)
+
+
+class TrainLoop:
+    """One run's state (model, optimizer, counters) and its steps."""
+
+    def __init__(self, config: TrainConfig, task: Task, data: ImageDataset,
+                 run: RunDir | None, ctx: distributed.Context, progress: bool = True) -> None:
+        self.config, self.task, self.data, self.run_dir, self.ctx, self.progress = config, task, data, run, ctx, progress
+        self.augment = augment_for(config, data.resolution)
+        self.model = task.model.to(ctx.device)
+        self.plan = BatchPlan(len(data.train), config.batch_size, config.seed, ctx.world, ctx.rank, config.accumulate)
+        self.optimizer = make_optimizer(self.model, config.optimizer)
+        cuda = ctx.device.type == "cuda"
+        self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else None
+        self.use_amp = cuda and config.amp
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        autocast = {"device_type": ctx.device.type, "dtype": self.amp_dtype, "enabled": self.use_amp}
+        self.step_module = SubnetsStep(task, config.label_smoothing, config.sampling.kd_temperature, autocast)
+        self.wrapped = self.step_module
+        if ctx.distributed:
+            self.wrapped = DistributedDataParallel(self.step_module, device_ids=[ctx.device] if cuda else None,
+                                                   find_unused_parameters=True)
+        self.epoch, self.step, self.history = 0, 0, []
+        self.sums = {"loss": 0.0, "correct": 0.0, "seen": 0.0}
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, epoch: int, step: int) -> None:
+        """Checkpoint the state before step `step` of epoch `epoch` (0-based)."""
+        if self.ctx.main and self.run_dir is not None:
+            save_checkpoint(self.run_dir.checkpoint, {
+                "epoch": epoch, "step": step, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "history": self.history, "sums": self.sums})
+
+    def _resume(self) -> None:
+        if self.run_dir is None or not self.run_dir.checkpoint.is_file():
+            return
+        state = load_checkpoint(self.run_dir.checkpoint, self.ctx.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step, self.history, self.sums = state["epoch"], state["step"], state["history"], state["sums"]
+
+    # ------------------------------------------------------------------ loop
+    def run(self, max_steps: int | None) -> list[dict[str, Any]]:
+        self._resume()
+        steps, done = self.plan.steps_per_epoch, 0
+        total = steps * self.config.epochs
+        while self.epoch < self.config.epochs:
+            if self.step == 0:
+                self.task.begin_epoch(self.epoch, self.optimizer)
+            order = self.plan.order(self.epoch)
+            start, started = self.step, time.perf_counter()
+            bar = tqdm(range(self.step, steps), desc=f"epoch {self.epoch + 1}/{self.config.epochs}", unit="step",
+                       disable=not (self.progress and self.ctx.main), leave=False, dynamic_ncols=True)
+            for step in bar:
+                self.step = step
+                lr = lr_at(self.epoch * steps + step, total, steps, self.config.optimizer.lr, self.config.schedule)
+                self.train_step(order, lr)
+                done += 1
+                if max_steps is not None and done >= max_steps:
+                    return self.history
+                seen = (step + 1 - start) * self.config.batch_size
+                bar.set_postfix(loss=f"{self.sums['loss'] / max(1, self.sums['seen']):.3f}",
+                                acc=f"{self.sums['correct'] / max(1, self.sums['seen']):.3f}",
+                                img_s=f"{seen / (time.perf_counter() - started):.0f}", lr=f"{lr:.3g}")
+                every = self.config.checkpoint_every
+                if every and (step + 1) % every == 0 and step + 1 < steps:
+                    self._save(self.epoch, step + 1)
+            bar.close()
+            self._end_epoch(lr, (steps - start) * self.config.batch_size / (time.perf_counter() - started))
+        return self.history
+
+    def _end_epoch(self, lr: float, images_per_s: float) -> None:
+        seen = max(1.0, self.sums["seen"])
+        record = {"epoch": self.epoch + 1, "lr": lr, "loss": self.sums["loss"] / seen,
+                  "train_acc": self.sums["correct"] / seen, "images_per_s": images_per_s}
+        if self.ctx.main:
+            record.update(self.task.report(self.data, self.config, self.epoch))
+            tqdm.write(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()),
+                       file=sys.stderr)
+        self.history.append(record)
+        self.epoch, self.step = self.epoch + 1, 0
+        self.sums = {"loss": 0.0, "correct": 0.0, "seen": 0.0}
+        self._save(self.epoch, 0)
+        if self.ctx.main and self.run_dir is not None:
+            self.run_dir.write_history(self.history)
+
+    def train_step(self, order: np.ndarray, lr: float) -> None:
+        """One optimizer step on the global batch `self.step` of the epoch (in `order`)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.step_module.archs = self.task.archs(self.epoch, self.plan.step_rng(self.epoch, self.step, ARCH_STREAM))
+        index = self.plan.global_batch(order, self.step)
+        shape = (len(index), *self.data.train.images.shape[1:])
+        draw = self.augment.draw(self.plan.step_rng(self.epoch, self.step, AUGMENT_STREAM), shape)
+        micro = self.plan.local_slices()
+        for i, rows in enumerate(micro):
+            picked = torch.as_tensor(index[rows])
+            x = self.data.train.images[picked].to(self.ctx.device, non_blocking=True)
+            y = self.data.train.labels[picked].to(self.ctx.device, non_blocking=True)
+            x = channels_last(self.data.normalize(self.augment.apply(self.data.to_float(x), draw.take(rows))))
+            sync = not self.ctx.distributed or i == len(micro) - 1
+            with contextlib.nullcontext() if sync else self.wrapped.no_sync():
+                total, loss, logits = self.wrapped(x, y)
+                self.scaler.scale(total / len(micro)).backward()
+            self.sums["loss"] += float(loss) * len(y)
+            self.sums["correct"] += float((logits.argmax(1) == y).sum())
+            self.sums["seen"] += len(y)
+        if self.config.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)

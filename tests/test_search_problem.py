@@ -1,0 +1,239 @@
+"""Search problems: units, objectives, configs, sources, budget checks and NaN reports."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nas.errors import NasError
+from nas.search.config import config_from_dict, load_search_config
+from nas.search.objectives import parse_constraint, parse_objective
+from nas.search.problem import Problem, best_value
+from nas.search.run import run_search
+from nas.search.sources import Metric, resolve_metrics
+from nas.search.units import format_quantity, parse_quantity
+from nas.space import load_space
+
+
+@pytest.mark.parametrize("text, unit, value", [
+    ("12 ms", "ms", 12.0), ("1.5 s", "ms", 1500.0), ("250 us", "ms", 0.25), ("30 mJ", "mJ", 30.0),
+    ("0.2 J", "mJ", 200.0), ("256 KiB", "bytes", 262144.0), ("1 MB", "bytes", 1e6), ("2M", "count", 2e6),
+    ("2M params", "count", 2e6), ("300K", "count", 3e5), ("70 %", "fraction", 0.7), ("70 %", "%", 70.0),
+    ("0.7", "fraction", 0.7), (5, "ms", 5.0),
+])
+def test_quantities_convert_to_the_source_unit(text, unit, value):
+    assert parse_quantity(text, unit, "test") == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text, unit, message", [
+    ("12 MiB", "ms", "does not measure time"), ("3 ms", "bytes", "does not measure bytes"),
+    ("fast", "ms", "is not a number"), ("12 parsecs", "ms", "does not measure time"),
+])
+def test_quantities_with_the_wrong_unit_are_refused(text, unit, message):
+    with pytest.raises(NasError, match=message):
+        parse_quantity(text, unit, "test")
+
+
+def test_format_quantity_reads_naturally():
+    assert format_quantity(262144.0, "bytes") == "256 KiB"
+    assert format_quantity(2.5e6, "count") == "2.5M"
+    assert format_quantity(12.0, "ms") == "12 ms"
+
+
+def test_objectives_and_constraints_parse():
+    assert parse_objective("accuracy", "x").direction == "maximize"
+    assert parse_objective("latency@pi4-ort", "x").direction == "minimize"
+    assert parse_objective("min accuracy", "x").direction == "minimize"
+    assert parse_objective({"metric": "params", "direction": "max"}, "x").direction == "maximize"
+    c = parse_constraint("latency@pi4-ort <= 12 ms", "x")
+    assert (c.metric, c.upper, c.text) == ("latency@pi4-ort", True, "12 ms")
+    assert not parse_constraint("accuracy >= 70 %", "x").upper
+    for bad in ("latency 12 ms", "<= 12", 12):
+        with pytest.raises(NasError, match="constraint"):
+            parse_constraint(bad, "x")
+    with pytest.raises(NasError, match="objective"):
+        parse_objective("fastest latency ever", "x")
+
+
+BASE = {"space": "nb201", "objectives": ["min params"], "constraints": ["macs <= 100M"], "budget": 10}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"objectivs": ["min params"]}, "unknown key 'objectivs' .*did you mean 'objectives'"),
+    ({"objectives": None}, "objectives is required"),
+    ({"controller": "evolutoin"}, "unknown controller 'evolutoin' .*did you mean 'evolution'"),
+    ({"budget": 0}, "budget must be a positive integer"),
+    ({"budget": "many"}, "budget must be a positive integer"),
+    ({"seed": 1.5}, "seed must be an integer"),
+    ({"storage": "study.db"}, "must be a database URL"),
+    ({"constraints": ["macs < > 3"]}, "constraint"),
+])
+def test_bad_configs_are_one_line_errors(change, message):
+    with pytest.raises(NasError, match=message):
+        config_from_dict({**BASE, **change})
+
+
+def test_unknown_controller_settings_are_refused_before_any_work(tmp_path):
+    config = {**BASE, "controller": {"name": "evolution", "populaton": 5}, "out": str(tmp_path / "out")}
+    with pytest.raises(NasError, match="unknown setting 'populaton' .*did you mean 'population'"):
+        run_search(config, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_metric_lists_the_known_ones():
+    space = load_space("nb201")
+    with pytest.raises(NasError, match="unknown metric 'parmas' .*did you mean 'params'.*known: params, macs"):
+        resolve_metrics(space, ["parmas"], {})
+
+
+def test_unknown_device_lists_the_known_ones():
+    space = load_space("nb201")
+    with pytest.raises(NasError, match="unknown device 'pi5'.*known devices: .*local-cpu"):
+        resolve_metrics(space, ["latency@pi5"], {})
+
+
+def test_sources_are_validated():
+    space = load_space("nb201")
+    with pytest.raises(NasError, match="unknown key 'colum'"):
+        resolve_metrics(space, ["acc"], {"acc": {"table": "x.csv", "colum": "a"}})
+    with pytest.raises(NasError, match="exactly one source kind"):
+        resolve_metrics(space, ["acc"], {"acc": {"column": "a"}})
+    with pytest.raises(NasError, match="unknown counter 'flops'"):
+        resolve_metrics(space, ["acc"], {"acc": {"counter": "flops"}})
+    metric = resolve_metrics(space, ["size"], {"size": {"counter": "params", "queried": True}})["size"]
+    assert metric.queried and metric.unit == "count"
+
+
+def test_impossible_budget_names_the_smallest_achievable_value():
+    space = load_space("tiny_mbconv")
+    smallest = space.counts(space.extreme(largest=False))["peak_activation_bytes"]
+    problem = Problem.build(space, [parse_objective("min macs", "x")], [parse_constraint("peak_memory <= 1 KiB", "x")])
+    with pytest.raises(NasError, match=f"smallest achievable peak_memory is {format_quantity(smallest, 'bytes')}"):
+        problem.check_budgets()
+    big = space.counts(space.extreme(largest=True))["params"]
+    problem = Problem.build(space, [parse_objective("min macs", "x")], [parse_constraint(f"params >= {2 * big}", "x")])
+    with pytest.raises(NasError, match="largest achievable params"):
+        problem.check_budgets()
+    Problem.build(space, [parse_objective("min macs", "x")], [parse_constraint("params <= 2M", "x")]).check_budgets()
+
+
+def test_budgets_that_cannot_hold_together_are_refused():
+    space = load_space("nb201")
+    params = resolve_metrics(space, ["params"], {})["params"]
+    low, _ = best_value(space, params, minimize=True)
+    high, _ = best_value(space, params, minimize=False)
+    assert low < high
+    problem = Problem.build(space, [parse_objective("min macs", "x")],
+                            [parse_constraint(f"params <= {low}", "x"), parse_constraint(f"params >= {high}", "x")])
+    with pytest.raises(NasError, match="at once"):
+        problem.check_budgets()
+
+
+def test_best_value_is_exact_on_small_spaces_and_close_by_descent_on_large_ones():
+    nb201 = load_space("nb201")
+    params = resolve_metrics(nb201, ["params"], {})["params"]
+    value, codes = best_value(nb201, params)
+    every = np.vstack([nb201.encode(a) for a in nb201.enumerate()])
+    assert value == params.model.predict(every).min() == params.model.predict(codes[None, :])[0]
+    tiny = load_space("tiny_mbconv")
+    macs = resolve_metrics(tiny, ["macs"], {})["macs"]
+    value, _ = best_value(tiny, macs)
+    assert value <= macs.model.predict(tiny.sample_codes(0, 20000)).min()
+
+
+def test_latency_budget_below_the_cheapest_arch_is_refused(tmp_path):
+    space = load_space("tiny_mbconv")
+    try:
+        latency = resolve_metrics(space, ["latency@local-cpu"], {})["latency@local-cpu"]
+    except NasError as exc:
+        pytest.skip(f"the shipped local-cpu LUT cannot be used on this machine: {exc}")
+    smallest, _ = best_value(space, latency)
+    config = {"space": "tiny_mbconv", "objectives": ["min params"], "constraints": ["latency@local-cpu <= 1 us"],
+              "out": str(tmp_path / "out")}
+    with pytest.raises(NasError, match=f"smallest achievable latency@local-cpu is {smallest:.4g} ms"):
+        run_search(config, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def nb201_table(path, rows: int, seed: int = 0) -> None:
+    """A per-arch table of `rows` NB201 archs with a made-up accuracy (more params: better)."""
+    space = load_space("nb201")
+    codes = space.sample_codes(seed, rows * 2)
+    codes = np.unique(codes, axis=0)[:rows]
+    params = resolve_metrics(space, ["params"], {})["params"].model.predict(codes)
+    lines = ["arch_str,acc"] + [f"{space.to_string(space.decode(c))},{50 + 40 * p / params.max():.3f}"
+                                for c, p in zip(codes, params)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_nan_costs_are_reported_not_dropped(tmp_path):
+    """A cheap metric that is NaN for some archs (a table lacking them) keeps those archs out
+    and is counted; a queried metric that is NaN is recorded and reported."""
+    nb201_table(tmp_path / "acc.csv", 400)
+    nb201_table(tmp_path / "lat.csv", 3000, seed=1)
+    text = (tmp_path / "lat.csv").read_text().replace("arch_str,acc", "arch_str,lat")
+    (tmp_path / "lat.csv").write_text(text)
+    config = {"space": "nb201", "objectives": ["max acc"], "constraints": ["lat <= 1000 ms"], "budget": 40,
+              "controller": "random", "out": str(tmp_path / "out"),
+              "sources": {"acc": {"table": str(tmp_path / "acc.csv"), "column": "acc", "unit": "%"},
+                          "lat": {"table": str(tmp_path / "lat.csv"), "column": "lat", "unit": "ms"}}}
+    run = run_search(config, progress=False)
+    assert run.summary["nan"]["lat"] > 0  # archs missing from the cost table were seen and skipped
+    assert run.summary["nan_queried"]["acc"] > 0  # queried archs missing from the accuracy table
+    assert run.summary["queries"] == 40
+    rows = (tmp_path / "out" / "archs.csv").read_text().splitlines()
+    assert len(rows) == 41
+    missing = [r for r in rows[1:] if r.split(",")[3] == ""]
+    assert len(missing) == run.summary["nan_queried"]["acc"]
+    assert all(r.endswith("False,False") for r in missing)  # NaN accuracy: neither feasible nor on the front
+    # the CLI says so on stderr
+    cfg = tmp_path / "nan.yaml"
+    cfg.write_text(json.dumps({**config, "out": str(tmp_path / "out2")}))
+    proc = subprocess.run([sys.executable, "-m", "nas.cli", "search", str(cfg), "--quiet"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "lat had no value (NaN)" in proc.stderr and "acc had no value (NaN)" in proc.stderr
+
+
+def test_cli_bad_input_is_one_line_with_exit_2_and_no_files(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("space: nb201\nobjectives: [min params]\nconstraints: ['params <= 1 KiB']\n")
+    proc = subprocess.run([sys.executable, "-m", "nas.cli", "search", str(cfg), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "params <= 1 KiB" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_config_file_defaults(tmp_path):
+    cfg = tmp_path / "my-search.yaml"
+    cfg.write_text("space: nb201\nobjectives: max acc\nsources: {acc: {counter: macs, queried: true}}\n")
+    config = load_search_config(cfg, {"budget": 7})
+    assert config.study == "my-search" and config.budget == 7 and config.controller == "evolution"
+    assert config.storage_url.startswith("sqlite:///") and config.storage_url.endswith("runs/search/my-search/study.db")
+
+
+def test_python_api_accepts_cost_models():
+    space = load_space("nb201")
+    from nas.costs import CounterCost
+
+    metrics = resolve_metrics(space, ["proxy"], {"proxy": Metric("proxy", CounterCost(space, "macs"), True)})
+    assert metrics["proxy"].queried and metrics["proxy"].unit == "count"
+
+
+def test_a_learned_predictor_is_a_cost_source(tmp_path):
+    """A predictor file (nas.predictors) serves a metric by name, cheap by default."""
+    from nas.predictors.predictor import Predictor, fit_predictor
+    from nas.predictors.tables import read_table
+
+    nb201_table(tmp_path / "acc.csv", 300)
+    fit_predictor(read_table(tmp_path / "acc.csv", load_space("nb201")), "acc", seed=0).save(tmp_path / "acc.npz")
+    config = {"space": "nb201", "objectives": ["max acc", "min params"], "budget": 12, "controller": "random",
+              "sources": {"acc": {"predictor": str(tmp_path / "acc.npz")}}, "out": str(tmp_path / "out")}
+    run = run_search(config, progress=False)
+    predictor = Predictor.load(tmp_path / "acc.npz")
+    assert not run.result.problem.metrics["acc"].queried
+    assert np.allclose(run.result.values["acc"], predictor.predict(run.result.codes))

@@ -11,14 +11,13 @@ half-written predictor.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nas.atomic import atomic_path
 from nas.errors import NasError
 
 SCHEMA = "hwnas.predictor/1"
@@ -35,17 +34,8 @@ def save_arrays(path: Path | str, meta: dict[str, Any], arrays: dict[str, np.nda
         if value.dtype.kind not in "biuf":
             raise TypeError(f"array {name!r} has dtype {value.dtype}; predictor files hold numbers only")
         payload[ARRAY_PREFIX + name] = value
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a predictor is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **payload)
 
 
 def load_arrays(path: Path | str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -23,7 +23,7 @@ from nas.supernet.trainer import train
 
 MICRO_SPACE = """\
 name: micro
-input: {channels: 3, resolution: 16}
+input: {channels: 3, resolution: [12, 16]}
 classes: 10
 defaults: {act: relu}
 stem: [{op: conv, out: 8, kernel: 3, stride: 2}]
@@ -157,6 +157,30 @@ def test_nb201_one_shot_supernet_trains_with_uniform_single_paths(files):
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         assert (supernet(x) - supernet.extract(arch)(x)).abs().max() <= 1e-5
+
+
+def test_benchmark_helpers_spread_archs_and_time_steps(files):
+    from nas.supernet.bench import spread_archs, step_cost
+
+    space = load_space(str(files / "micro.yaml"))
+    archs = spread_archs(space, 6, seed=0)
+    macs = space.table("macs")(space.encode_batch(archs))
+    assert archs[0] == space.extreme(False) and archs[-1] == space.extreme(True) and np.all(np.diff(macs) > 0)
+    row = step_cost(str(files / "micro.yaml"), batch_size=8, random_subnets=2, steps=2, pin=False)
+    assert row["subnets"] == 4 and row["sandwich_s"] > row["largest_alone_s"] > 0
+
+
+def test_archs_file_may_hold_a_json_list_with_nb201_strings(files, tmp_path):
+    from nas.supernet.commands import read_archs
+
+    space = load_space(str(files / "nb201_micro.yaml"))
+    text = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|nor_conv_1x1~0|none~1|avg_pool_3x3~2|"
+    path = tmp_path / "archs.json"
+    path.write_text(json.dumps([text, space.extreme(True).to_dict()]))
+    assert read_archs(space, str(path)) == [space.from_string(text), space.extreme(True)]
+    path.write_text("{not json")
+    with pytest.raises(NasError, match="JSON lines or a JSON list"):
+        read_archs(space, str(path))
 
 
 # ----------------------------------------------------------------------------- files and errors

@@ -107,15 +107,9 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _bench_ranking(args: argparse.Namespace) -> None:
     from nas.supernet.bench import RANKING_CONFIG, ranking_fidelity
-    from nas.supernet.config import config_from_dict, load_config
+    from nas.supernet.config import load_config
 
-    config = load_config(args.config, _overrides(args)) if args.config else None
-    if config is None:
-        base = dict(RANKING_CONFIG)
-        base.update({k: v for k, v in _overrides(args).items() if v is not None and "." not in k})
-        if args.data:
-            base["data"] = {**base["data"], "source": args.data}
-        config = config_from_dict(base, "ranking benchmark config")
+    config = load_config(args.config, _overrides(args), base=RANKING_CONFIG)
     report = ranking_fidelity(config, args.out, args.archs, progress=not args.quiet)
     if args.json:
         print_json(report)

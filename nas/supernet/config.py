@@ -16,6 +16,7 @@ fall back to a default.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import types
@@ -110,9 +111,11 @@ class TrainConfig:
 RUNTIME_KEYS = ("checkpoint_every", "calib_images", "eval_batch_size")
 
 
-def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """A config from a YAML file (or the defaults), then dotted-key overrides ('data.source')."""
-    data: dict[str, Any] = {}
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None,
+                base: dict[str, Any] | None = None) -> TrainConfig:
+    """A config from a YAML file (or, without one, `base` over the defaults), then dotted-key
+    overrides ('data.source'); overrides that are None are ignored."""
+    data: dict[str, Any] = copy.deepcopy(base or {})
     if path is not None:
         from nas.space.registry import read_yaml
 

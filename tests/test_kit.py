@@ -59,6 +59,7 @@ def test_kit_round_trip_in_bare_onnxruntime_venv(results, tmp_path) -> None:
     assert set(lut.entries) == {s.key for s in unique_layers(space)}
     assert LUT.load(tmp_path / "lut.csv").entries == lut.entries
     assert LUTCost(lut, space, calibrated=False, device=device).predict(space.sample_codes(0, 4)).min() > 0
+    assert lut.meta["reference"]["ms"] > 0, "the device's timing of the reference network comes back with the LUT"
 
 
 def _edit(results: Path, tmp_path: Path, change) -> Path:

@@ -18,7 +18,8 @@ import torch
 from nas.errors import NasError
 from nas.hardware.devices import load_device
 from nas.hardware.lut import LUT, LUTCost
-from nas.hardware.profiling import build_lut
+from nas.hardware.measure import Protocol, Yardstick
+from nas.hardware.profiling import build_lut, reference_arch
 from nas.hardware.validation import validate_lut
 from nas.space import load_space
 from nas.space.tables import unique_layers
@@ -151,6 +152,27 @@ def test_killed_build_loses_nothing_and_resumes(tmp_path) -> None:
     assert len(final.entries) == total and final.meta["complete"] is True
     for key, entry in first.entries.items():
         assert final.entries[key] == entry, "resumed build re-measured a finished block"
+    assert final.meta["reference"] == first.meta["reference"], "resumed chunks must keep the first baseline"
+    assert final.meta["reference"]["arch_id"] == reference_arch(load_space("tiny_mbconv")).arch_id
+
+
+def test_yardstick_puts_chunks_measured_at_different_speeds_on_one_scale() -> None:
+    """A machine running 3x slower for the second chunk: raw timings triple, rescaled ones do not."""
+    slowdown = [1.0]
+
+    def model(ms: float):
+        return lambda: time.sleep(ms * slowdown[0] / 1000)
+
+    protocol = Protocol(warmup=1, repeats=8, rounds=2)
+    yardstick = Yardstick(model(2.0))
+    fast = yardstick.measure([model(1.0), model(4.0)], protocol)
+    slowdown[0] = 3.0
+    slow = yardstick.measure([model(1.0), model(4.0)], protocol)
+    assert yardstick.baseline_ms == pytest.approx(2.0, rel=0.5)
+    assert yardstick.factors[0] == 1.0 and yardstick.factors[1] == pytest.approx(1 / 3, rel=0.25)
+    for before, after in zip(fast, slow):
+        assert after.median == pytest.approx(before.median, rel=0.25)
+    assert slow[1].median / slow[0].median == pytest.approx(4.0, rel=0.35)
 
 
 def test_cli_errors_are_one_line(tmp_path) -> None:

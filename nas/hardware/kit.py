@@ -1,6 +1,7 @@
 """Profiling kits for devices without hwnas, and importing what they measured.
 
-A kit is a zip of the ONNX micro-model of every unique block of a space, a manifest,
+A kit is a zip of the ONNX micro-model of every unique block of a space, the space's
+reference network (timed with every chunk, see measure.Yardstick), a manifest,
 and a runner that needs only python3, numpy and onnxruntime (runner.py plus the very
 measure.py hwnas uses). Its results CSV comes back through `import_results`, which
 checks it row by row before anything is written.
@@ -19,7 +20,8 @@ from nas.errors import NasError
 from nas.hardware import kit_runner, measure
 from nas.hardware.devices import Device
 from nas.hardware.lut import LUT, lut_blocks, new_meta, space_fingerprint, summary_from_row
-from nas.hardware.onnx_graph import input_shape, layer_model
+from nas.hardware.onnx_graph import input_shape, layer_model, network_model
+from nas.hardware.profiling import reference_arch
 from nas.space.base import SearchSpace
 
 KIT_SCHEMA = "hwnas.kit/1"
@@ -29,9 +31,13 @@ RESULT_COLUMNS = ["id", "key", "median", "p10", "p90", "mean", "std", "n", "reje
 def write_kit(space: SearchSpace, out: Path, resolutions: Sequence[int | None] = (None,), batch: int = 1) -> dict[str, Any]:
     """Write the kit zip atomically; returns its manifest."""
     specs = lut_blocks(space, resolutions)
+    reference = space.layers(reference_arch(space), resolutions[0])
     manifest: dict[str, Any] = {"schema": KIT_SCHEMA, "space": space.name, "kit_id": space_fingerprint(specs),
-                                "resolutions": list(resolutions), "batch": batch, "entries": []}
+                                "resolutions": list(resolutions), "batch": batch, "entries": [],
+                                "reference": {"file": "models/reference.onnx", "input": input_shape(reference[0], batch),
+                                              "arch_id": reference_arch(space).arch_id, "resolution": resolutions[0]}}
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(manifest["reference"]["file"], network_model(reference, batch, compact=True).SerializeToString())
         for i, spec in enumerate(specs):
             entry = {"id": f"m{i:05d}", "key": spec.key, "file": f"models/m{i:05d}.onnx",
                      "input": input_shape(spec, batch)}
@@ -103,6 +109,7 @@ def import_results(results: Path, space: SearchSpace, device: Device, out: Path,
                     host={"node": header.get("node"), "machine": header.get("machine")}, source=f"kit results {Path(results).name}")
     meta["runtime"] = {**device.runtime(), "provider": header.get("provider"), "threads": header.get("threads"),
                        "batch": header.get("batch"), "versions": {"onnxruntime": header.get("onnxruntime")}}
+    meta["reference"] = header.get("reference")
     meta["complete"] = True
     lut = LUT(meta, {k: entries[k] for k in specs})
     lut.save(out)

@@ -22,7 +22,7 @@ import onnxruntime as ort
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from measure import Protocol, measure  # noqa: E402
+from measure import Protocol, Yardstick  # noqa: E402
 
 RESULTS_SCHEMA = "hwnas.kit-results/1"
 CHUNK = 16
@@ -36,6 +36,13 @@ def session(path, provider, threads):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
     return ort.InferenceSession(path, opts, providers=[provider])
+
+
+def runner(entry, args):
+    """One inference of the entry's model per call, on a fixed random input."""
+    sess = session(os.path.join(HERE, entry["file"]), args.provider, args.threads)
+    feeds = {"input": np.random.default_rng(0).standard_normal(entry["input"]).astype(np.float32)}
+    return lambda: sess.run(None, feeds)
 
 
 def main():
@@ -54,20 +61,19 @@ def main():
     protocol = Protocol(args.warmup, args.repeats, args.rounds)
     entries = manifest["entries"]
     rows = []
+    yardstick = Yardstick(runner(manifest["reference"], args))
     for start in range(0, len(entries), CHUNK):
         chunk = entries[start:start + CHUNK]
-        runners = []
-        for e in chunk:
-            sess = session(os.path.join(HERE, e["file"]), args.provider, args.threads)
-            feeds = {"input": np.random.default_rng(0).standard_normal(e["input"]).astype(np.float32)}
-            runners.append(lambda sess=sess, feeds=feeds: sess.run(None, feeds))
-        for e, t in zip(chunk, measure(runners, protocol)):
+        runners = [runner(e, args) for e in chunk]
+        for e, t in zip(chunk, yardstick.measure(runners, protocol)):
             rows.append([e["id"], e["key"], t.median, t.p10, t.p90, t.mean, t.std, t.n, t.rejected])
         print(f"runner: {len(rows)}/{len(entries)} models timed", file=sys.stderr)
     header = {"schema": RESULTS_SCHEMA, "kit": manifest["kit_id"], "space": manifest["space"],
               "onnxruntime": ort.__version__, "provider": args.provider, "threads": args.threads,
               "batch": manifest["batch"], "resolutions": manifest["resolutions"], "machine": platform.machine(), "node": platform.node(),
-              "protocol": {"warmup": args.warmup, "repeats": args.repeats, "rounds": args.rounds}}
+              "protocol": {"warmup": args.warmup, "repeats": args.repeats, "rounds": args.rounds},
+              "reference": {**{k: manifest["reference"][k] for k in ("arch_id", "resolution")}, "ms": yardstick.baseline_ms},
+              "drift_factor_range": [min(yardstick.factors), max(yardstick.factors)]}
     out = os.path.abspath(args.out)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(out), suffix=".tmp")
     with os.fdopen(fd, "w", newline="") as fh:

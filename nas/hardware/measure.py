@@ -2,7 +2,9 @@
 
 Runs are interleaved in rounds (every model runs a few times per round, all models
 each round) so that slow drift of the machine (frequency, other load) hits every
-model alike instead of biasing whichever was measured last. Each model's samples are
+model alike instead of biasing whichever was measured last. Interleaving only covers
+models measured together; a `Yardstick` (one fixed model timed with every chunk)
+carries that to chunks measured minutes or days apart. Each model's samples are
 summarised by the median with p10/p90; samples further than 5 scaled MADs from the
 median are rejected as outliers (interrupts, page faults) and counted.
 
@@ -58,6 +60,10 @@ class Summary:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def scaled(self, factor: float) -> "Summary":
+        return Summary(self.median * factor, self.p10 * factor, self.p90 * factor, self.mean * factor,
+                       self.std * factor, self.n, self.rejected)
+
 
 def summarize(samples: Sequence[float]) -> Summary:
     x = np.asarray(samples, dtype=np.float64)
@@ -93,3 +99,29 @@ def measure(runners: Sequence[Callable[[], object]], protocol: Protocol = Protoc
     if bar:
         bar.close()
     return [summarize(s) for s in samples]
+
+
+class Yardstick:
+    """A fixed reference model timed inside every chunk, to put chunks on one scale.
+
+    On a shared or thermally throttling machine the speed drifts by 10 % or more over
+    minutes, while models measured together in one chunk agree to a few percent. Each
+    chunk's timings are multiplied by baseline / (the reference's time in that chunk),
+    so a LUT's blocks, its calibration set and later validation measurements all read
+    as if taken at the moment the baseline was set. The factors are kept for reporting.
+    """
+
+    def __init__(self, run: Callable[[], object], baseline_ms: float | None = None) -> None:
+        self.run = run
+        self.baseline_ms = baseline_ms
+        self.factors: list[float] = []
+
+    def measure(self, runners: Sequence[Callable[[], object]], protocol: Protocol = Protocol(),
+                desc: str | None = None) -> list[Summary]:
+        """measure() with the reference interleaved; the first chunk sets a missing baseline."""
+        *summaries, reference = measure([*runners, self.run], protocol, desc)
+        if self.baseline_ms is None:
+            self.baseline_ms = reference.median
+        factor = self.baseline_ms / reference.median
+        self.factors.append(factor)
+        return [s.scaled(factor) for s in summaries]

@@ -4,7 +4,10 @@ A build profiles every unique block the space can produce at the chosen resoluti
 in chunks: each chunk is measured (interleaved) and then the whole LUT is rewritten
 atomically, so a killed build loses at most the chunk in flight and a rerun with the
 same output resumes where it stopped. Calibration and validation measure whole archs
-with the same backend and protocol as the blocks.
+with the same backend and protocol as the blocks. Every chunk, of blocks or of whole
+archs, is timed beside the LUT's reference network (the space's middle arch) and
+rescaled to its baseline time, so drift of the machine between chunks and between the
+build and later measurements cancels (see measure.Yardstick).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from nas.hardware.backends import Backend, make_backend
 from nas.hardware.calibration import block_features, fit_calibration
 from nas.hardware.devices import Device, host_facts
 from nas.hardware.lut import LUT, LUTCost, lut_blocks, new_meta
-from nas.hardware.measure import Protocol, Summary, measure
+from nas.hardware.measure import Protocol, Summary, Yardstick, measure
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
 from nas.space.layers import LayerSpec
@@ -38,15 +41,27 @@ def arch_rng(seed: int, purpose: str) -> np.random.Generator:
     return np.random.default_rng([seed, {"calibration": 1, "validation": 2}[purpose]])
 
 
+def reference_arch(space: SearchSpace) -> Arch:
+    """The middle choice of every decision: a mid-sized network, the same on every machine."""
+    return space.decode([len(d.choices) // 2 for d in space.decisions])
+
+
+def lut_yardstick(lut: LUT, space: SearchSpace, backend: Backend, resolution: int | None) -> Yardstick:
+    """The LUT's reference network on this backend, with the LUT's baseline when it has one."""
+    reference = lut.meta.get("reference") or {}
+    layers = space.layers(reference_arch(space), reference.get("resolution", resolution))
+    return Yardstick(backend.runner(layers), reference.get("ms"))
+
+
 def measure_archs(backend: Backend, space: SearchSpace, archs: Sequence[Arch], resolution: int | None,
-                  protocol: Protocol, desc: str | None = None) -> list[Summary]:
+                  protocol: Protocol, desc: str | None = None, yardstick: Yardstick | None = None) -> list[Summary]:
     """End-to-end timings of whole archs, interleaved in chunks of CHUNK models."""
     timings: list[Summary] = []
     bar = tqdm(total=len(archs), desc=desc, unit="arch", disable=desc is None)
     for start in range(0, len(archs), CHUNK):
         chunk = archs[start:start + CHUNK]
         runners = [backend.runner(space.layers(a, resolution), seed=i) for i, a in enumerate(chunk)]
-        timings += measure(runners, protocol)
+        timings += yardstick.measure(runners, protocol) if yardstick else measure(runners, protocol)
         bar.update(len(chunk))
     bar.close()
     return timings
@@ -60,20 +75,23 @@ def build_lut(space: SearchSpace, device: Device, resolutions: Sequence[int | No
     meta = new_meta(space, device, list(resolutions), protocol=protocol.to_dict(),
                     host={"node": platform.node(), "cpu": host_facts()["cpu"], "machine": platform.machine()})
     lut = _resume(out, meta, force)
+    yardstick = lut_yardstick(lut, space, backend, resolutions[0])
     specs = lut_blocks(space, resolutions)
     todo = [s for s in specs if s.key not in lut.entries]
     bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=f"LUT {space.name}@{device.name}", unit="layer")
     for start in range(0, len(todo), CHUNK):
         chunk = todo[start:start + CHUNK]
         runners = [backend.runner([s], seed=seed) for s in chunk]
-        for spec, timing in zip(chunk, measure(runners, protocol)):
+        for spec, timing in zip(chunk, yardstick.measure(runners, protocol)):
             lut.entries[spec.key] = (spec, timing)
+        lut.meta["reference"] = {"arch_id": reference_arch(space).arch_id, "resolution": resolutions[0],
+                                 "ms": yardstick.baseline_ms}
         lut.save(out)
         bar.update(len(chunk))
     bar.close()
     spreads = np.array([t.spread for _, t in lut.entries.values()])
     lut.meta["noise"] = {"median_spread": float(np.median(spreads)), "p90_spread": float(np.percentile(spreads, 90))}
-    lut.meta["overhead_ms"] = measure([backend.runner([LayerSpec("skip", 1, 1, 1)])], protocol)[0].median
+    lut.meta["overhead_ms"] = yardstick.measure([backend.runner([LayerSpec("skip", 1, 1, 1)])], protocol)[0].median
     if calibrate:
         calibrate_lut(lut, space, backend, calibrate, seed, protocol)
     lut.meta["complete"] = True
@@ -87,7 +105,9 @@ def calibrate_lut(lut: LUT, space: SearchSpace, backend: Backend, n: int, seed: 
     archs = _distinct_archs(space, n, arch_rng(seed, "calibration"))
     codes = space.encode_batch(archs)
     features = {name: SpecTable(space, fn, "sum", resolution)(codes) for name, fn in block_features(lut.value).items()}
-    measured = np.array([t.median for t in measure_archs(backend, space, archs, resolution, protocol, desc="calibration")])
+    timings = measure_archs(backend, space, archs, resolution, protocol, desc="calibration",
+                            yardstick=lut_yardstick(lut, space, backend, resolution))
+    measured = np.array([t.median for t in timings])
     lut.meta["calibration"] = {**fit_calibration(features, measured), "arch_ids": [a.arch_id for a in archs], "seed": seed}
 
 
@@ -114,6 +134,7 @@ def _resume(out: Path, meta: dict, force: bool) -> LUT:
         raise NasError(f"cannot resume from {out}: {exc}; pass --force to replace it") from None
     if all(old.meta.get(k) == meta[k] for k in ("space", "space_fingerprint", "device", "runtime", "resolutions")):
         meta["created"] = old.meta.get("created", meta["created"])
+        meta["reference"] = old.meta.get("reference")  # resumed chunks are rescaled to the same baseline
         return LUT(meta, old.entries)
     if force:
         return LUT(meta, {})

@@ -5,6 +5,8 @@ LUT's own backend and protocol, and compared with both the raw sum of blocks and
 calibrated prediction. A subset is then measured a second time: how well two
 measurements of the same archs agree is the ceiling any predictor can reach on this
 machine now (a busy or throttling machine lowers it), reported beside the LUT's figures.
+All measurements are rescaled to the LUT's reference network (see measure.Yardstick);
+the report gives the range of those drift factors.
 Writes a per-arch CSV and a predicted-vs-measured scatter PNG.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from nas.hardware.backends import make_backend
 from nas.hardware.devices import Device
 from nas.hardware.lut import LUT, LUTCost
 from nas.hardware.measure import Protocol
-from nas.hardware.profiling import measure_archs, validation_archs
+from nas.hardware.profiling import lut_yardstick, measure_archs, validation_archs
 from nas.metrics import regression_report
 from nas.space.base import SearchSpace
 
@@ -36,9 +38,10 @@ def validate_lut(space: SearchSpace, device: Device, lut: LUT, n: int = 200, see
     archs = validation_archs(lut, space, n, seed)
     codes = space.encode_batch(archs)
     backend = make_backend(device)
-    timings = measure_archs(backend, space, archs, raw.resolution, protocol, desc="validation")
+    yardstick = lut_yardstick(lut, space, backend, raw.resolution)
+    timings = measure_archs(backend, space, archs, raw.resolution, protocol, desc="validation", yardstick=yardstick)
     measured = np.array([t.median for t in timings])
-    again = measure_archs(backend, space, archs[:REPEAT], raw.resolution, protocol, desc="repeat")
+    again = measure_archs(backend, space, archs[:REPEAT], raw.resolution, protocol, desc="repeat", yardstick=yardstick)
     predicted_raw, predicted = raw.predict(codes), calibrated.predict(codes)
     report: dict[str, Any] = {
         "space": space.name, "device": device.name, "resolution": raw.resolution, "n": len(archs), "seed": seed,
@@ -47,6 +50,7 @@ def validate_lut(space: SearchSpace, device: Device, lut: LUT, n: int = 200, see
         "uncalibrated": regression_report(predicted_raw, measured),
         "measurement_spread_median": float(np.median([t.spread for t in timings])),
         "repeatability": regression_report(np.array([t.median for t in again]), measured[:REPEAT]),
+        "drift_factor_range": [float(min(yardstick.factors)), float(max(yardstick.factors))],
     }
     if out_dir is not None:
         out_dir = Path(out_dir)

@@ -1,0 +1,138 @@
+"""The export folder: its file names, arch.json, and how the folder is written and read.
+
+    OUT/arch.json          space name (+ file), space hash, arch, the arch's LayerSpecs, input, file hashes
+    OUT/model.safetensors  weights (tensors only: nothing in it can run code)
+    OUT/model.onnx         the same network for deployment runtimes, verified with onnxruntime
+    OUT/card.json          the model card as data; OUT/MODEL_CARD.md the same for people
+    OUT/finetune/          checkpoints of `hwnas finetune`; finetuned.safetensors/.onnx when done
+
+A whole export is written into a temporary sibling folder and renamed into place, so
+OUT is either the previous export or the complete new one. Every file is checked
+against the SHA-256 arch.json records before use, so a truncated or altered file is
+an error rather than a silently different model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from nas.atomic import write_atomic
+from nas.errors import NasError
+from nas.space.base import SearchSpace
+from nas.space.layers import LayerSpec
+
+SCHEMA = "hwnas.export/1"
+ARCH_FILE, CARD_FILE, CARD_MD = "arch.json", "card.json", "MODEL_CARD.md"
+WEIGHTS_FILE, ONNX_FILE = "model.safetensors", "model.onnx"
+FINETUNED_WEIGHTS, FINETUNED_ONNX, FINETUNE_DIR = "finetuned.safetensors", "finetuned.onnx", "finetune"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def space_hash(space: SearchSpace) -> str:
+    """Hash of what a space is: name, decisions with their choices, and the blocks of its
+    largest and smallest archs (so a change of widths or ops shows, not only of choices)."""
+    layers = [s.key for arch in (space.extreme(True), space.extreme(False)) for s in space.layers(arch)]
+    return _digest(json.dumps([space.name, space.describe()["decisions"], layers], sort_keys=True))
+
+
+def layers_hash(layers: Sequence[LayerSpec]) -> str:
+    """Hash of one network's blocks: equal hashes build equal modules."""
+    return _digest("\n".join(s.key for s in layers))
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from `path`, or a one-line error naming the file and what it should be."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise NasError(f"{path}: missing; {what}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        detail = f"{exc.msg}, line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
+        raise NasError(f"{path}: not valid JSON ({detail}); the file is damaged, export again") from None
+    except OSError as exc:
+        raise NasError(f"{path}: cannot read ({exc.strerror})") from None
+    if not isinstance(data, dict):
+        raise NasError(f"{path}: expected a JSON object; the file is damaged, export again")
+    return data
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_record(out: Path) -> dict[str, Any]:
+    """arch.json of an export folder, checked for the fields every reader relies on."""
+    out = Path(out)
+    if not out.is_dir():
+        raise NasError(f"{out}: no such export folder; create one with 'hwnas export --space S --arch A -o {out}'")
+    record = read_json(out / ARCH_FILE, "not an hwnas export folder (hwnas export writes arch.json)")
+    if record.get("schema") != SCHEMA:
+        raise NasError(f"{out / ARCH_FILE}: schema {record.get('schema')!r} is not {SCHEMA!r}")
+    for key, kind in (("space", str), ("arch", dict), ("layers", list), ("layers_hash", str), ("files", dict),
+                      ("input", dict)):
+        if not isinstance(record.get(key), kind):
+            raise NasError(f"{out / ARCH_FILE}: field {key!r} is missing or not a {kind.__name__}; export again")
+    return record
+
+
+def checked_file(out: Path, record: dict[str, Any], name: str) -> Path:
+    """OUT/name after checking it against the hash arch.json records for it."""
+    path = Path(out) / name
+    expected = record["files"].get(name)
+    if expected is None:
+        raise NasError(f"{out / ARCH_FILE} records no file {name!r}")
+    if not path.is_file():
+        raise NasError(f"{path}: missing from the export; export again")
+    if file_sha256(path) != expected:
+        raise NasError(f"{path}: damaged or changed since export (SHA-256 differs from {ARCH_FILE}); export again")
+    return path
+
+
+def record_file(out: Path, record: dict[str, Any], name: str) -> None:
+    """Enter OUT/name's hash into the record (the caller writes arch.json)."""
+    record["files"][name] = file_sha256(Path(out) / name)
+
+
+@contextmanager
+def staged_folder(out: Path, replace: bool) -> Iterator[Path]:
+    """A temporary sibling folder to write a whole export into; it replaces `out` when the
+    block succeeds and vanishes when it fails. An existing non-empty `out` needs `replace`."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NasError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not replace:
+        raise NasError(f"{out} is not empty; pass --force to replace it or choose another -o folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes folders private; an export is meant to be shared
+    try:
+        yield tmp
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+            os.replace(out, old / "previous")
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

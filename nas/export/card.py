@@ -1,0 +1,142 @@
+"""The model card: card.json (data) and MODEL_CARD.md (the same for people).
+
+What a deployer asks of a found network, each figure with where it came from: the arch
+and its exact counts, predicted latency and energy per device (LUT, predictor file or
+analytic estimate, with their metadata), latency measured here, inherited accuracy,
+the budgets it meets, fine-tuning results, and provenance (run id, seeds, versions).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from nas.atomic import write_atomic
+from nas.errors import NasError
+from nas.export.bundle import CARD_FILE, CARD_MD, read_json
+
+SCHEMA = "hwnas.model-card/1"
+COUNTERS = {"params": ("params", "count"), "macs": ("macs", "count"), "weight_bytes": ("weight_bytes", "bytes"),
+            "peak_memory": ("peak_activation_bytes", "bytes")}
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import onnx
+    import onnxruntime
+    import safetensors
+    import torch
+
+    import nas
+
+    return {"hwnas": nas.__version__, "python": platform.python_version(), "torch": torch.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "safetensors": safetensors.__version__,
+            "numpy": numpy.__version__}
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def card_metrics(card: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The card's figures under the search's metric names (params, macs, weight_bytes,
+    peak_memory, latency@DEVICE, energy@DEVICE, accuracy): the first prediction per
+    device and metric, the latency measured here where nothing predicts it."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, (key, unit) in COUNTERS.items():
+        out[name] = {"value": card["costs"][key], "unit": unit, "source": "exact counter"}
+    for p in card["predictions"]:
+        if p["device"] and p["metric"] in ("latency", "energy"):
+            kind = p["source"]["kind"]
+            out.setdefault(f"{p['metric']}@{p['device']}", {"value": p["value"], "unit": p["unit"], "source": kind})
+    measured = card.get("measured_latency")
+    if measured:
+        out.setdefault(f"latency@{measured['device']}", {"value": measured["median_ms"], "unit": "ms",
+                                                         "source": "measured at export"})
+    accuracy = card.get("accuracy")
+    if accuracy:
+        out["accuracy"] = {"value": accuracy["value"], "unit": "fraction", "source": accuracy["source"]}
+    return out
+
+
+def write_card(out: Path, card: dict[str, Any]) -> None:
+    write_atomic(Path(out) / CARD_FILE, json.dumps(card, indent=2) + "\n")
+    write_atomic(Path(out) / CARD_MD, render(card))
+
+
+def read_card(out: Path) -> dict[str, Any]:
+    card = read_json(Path(out) / CARD_FILE, "the export has no model card; export again")
+    if card.get("schema") != SCHEMA:
+        raise NasError(f"{Path(out) / CARD_FILE}: schema {card.get('schema')!r} is not {SCHEMA!r}; export again")
+    return card
+
+
+def _num(value: float, unit: str) -> str:
+    from nas.search.units import format_quantity
+
+    return format_quantity(value, unit)
+
+
+def render(card: Mapping[str, Any]) -> str:
+    """MODEL_CARD.md from card.json."""
+    c = card["costs"]
+    lines = [f"# Model card: {card['space']} arch {card['arch_id']}", "",
+             f"Exported by hwnas {card['provenance']['versions']['hwnas']} on {card['provenance']['created']}. "
+             "Load it with `nas.export.load(FOLDER)` (weights: model.safetensors) or run model.onnx in any "
+             "ONNX runtime.", "",
+             "## Architecture", "",
+             f"Space `{card['space']}`, input {' x '.join(map(str, card['input']['shape'][1:]))} "
+             f"(batch axis dynamic), {card['classes']} classes.", "",
+             "```json", json.dumps(card["arch"], sort_keys=True), "```", "",
+             "| params | MACs | peak activation memory | weight bytes (BN folded) |", "|---:|---:|---:|---:|",
+             f"| {c['params']:,} | {c['macs']:,} | {_num(c['peak_activation_bytes'], 'bytes')} | "
+             f"{_num(c['weight_bytes'], 'bytes')} |", ""]
+    pre = card["input"].get("preprocessing")
+    lines += ["Preprocessing: " + (f"{pre['scale']}; mean {pre['mean']}, std {pre['std']} ({pre['dataset']})"
+                                   if pre else "none recorded (weights not trained by hwnas)"), ""]
+    o = card["onnx"]
+    lines += ["## ONNX", "", f"opset {o['opset']}, verified with onnxruntime: max abs difference from PyTorch "
+              f"{o['max_abs_diff']:.2e} (tolerance {o['tolerance']:g}) on random inputs at batch sizes "
+              f"{', '.join(map(str, o['batches']))}.", ""]
+    lines += ["## Accuracy", ""]
+    acc = card.get("accuracy")
+    lines.append(f"- supernet-inherited, after BN recalibration: **{acc['value']:.4f}** on the {acc['split']} split "
+                 f"({acc['source']})" if acc else "- no supernet given: weights are freshly initialised (untrained)")
+    ft = card.get("finetune")
+    if ft:
+        lines.append(f"- fine-tuned {ft['epochs']} epochs on {ft['data']}"
+                     f"{' with distillation from ' + ft['distill_from'] if ft.get('distill_from') else ''}: "
+                     f"**{ft['accuracy']:.4f}** on the {ft['split']} split (before: {ft['accuracy_before']:.4f})")
+    lines += ["", "## Latency and energy", "", "| device | metric | value | source |", "|---|---|---:|---|"]
+    m = card.get("measured_latency")
+    if m:
+        lines.append(f"| {m['device']} (this machine, {m['cpu']}) | latency, measured | {m['median_ms']:.4g} ms "
+                     f"(p10 {m['p10_ms']:.4g}, p90 {m['p90_ms']:.4g}) | onnxruntime, {m['runtime']['threads']} thread(s), "
+                     f"batch {m['runtime']['batch']} |")
+    for p in card["predictions"]:
+        src = p["source"]
+        if p["estimate"]:
+            over = "measured" if src["latency_source"]["source"].startswith("measured") else "LUT"
+            label = f"ESTIMATE: analytic power model over the {over} latency"
+        else:
+            label = f"{src['kind']} `{src['file']}`"
+        lines.append(f"| {p['device'] or '-'} | {p['metric']} | {p['value']:.4g} {p['unit']} | {label} |")
+    if card.get("skipped"):
+        lines += ["", "Not predicted: " + "; ".join(
+            f"{s.get('device') or s.get('source')} {s.get('metric', '')}: {s['reason']}".replace("  ", " ")
+            for s in card["skipped"])]
+    if card.get("budgets"):
+        lines += ["", "## Budgets", "", "| budget | value | met |", "|---|---:|---|"]
+        for b in card["budgets"]:
+            value = _num(b["value"], b["unit"]) if "value" in b else "-"
+            met = {True: "yes", False: "**no**", None: "unknown"}[b["met"]]
+            lines.append(f"| `{b['budget']}` | {value} | {met} |")
+    p = card["provenance"]
+    lines += ["", "## Provenance", "", f"- search run: {p.get('search_run') or '-'}",
+              f"- seeds: {json.dumps(p.get('seeds', {}), sort_keys=True)}",
+              f"- weights: {p.get('weights')}",
+              f"- library versions: {', '.join(f'{k} {v}' for k, v in p['versions'].items())}", ""]
+    return "\n".join(lines)

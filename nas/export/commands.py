@@ -1,0 +1,101 @@
+"""`hwnas export` and `hwnas finetune`: a found arch as a deployable, fine-tunable folder."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from nas.cli import positive_int, print_json
+from nas.errors import NasError
+
+
+def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("export", help="write an arch as weights, verified ONNX, a model card and a loader",
+                            description="Export one architecture into OUT: model.safetensors, model.onnx (verified "
+                                        "with onnxruntime), arch.json, card.json and MODEL_CARD.md. Load it with "
+                                        "nas.export.load(OUT).")
+    p.add_argument("--space", required=True, help="a shipped space name or a path to a space YAML")
+    p.add_argument("--arch", required=True, help="inline JSON, a JSON file, an NB201 arch string, max or min")
+    p.add_argument("--supernet", type=Path, help="a 'hwnas supernet train' folder or its checkpoint: inherit its "
+                                                  "weights (BN recalibrated) and score the arch")
+    p.add_argument("-o", "--out", type=Path, required=True, metavar="OUT", help="export folder")
+    p.add_argument("--budgets", help="budgets to check on the card: a JSON/YAML file or inline JSON, a mapping "
+                                     "{metric: bound} or a list like [\"latency@local-cpu <= 5 ms\"]")
+    p.add_argument("--search-run", help="id of the search run that found the arch (recorded in the card)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed without a supernet (default 0)")
+    p.add_argument("--split", choices=("val", "test"), default="val", help="split the supernet accuracy is on")
+    p.add_argument("--no-measure", action="store_true", help="skip measuring the latency on this machine")
+    p.add_argument("--force", action="store_true", help="replace OUT if it is not empty")
+    p.add_argument("--json", action="store_true", help="print the card as JSON")
+    p.set_defaults(run=_export)
+
+    p = commands.add_parser("finetune", help="fine-tune an export (checkpoints every epoch; rerun to resume)")
+    p.add_argument("out", type=Path, metavar="OUT", help="a folder written by 'hwnas export'")
+    p.add_argument("--data", required=True, help="digits, or a dataset path (CIFAR folder, image folder, .npz)")
+    p.add_argument("--epochs", type=positive_int, required=True)
+    p.add_argument("--distill-from", type=Path, metavar="CKPT",
+                   help="a supernet folder or checkpoint: distil from its largest subnet")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=0.01, help="peak learning rate of the cosine schedule (default 0.01)")
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(run=_finetune)
+
+
+def read_budgets(text: str | None):
+    """--budgets: inline JSON, or a JSON/YAML file."""
+    if text is None:
+        return None
+    if text.strip().startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise NasError(f"--budgets is not valid JSON ({exc.msg})") from None
+    path = Path(text)
+    if not path.is_file():
+        raise NasError(f"--budgets {text!r} is neither inline JSON nor an existing file")
+    from nas.space.registry import read_yaml
+
+    return read_yaml(path)  # YAML reads JSON too
+
+
+def _export(args: argparse.Namespace) -> None:
+    from nas.export.card import read_card
+    from nas.export.export import export_arch
+
+    budgets = read_budgets(args.budgets)
+    out = export_arch(args.space, args.arch, args.out, args.supernet, budgets,
+                      {"search_run": args.search_run} if args.search_run else None, seed=args.seed, split=args.split,
+                      latency_protocol=None if args.no_measure else _protocol(), force=args.force)
+    card = read_card(out)
+    if args.json:
+        print_json(card)
+        return
+    c = card["costs"]
+    print(f"{out}: {card['space']} arch {card['arch_id']}, {c['params']:,} params, {c['macs']:,} MACs; ONNX max abs "
+          f"diff {card['onnx']['max_abs_diff']:.2e}")
+    if card["accuracy"]:
+        print(f"  supernet accuracy {card['accuracy']['value']:.4f} ({card['accuracy']['split']})")
+    if card["measured_latency"]:
+        print(f"  measured latency {card['measured_latency']['median_ms']:.4g} ms on {card['measured_latency']['device']}")
+    for b in card["budgets"]:
+        print(f"  budget {b['budget']}: {'met' if b['met'] else 'unknown' if b['met'] is None else 'NOT met'}")
+
+
+def _protocol():
+    from nas.hardware.measure import Protocol
+
+    return Protocol()
+
+
+def _finetune(args: argparse.Namespace) -> None:
+    from nas.export.finetuning import finetune
+
+    result = finetune(args.out, args.data, args.epochs, seed=args.seed, distill_from=args.distill_from, lr=args.lr,
+                      batch_size=args.batch_size, progress=not args.quiet)
+    if args.json:
+        print_json(result)
+        return
+    print(f"{args.out}: fine-tuned {result['epochs']} epochs on {result['data']}: {result['split']} accuracy "
+          f"{result['accuracy_before']:.4f} -> {result['accuracy']:.4f}")

@@ -1,0 +1,108 @@
+"""`export_arch`: one found arch -> a folder a user can load, fine-tune and deploy."""
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nas.export.budgets import Budgets, check_budgets
+from nas.export.bundle import (ARCH_FILE, ONNX_FILE, SCHEMA, WEIGHTS_FILE, layers_hash, record_file, space_hash,
+                               staged_folder, write_json)
+from nas.export.card import SCHEMA as CARD_SCHEMA
+from nas.export.card import card_metrics, library_versions, now, write_card
+from nas.export.onnx_export import write_onnx
+from nas.export.weights import fresh_model, save_weights
+from nas.hardware.measure import Protocol
+from nas.space.arch import Arch
+from nas.space.base import SearchSpace
+
+
+def resolve(space: SearchSpace | str, arch: Arch | Mapping[str, Any] | str) -> tuple[SearchSpace, Arch]:
+    """The space (object, name or YAML path) and the arch (Arch, mapping, JSON/NB201 text, max, min)."""
+    from nas.space import load_space
+    from nas.space.commands import resolve_arch
+
+    space = load_space(space) if isinstance(space, (str, Path)) else space
+    if isinstance(arch, str):
+        return space, resolve_arch(space, arch)
+    return space, space.validate(arch)
+
+
+def export_arch(space: SearchSpace | str, arch: Arch | Mapping[str, Any] | str, out: Path | str,
+                supernet: Path | str | None = None, budgets: Budgets | None = None,
+                provenance: Mapping[str, Any] | None = None, *, seed: int = 0, split: str = "val",
+                latency_protocol: Protocol | None = Protocol(), force: bool = False,
+                device: torch.device | None = None) -> Path:
+    """Write the export folder `out` (see nas.export.bundle) and return its path.
+
+    supernet: a `hwnas supernet train` folder (or its checkpoint) to inherit weights and
+    recalibrated BN statistics from and to score the arch on `split`; without one the
+    weights are freshly initialised from `seed`. budgets: checked on the card (see
+    nas.export.budgets). provenance: extra facts for the card, e.g. {"search_run": id,
+    "seeds": {...}}. latency_protocol None skips the local latency measurement.
+    """
+    started = time.perf_counter()
+    space, arch = resolve(space, arch)
+    layers = space.layers(arch)
+    resolution = space.resolution(arch)
+    input_shape = (1, space.in_channels, resolution, resolution)
+    inherited = None
+    if supernet is not None:
+        from nas.export.inherit import inherit
+
+        inherited = inherit(Path(supernet), space, arch, split, device)
+        model = inherited.model
+    else:
+        model = fresh_model(lambda: space.build(arch).to(device or "cpu"), seed, input_shape)
+    out = Path(out)
+    with staged_folder(out, force) as tmp:
+        save_weights(model, tmp / WEIGHTS_FILE, {"space": space.name, "arch_id": arch.arch_id})
+        check = write_onnx(model, input_shape, tmp / ONNX_FILE, seed)
+        measured = None
+        if latency_protocol is not None:
+            from nas.export.latency import measure_onnx
+
+            measured = measure_onnx(tmp / ONNX_FILE, input_shape, latency_protocol)
+        record = {"schema": SCHEMA, "space": space.name, "space_file": getattr(space, "source", None),
+                  "space_hash": space_hash(space), "arch": dict(arch), "arch_id": arch.arch_id,
+                  "layers": [s.to_dict() for s in layers], "layers_hash": layers_hash(layers),
+                  "input": {"shape": list(input_shape), "channels": space.in_channels, "resolution": resolution,
+                            "preprocessing": inherited.preprocessing if inherited else None},
+                  "classes": layers[-1].out_ch, "files": {}, "created": now()}
+        for name in (WEIGHTS_FILE, ONNX_FILE):
+            record_file(tmp, record, name)
+        write_json(tmp / ARCH_FILE, record)
+        card = _card(space, arch, record, check.to_dict(), measured, inherited, budgets, provenance, seed)
+        card["provenance"]["export_seconds"] = round(time.perf_counter() - started, 3)
+        write_card(tmp, card)
+    return out
+
+
+def _card(space, arch, record, onnx_check, measured, inherited, budgets, provenance, seed) -> dict[str, Any]:
+    from nas.export.predictions import predict_all
+
+    extra = dict(provenance or {})
+    seeds = {"export": seed, **(extra.pop("seeds", None) or {})}
+    if inherited is not None:
+        seeds["supernet"] = inherited.source["seed"]
+    found = predict_all(space, arch, measured["median_ms"] if measured else None)
+    card: dict[str, Any] = {
+        "schema": CARD_SCHEMA, "space": space.name, "arch_id": arch.arch_id, "arch": dict(arch),
+        "input": record["input"], "classes": record["classes"], "costs": space.counts(arch),
+        "onnx": {"file": ONNX_FILE, **onnx_check}, "measured_latency": measured,
+        "predictions": found["predictions"], "skipped": found["skipped"],
+        "accuracy": None if inherited is None else {
+            "value": inherited.accuracy, "split": inherited.split,
+            "source": f"supernet {inherited.source['supernet']}, BN recalibrated on "
+                      f"{inherited.source['calib_images']} training images", "details": inherited.source},
+        "finetune": None, "budgets": [],
+        "provenance": {"search_run": extra.pop("search_run", None), "seeds": seeds,
+                       "weights": "inherited from supernet" if inherited else f"fresh initialisation (seed {seed})",
+                       "versions": library_versions(), "created": record["created"], **extra},
+    }
+    card["budgets"] = check_budgets(budgets, card_metrics(card))
+    return card
+

@@ -1,0 +1,44 @@
+"""Latency of the exported ONNX model on this machine, measured as LUTs are.
+
+The session uses the local device profile's settings (execution provider, threads,
+batch; latency_luts/local-cpu/device.yaml) and the project's measurement protocol
+(warm-up, interleaved rounds, median with p10/p90, outlier rejection), so the figure
+is comparable with the LUT prediction on the card.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.hardware.measure import Protocol, measure
+
+
+def local_device():
+    """The profile of the machine hwnas runs on (the one marked `detect: true`)."""
+    from nas.hardware.devices import Device, device_names, load_device
+
+    for name in device_names():
+        device = load_device(name)
+        if device.detect:
+            return device
+    return Device("local", "onnxruntime", detect=True)
+
+
+def measure_onnx(path: Path, input_shape: tuple[int, ...], protocol: Protocol = Protocol()) -> dict[str, Any]:
+    """Median latency (ms) of one inference of the ONNX file with the local profile's settings."""
+    import onnxruntime as ort
+
+    from nas.hardware.backends import OnnxRuntimeBackend
+    from nas.hardware.devices import host_facts
+
+    device = local_device()
+    backend = OnnxRuntimeBackend(device)  # checks the provider is there; its session options are the LUT's
+    session = ort.InferenceSession(str(path), backend.session_options(), providers=[device.provider])
+    x = np.random.default_rng(0).standard_normal((device.batch, *input_shape[1:]), dtype=np.float32)
+    feeds = {"input": x}
+    summary = measure([lambda: session.run(None, feeds)], protocol)[0]
+    return {"device": device.name, "median_ms": summary.median, "p10_ms": summary.p10, "p90_ms": summary.p90,
+            "samples": summary.n, "rejected": summary.rejected, "protocol": protocol.to_dict(),
+            "runtime": device.runtime(), "cpu": host_facts().get("cpu")}

@@ -1,0 +1,83 @@
+"""`load(OUT)`: the exported network as a plain torch module, without unpickling anything.
+
+The module is built by the space's own builder from the arch's LayerSpecs, then filled
+from safetensors. arch.json names the space and records its hash and the hash of the
+arch's layers: if the space can be found and has changed so that this arch now builds
+a different network, loading fails; if it has changed elsewhere, a warning says so. A
+space that cannot be found (an export moved to a machine without the space's YAML) is
+no obstacle: the LayerSpecs in arch.json, checked against their hash, build the same
+module.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from nas.errors import NasError
+from nas.export.bundle import (ARCH_FILE, FINETUNED_WEIGHTS, WEIGHTS_FILE, checked_file, layers_hash, read_record,
+                               space_hash)
+from nas.space.layers import LayerSpec
+
+
+def export_layers(out: Path, record: dict[str, Any]) -> list[LayerSpec]:
+    """The arch's LayerSpecs, from its space when that is available, checked against arch.json."""
+    try:
+        stored = [LayerSpec.from_dict(d) for d in record["layers"]]
+    except (NasError, TypeError) as exc:
+        raise NasError(f"{Path(out) / ARCH_FILE}: garbled layer list ({exc}); export again") from None
+    if layers_hash(stored) != record["layers_hash"]:
+        raise NasError(f"{Path(out) / ARCH_FILE}: its layer list does not match its layers_hash; the file is damaged")
+    space = find_space(record)
+    if space is None:
+        return stored
+    try:
+        layers = space.layers(space.arch(record["arch"]))
+    except NasError as exc:
+        raise NasError(f"{out}: the arch no longer fits space {space.name} ({exc}); the space has changed since "
+                       "export") from None
+    if layers_hash(layers) != record["layers_hash"]:
+        raise NasError(f"{out}: space {space.name} has changed since export and now builds another network for "
+                       f"this arch (space hash {space_hash(space)}, exported with {record.get('space_hash')})")
+    if space_hash(space) != record.get("space_hash"):
+        warnings.warn(f"space {space.name} has changed since {out} was exported; this arch's network is unchanged",
+                      stacklevel=3)
+    return layers
+
+
+def find_space(record: dict[str, Any]):
+    from nas.space import load_space, space_files
+
+    path = record.get("space_file")
+    if path and Path(path).is_file():
+        return load_space(path)
+    if record["space"] in space_files():
+        return load_space(record["space"])
+    return None
+
+
+def which_weights(out: Path, record: dict[str, Any], finetuned: bool | None) -> str:
+    """model.safetensors, or finetuned.safetensors when asked for or (None) when a fine-tune finished."""
+    done = FINETUNED_WEIGHTS in record["files"]
+    if finetuned and not done:
+        raise NasError(f"{out} holds no finished fine-tune; run 'hwnas finetune {out} --data ... --epochs N'")
+    return FINETUNED_WEIGHTS if (done if finetuned is None else finetuned) else WEIGHTS_FILE
+
+
+def load(out: Path | str, finetuned: bool | None = None) -> nn.Module:
+    """The exported network in eval mode on the CPU (move it with .to(device)).
+
+    finetuned: True for the fine-tuned weights, False for the exported ones, None (the
+    default) for the fine-tuned ones when `hwnas finetune` has finished.
+    """
+    from nas.export.weights import load_weights
+    from nas.space.builder import build_network
+
+    out = Path(out)
+    record = read_record(out)
+    name = which_weights(out, record, finetuned)
+    path = checked_file(out, record, name)
+    model = build_network(export_layers(out, record))
+    return load_weights(model, path).eval()

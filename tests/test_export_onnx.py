@@ -1,0 +1,95 @@
+"""Export -> onnxruntime agreement over random archs of every chain space and NB201.
+
+Weights and BN statistics are randomised away from torch's defaults (a fresh network's
+logits are tiny, which would make a 1e-4 tolerance meaningless), so the check covers
+folded batch norms, SE gates, shuffles and residual adds with values of a trained
+network's magnitude. The default run checks a few archs per space; `-m slow` all 20.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nas.export.onnx_export import OPSET, TOLERANCE, to_onnx, verify
+from nas.space import load_space
+
+torch.set_num_threads(1)
+
+SPACES = ("tiny_mbconv", "ofa_mbv3", "proxyless", "fbnet", "fbnet_cifar", "nb201")
+
+
+def trained_like(model: nn.Module, seed: int) -> nn.Module:
+    """Random BN statistics and affine terms, as a trained network has, and O(1) logits."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            elif isinstance(m, nn.Linear):
+                m.weight.mul_(10.0)
+    return model.eval()
+
+
+def sweep(space_name: str, n: int, seed: int = 0) -> list[dict]:
+    space = load_space(space_name)
+    rows = []
+    for i, codes in enumerate(space.sample_codes(seed, n)):
+        arch = space.decode(codes)
+        resolution = space.resolution(arch)
+        model = trained_like(space.build(arch), i)
+        shape = (1, space.in_channels, resolution, resolution)
+        check = verify(model, to_onnx(model, shape), shape, seed=i, batches=(2,))
+        rows.append({"arch_id": arch.arch_id, **check.to_dict()})
+    return rows
+
+
+@pytest.mark.parametrize("space_name", SPACES)
+def test_onnx_agrees_with_torch_on_random_archs(space_name) -> None:
+    rows = sweep(space_name, 3 if space_name in ("tiny_mbconv", "nb201", "fbnet_cifar") else 1)
+    for row in rows:
+        assert row["opset"] >= 17 and row["max_abs_diff"] <= TOLERANCE
+        assert row["max_abs_output"] > 0.1  # logits of a real magnitude, so the tolerance means something
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("space_name", SPACES)
+def test_onnx_agrees_on_20_archs_per_space(space_name) -> None:
+    rows = sweep(space_name, 20, seed=1)
+    worst = max(r["max_abs_diff"] for r in rows)
+    print(f"{space_name}: 20 archs, worst max abs diff {worst:.3g}, outputs up to "
+          f"{max(r['max_abs_output'] for r in rows):.3g}")
+    assert len(rows) == 20 and worst <= TOLERANCE
+
+
+def test_the_batch_axis_is_dynamic_and_the_opset_recorded() -> None:
+    import onnx
+
+    space = load_space("tiny_mbconv")
+    model = trained_like(space.build(space.extreme(False)), 0)
+    data = to_onnx(model, (1, 3, 32, 32))
+    proto = onnx.load_from_string(data)
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and not dims[0].dim_value
+    assert proto.opset_import[0].version == OPSET
+    assert verify(model, data, (1, 3, 32, 32), batches=(1, 5)).batches == (1, 5)
+
+
+def test_a_graph_that_disagrees_is_refused() -> None:
+    """The check is real: the ONNX of one network is refused for a slightly different one."""
+    from nas.errors import NasError
+
+    space = load_space("nb201")
+    arch = space.sample(0)
+    model = trained_like(space.build(arch), 0)
+    data = to_onnx(model, (1, 3, 32, 32))
+    other = trained_like(space.build(arch), 0)
+    with torch.no_grad():
+        next(p for p in other.parameters() if p.dim() == 4).add_(1e-2)
+    with pytest.raises(NasError, match="disagrees with PyTorch"):
+        verify(other, data, (1, 3, 32, 32))
+    assert np.isfinite(verify(model, data, (1, 3, 32, 32)).max_abs_diff)

@@ -17,8 +17,8 @@ import torch
 from scipy import stats
 from tqdm import tqdm
 
+from nas.atomic import write_atomic
 from nas.data import ImageDataset, LabelledImages
-from nas.hardware.lut import write_atomic
 from nas.space import load_space
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace

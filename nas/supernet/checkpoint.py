@@ -2,36 +2,26 @@
 
 A checkpoint is a torch.save file of dicts, lists, numbers, strings and tensors only,
 loaded with torch.load(weights_only=True), which refuses anything else: a checkpoint
-received from someone else cannot run code. Writing goes to a temp file in the same
-folder, flushed to disk and renamed over the old one, so a kill at any moment leaves
-either the previous checkpoint or the new one, never a torn file.
+received from someone else cannot run code. Writing goes through nas.atomic (temp file,
+fsync, rename), so a kill at any moment leaves either the previous checkpoint or the
+new one, never a torn file.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from nas.atomic import atomic_path
 from nas.errors import NasError
 
 FORMAT = "hwnas.supernet-checkpoint/1"
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save({"format": FORMAT, **state}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

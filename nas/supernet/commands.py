@@ -23,12 +23,14 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.set_defaults(run=_train)
 
     p = cmds.add_parser("eval", help="accuracy of subnets with inherited weights (after BN recalibration)")
-    p.add_argument("run_dir", type=Path, metavar="DIR", help="a folder written by 'hwnas supernet train'")
+    p.add_argument("run_dir", type=Path, metavar="DIR",
+                   help="a folder written by 'hwnas supernet train' (or its checkpoint.pt)")
     p.add_argument("--archs", required=True,
                    help="max, min, or a file of archs: JSON lines (as 'hwnas space sample' writes) or a JSON list")
     p.add_argument("--split", choices=("val", "test"), default="val", help="data split to score on (default val)")
     p.add_argument("--calib-images", type=positive_int, help="BN recalibration images (default: the run's config)")
-    p.add_argument("--json", action="store_true", help="JSON output: a list of {arch_id, accuracy}")
+    p.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--json", action="store_true", help="JSON output: a list of {arch_id, accuracy, arch}")
     p.set_defaults(run=_eval)
 
     p = bench.add_parser("supernet-ranking", help="Kendall tau of supernet vs stand-alone accuracy (long; resumes)")
@@ -51,10 +53,12 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", help="space name or YAML path")
     p.add_argument("--data", help="digits, or a dataset path (CIFAR folder, image folder, .npz)")
-    p.add_argument("--epochs", type=positive_int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=positive_int, help="training epochs")
+    p.add_argument("--seed", type=int, help="seed of weights, batches, augmentation and sampled subnets")
     p.add_argument("--batch-size", type=positive_int, help="global batch size")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="run folder (resumes if it holds one)")
+    p.add_argument("--threads", type=positive_int,
+                   help="torch intra-op threads per process (default: torch's choice; 1 on a busy machine)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -63,10 +67,20 @@ def _overrides(args: argparse.Namespace) -> dict:
             "batch_size": args.batch_size}
 
 
+def _set_threads(args: argparse.Namespace) -> None:
+    """--threads: two OpenMP threads contending with other work on a shared 2-core machine
+    made training about 30x slower than one."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
 def _train(args: argparse.Namespace) -> None:
     from nas.supernet.config import load_config
     from nas.supernet.trainer import train
 
+    _set_threads(args)
     history = train(load_config(args.config, _overrides(args)), args.out, progress=not args.quiet)
     if history:
         last = history[-1]
@@ -81,12 +95,20 @@ def read_archs(space: SearchSpace, text: str) -> list[Arch]:
     path = Path(text)
     if not path.is_file():
         raise NasError(f"--archs {text!r} is neither max, min nor an existing file")
-    body = path.read_text().strip()
+    try:
+        body = path.read_text().strip()
+    except UnicodeDecodeError:
+        raise NasError(f"{path}: not a text file; expected JSON lines or a JSON list of archs") from None
     try:
         items = json.loads(body) if body.startswith("[") else [json.loads(line) for line in body.splitlines() if line.strip()]
     except json.JSONDecodeError as exc:
         raise NasError(f"{path}: expected JSON lines or a JSON list of archs ({exc.msg}, line {exc.lineno})") from None
-    archs = [space.parse_arch(item) if isinstance(item, str) else space.arch(item) for item in items]
+    archs = []
+    for i, item in enumerate(items, 1):
+        if not isinstance(item, (str, dict)):
+            raise NasError(f"{path}: arch {i} is {json.dumps(item)[:40]}; expected a decision mapping, "
+                           "a {\"space\", \"arch\"} object or the space's string form")
+        archs.append(space.parse_arch(item) if isinstance(item, str) else space.arch(item))
     if not archs:
         raise NasError(f"{path}: holds no archs")
     return archs
@@ -95,9 +117,11 @@ def read_archs(space: SearchSpace, text: str) -> list[Arch]:
 def _eval(args: argparse.Namespace) -> None:
     from nas.supernet.oracle import SupernetAccuracy
 
+    _set_threads(args)
     oracle = SupernetAccuracy(args.run_dir, args.split, args.calib_images)
     archs = read_archs(oracle.space, args.archs)
-    rows = [{"arch_id": a.arch_id, "accuracy": float(acc)} for a, acc in zip(archs, oracle.predict(archs))]
+    rows = [{"arch_id": a.arch_id, "accuracy": float(acc), "arch": dict(a)}
+            for a, acc in zip(archs, oracle.predict(archs))]
     if args.json:
         print_json(rows)
         return
@@ -109,6 +133,7 @@ def _bench_ranking(args: argparse.Namespace) -> None:
     from nas.supernet.bench import RANKING_CONFIG, ranking_fidelity
     from nas.supernet.config import load_config
 
+    _set_threads(args)
     config = load_config(args.config, _overrides(args), base=RANKING_CONFIG)
     report = ranking_fidelity(config, args.out, args.archs, progress=not args.quiet)
     if args.json:

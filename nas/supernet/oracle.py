@@ -25,8 +25,14 @@ from nas.supernet.supernet import Supernet
 from nas.supernet.trainer import dataset_for
 
 
-def load_supernet(run_dir: Path, device: torch.device | None = None) -> tuple[TrainConfig, Supernet]:
-    """The config and trained supernet of a `hwnas supernet train` folder."""
+def load_supernet(path: Path | str, device: torch.device | None = None) -> tuple[TrainConfig, Supernet]:
+    """The config and trained supernet (in eval mode; its space is `supernet.space`) of a
+    `hwnas supernet train` folder or of the checkpoint.pt inside one (the config beside
+    it says which space and settings the weights belong to)."""
+    path = Path(path)
+    run_dir = path.parent if path.is_file() else path
+    if not run_dir.is_dir():
+        raise NasError(f"{path} does not exist; give a 'hwnas supernet train --out' folder or its checkpoint.pt")
     run = RunDir(run_dir)
     found = run.read()
     if found.get("arch") is not None:
@@ -35,7 +41,7 @@ def load_supernet(run_dir: Path, device: torch.device | None = None) -> tuple[Tr
     space = load_space(config.space)
     if space_fingerprint(space) != found.get("space_fingerprint"):
         raise NasError(f"space {config.space} has changed since {run_dir} was trained; retrain the supernet")
-    state = load_checkpoint(run.checkpoint)
+    state = load_checkpoint(path if path.is_file() else run.checkpoint)
     if state["epoch"] < config.epochs:
         warnings.warn(f"{run_dir} is trained for {state['epoch']} of {config.epochs} epochs", stacklevel=2)
     supernet = Supernet(space)
@@ -49,7 +55,7 @@ class SupernetAccuracy(CostModel):
     metric = "accuracy"
     unit = "fraction"
 
-    def __init__(self, run_dir: Path, split: str = "val", calib_images: int | None = None,
+    def __init__(self, run_dir: Path | str, split: str = "val", calib_images: int | None = None,
                  device: torch.device | None = None) -> None:
         config, self.supernet = load_supernet(run_dir, device)
         self.space = self.supernet.space

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nas.atomic import write_atomic
 from nas.errors import NasError
-from nas.hardware.lut import write_atomic
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
 from nas.supernet.config import RUNTIME_KEYS, TrainConfig, config_from_dict

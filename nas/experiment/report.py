@@ -1,0 +1,222 @@
+"""report.html: a run on one self-contained page, to open in any browser or send by mail.
+
+Everything is inline: styles in the page, plots as base64 PNG data URIs, no scripts, no
+fetches, so the file shows the same with no server and no network. Sections follow the
+pipeline (summary, steps, devices and their LUTs, training curve, search table and
+Pareto plot, exported model and its card, environment, config), and a section whose step
+has not finished says so instead of disappearing.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from nas.atomic import write_atomic
+from nas.experiment.rundir import Run
+
+STYLE = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1000px;color:#222;padding:0 1em}
+h1{font-size:1.6em;margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0} td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
+th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.status-finished,.status-done,.status-cached{color:#17692a;font-weight:600} .status-failed{color:#b00020;font-weight:600}
+.status-running,.status-interrupted{color:#9a6700;font-weight:600} .muted{color:#777}
+pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:12px} img{max-width:100%;border:1px solid #eee}
+code{background:#f3f3f3;padding:0 .2em}
+"""
+
+
+def write_report(run: Run) -> Path:
+    """Render runs/<id>/report.html from the run's files; returns its path."""
+    path = run.path / "report.html"
+    write_atomic(path, render(run))
+    return path
+
+
+def render(run: Run) -> str:
+    state = run.read()
+    steps = {s: _step(run.path / s) for s in ("profile", "train", "search", "export")}
+    parts = [f"<h1>{_e(state['name'])}: run {_e(run.id)}</h1>",
+             _summary(state, steps), _steps(state), _devices(run, steps["profile"]), _training(run, steps["train"]),
+             _search(run, steps["search"]), _export(steps["export"]), _environment(run), _config(run)]
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>hwnas run {_e(run.id)}</title><style>{STYLE}</style></head><body>"
+            + "\n".join(p for p in parts if p) + "</body></html>\n")
+
+
+# ---------------------------------------------------------------------- sections
+def _summary(state: dict[str, Any], steps: dict[str, Any]) -> str:
+    rows = [("status", f"<span class='status-{_e(state['status'])}'>{_e(state['status'])}</span>"),
+            ("created", _e(state.get("created", ""))), ("finished", _e(state.get("finished") or "-"))]
+    if state.get("error"):
+        rows.append(("error", _e(state["error"])))
+    search = (steps["search"] or {}).get("result", {}).get("summary")
+    if search and search.get("best"):
+        best = search["best"]
+        rows.append(("best arch", f"<code>{_e(best['arch_id'])}</code>"))
+        rows += [(name, _num(value)) for name, value in best["metrics"].items()]
+    return "<h2>Summary</h2>" + _kv(rows)
+
+
+def _steps(state: dict[str, Any]) -> str:
+    rows = []
+    for name in ("profile", "train", "search", "export"):
+        s = state["steps"].get(name, {})
+        status = s.get("status", "not started")
+        how = f"from run {s['cached_from']}" if s.get("cached_from") else ""
+        seconds = f"{s['seconds']:.1f}" if isinstance(s.get("seconds"), (int, float)) else ""
+        rows.append([name, f"<span class='status-{_e(status)}'>{_e(status)}</span>", seconds, _e(s.get("key", "")),
+                     _e(how)])
+    return "<h2>Steps</h2>" + _table(["step", "status", "seconds", "input hash", "note"], rows, raw=True)
+
+
+def _devices(run: Run, profile: dict[str, Any] | None) -> str:
+    if profile is None:
+        return "<h2>Devices and cost sources</h2><p class='muted'>The profile step has not finished.</p>"
+    rows = []
+    for metric, spec in profile["result"]["sources"].items():
+        if "lut" in spec:
+            meta = _json(run.path / "profile" / Path(spec["lut"]).with_suffix(".json")) or {}
+            cal = meta.get("calibration") or {}
+            noise = (meta.get("noise") or {}).get("median_spread")
+            detail = (f"LUT {spec['lut']}: {meta.get('entries', '?')} blocks"
+                      + (f", median noise {noise:.1%}" if isinstance(noise, float) else "")
+                      + (f", calibration residual {cal['residual_rmspe']:.1f} % RMSPE on {cal.get('n')} archs"
+                         if "residual_rmspe" in cal else ""))
+        elif "like" in spec:
+            detail = f"stand-in: the LUT of {spec['like']}"
+        elif "analytic" in spec:
+            detail = "analytic estimate: the device's power model over its LUT latency"
+        elif "predictor" in spec:
+            detail = f"learned predictor {spec['predictor']}"
+        else:
+            detail = f"table {spec.get('table')}, column {spec.get('column')} ({spec.get('unit')})"
+        rows.append([metric, detail])
+    if not rows:
+        return ""
+    return "<h2>Devices and cost sources</h2>" + _table(["metric", "source"], rows)
+
+
+def _training(run: Run, train: dict[str, Any] | None) -> str:
+    history = _json(run.path / "train" / "history.json")
+    if not history:
+        note = "not needed by this experiment" if train is None and not (run.path / "train").exists() else \
+            "no finished epoch yet"
+        return f"<h2>Supernet training</h2><p class='muted'>{note}.</p>"
+    keys = [k for k in history[-1] if k != "epoch" and isinstance(history[-1][k], (int, float))]
+    table = _table(["epoch", *keys], [[r.get("epoch"), *(_num(r.get(k)) for k in keys)] for r in history], raw=True)
+    curves = [k for k in keys if "acc" in k]
+    return "<h2>Supernet training</h2>" + (_img(_curve(history, curves)) if curves else "") + table
+
+
+def _search(run: Run, search: dict[str, Any] | None) -> str:
+    if search is None:
+        return "<h2>Search</h2><p class='muted'>The search step has not finished.</p>"
+    s = search["result"]["summary"]
+    rows = [("controller", _e(s.get("controller"))), ("queries", _num(s.get("queries"))),
+            ("feasible", _num(s.get("feasible")))]
+    if s.get("hypervolume"):
+        rows.append(("hypervolume", _num(s["hypervolume"].get("value"))))
+    constraints = (s.get("problem") or {}).get("constraints") or []
+    if constraints:
+        rows.append(("budgets", _e("; ".join(str(c) for c in constraints))))
+    out = "<h2>Search</h2>" + _kv(rows)
+    png = run.path / "search" / "front.png"
+    if png.is_file():
+        out += _img(png.read_bytes())
+    front = s.get("front") or []
+    if front:
+        metrics = list(front[0]["metrics"])
+        out += "<h3>Pareto front</h3>" + _table(["arch id", *metrics],
+                                                [[f"<code>{_e(r['arch_id'])}</code>", *(_num(r['metrics'][m]) for m in metrics)]
+                                                 for r in front[:30]], raw=True)
+    return out
+
+
+def _export(export: dict[str, Any] | None) -> str:
+    if export is None:
+        return "<h2>Exported model</h2><p class='muted'>The export step has not finished (or is turned off).</p>"
+    card = export["result"].get("card") or {}
+    rows = [(k, _e(v) if isinstance(v, str) else _num(v)) for k, v in card.items()
+            if isinstance(v, (str, int, float)) and not isinstance(v, bool)]
+    nested = {k: v for k, v in card.items() if isinstance(v, (dict, list))}
+    out = "<h2>Exported model</h2>" + f"<p>Folder <code>export/{_e(export['result'].get('folder', 'model'))}</code> " \
+          "(weights, ONNX, MODEL_CARD.md, card.json).</p>" + _kv(rows)
+    for key, value in nested.items():
+        out += f"<h3>{_e(key)}</h3><pre>{_e(json.dumps(value, indent=2))}</pre>"
+    return out
+
+
+def _environment(run: Run) -> str:
+    env = _json(run.path / "environment.json") or {}
+    libs = env.pop("libraries", {})
+    rows = [(k, _e(json.dumps(v) if isinstance(v, (list, dict)) else str(v))) for k, v in env.items()]
+    rows += [(k, _e(v)) for k, v in libs.items()]
+    return "<h2>Environment</h2>" + _kv(rows)
+
+
+def _config(run: Run) -> str:
+    path = run.path / "config.yaml"
+    return f"<h2>Config</h2><pre>{_e(path.read_text())}</pre>" if path.is_file() else ""
+
+
+# ---------------------------------------------------------------------- helpers
+def _curve(history: list[dict[str, Any]], keys: list[str]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.4), dpi=110)
+    epochs = [r["epoch"] for r in history]
+    for key in keys:
+        ax.plot(epochs, [r.get(key) for r in history], "-o", ms=3, label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_title("supernet accuracy per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _img(png: bytes) -> str:
+    return f"<p><img alt='plot' src='data:image/png;base64,{base64.b64encode(png).decode()}'></p>"
+
+
+def _step(folder: Path) -> dict[str, Any] | None:
+    return _json(folder / "step.json")
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _e("-" if value is None else value)
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
+
+
+def _kv(rows: list[tuple[str, str]]) -> str:
+    return "<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _table(header: list[str], rows: list[list[Any]], raw: bool = False) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c if raw else _e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"

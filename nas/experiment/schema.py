@@ -1,0 +1,467 @@
+"""The experiment YAML, validated completely before any step starts.
+
+    name: quickstart                       # default: the file's name; runs are runs/<name>-<date>-<hex>/
+    seed: 0                                # seeds profiling, training and search
+    space: tiny_mbconv                     # shipped space name or a space YAML path
+    dataset: {source: digits}              # digits or a path, plus nas.data settings (noise, val_fraction, ...)
+    devices:
+      local-cpu: {latency: profile}        # profile a LUT on this machine
+      pi4-ort:
+        latency: {like: local-cpu}         # stand-in: another device's LUT
+        energy: analytic                   # the device's power model over that latency
+    objectives: [max accuracy]
+    budgets: [latency@local-cpu <= 0.5 ms, energy@pi4-ort <= 3 mJ, peak_memory <= 256 KiB]
+    accuracy: {supernet: {split: val}}     # or {table: FILE, column: NAME, unit: "%"} / {predictor: FILE}
+    train: {epochs: 3, batch_size: 64}     # nas.supernet training settings (space, data, seed come from above)
+    search: {controller: {name: evolution, population: 16}, budget: 40}
+    export: {arch: best, onnx: true}       # or false
+
+Every mistake is one line naming the key: unknown keys with the closest valid one,
+wrong types, files that do not exist, unknown devices and spaces, budgets without a
+unit or in a unit of the wrong kind. Training and controller settings are checked by
+their own packages' validators, so the two can never disagree about what is valid.
+Relative paths are read from the working folder, else from the config file's folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
+
+from nas.errors import NasError, closest
+
+STEPS = ("profile", "train", "search", "export")
+COUNTER_METRICS = ("params", "macs", "weight_bytes", "peak_memory", "peak_activation_bytes")
+# metric (before any @device) -> the unit dimension its budget must be written in (None: a count, unit optional)
+METRIC_DIMENSIONS = {"latency": "time", "energy": "energy", "weight_bytes": "bytes", "peak_memory": "bytes",
+                     "peak_activation_bytes": "bytes", "accuracy": "fraction", "params": None, "macs": None}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class Section(BaseModel):
+    """A config mapping: strict types, no unknown keys (each reported with the closest known one)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = list(cls.model_fields)
+            for key in data:
+                if key not in known:
+                    raise ValueError(f"unknown key {key!r}{closest(str(key), known)}; known: {', '.join(known)}")
+        return data
+
+
+def _expand(value: str) -> str:
+    """~ and $VARIABLES in a path; an unset variable is an error, not a literal '$' path."""
+    text = os.path.expandvars(os.path.expanduser(value))
+    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text)
+    if unset:
+        raise ValueError(f"{value}: environment variable {unset[0]} is not set")
+    return text
+
+
+def _locate(value: str, info: ValidationInfo) -> Path:
+    """A path as given: from the working folder if it exists there, else from the config's folder."""
+    path = Path(_expand(value))
+    base = (info.context or {}).get("base")
+    if not path.is_absolute() and not path.exists() and base is not None:
+        path = Path(base) / path
+    return path.resolve()
+
+
+def _existing_path(value: str, info: ValidationInfo) -> str:
+    """An existing file or folder as an absolute path."""
+    path = _locate(value, info)
+    if not path.exists():
+        base = (info.context or {}).get("base")
+        raise ValueError(f"{value} does not exist" + (f" (looked in . and {base})" if base is not None else ""))
+    return str(path)
+
+
+class Profile(Section):
+    """Profile a LUT on this machine (nas.hardware.profiling.build_lut)."""
+
+    warmup: int = 10
+    repeats: int = 60
+    rounds: int = 6
+    calibrate: int = 30
+    resolution: list[int] | None = None
+
+
+class Kit(Section):
+    """A device profiled through `hwnas lut kit`: the run writes the kit and waits for its results file."""
+
+    results: str
+    resolution: list[int] | None = None
+    batch: int = 1
+    allow_mismatch: bool = False
+
+    @field_validator("results")
+    @classmethod
+    def _results(cls, value: str, info: ValidationInfo) -> str:
+        """Where the results will be (they may not exist yet: the run writes the kit first)."""
+        return str(_locate(value, info))
+
+
+class TableColumns(Section):
+    """A source that may be a column of a per-arch table (a public benchmark or your own
+    measurements): `table: FILE, column: NAME, unit: UNIT` side by side."""
+
+    table: str | None = None
+    column: str | None = None
+    unit: str | None = None
+
+    _table = field_validator("table")(lambda v, info: None if v is None else _existing_path(v, info))
+
+    @model_validator(mode="after")
+    def _table_complete(self) -> TableColumns:
+        given = [k for k in ("table", "column", "unit") if getattr(self, k) is not None]
+        if given and len(given) < 3:
+            missing = [k for k in ("table", "column", "unit") if k not in given]
+            raise ValueError(f"a table source needs table, column and unit; {', '.join(missing)} missing")
+        return self
+
+    def table_source(self) -> dict[str, str]:
+        return {"table": self.table, "column": self.column, "unit": self.unit}
+
+
+class Latency(TableColumns):
+    """Exactly one latency source of a device."""
+
+    profile: Profile | None = None
+    lut: str | None = None
+    kit: Kit | None = None
+    like: str | None = None
+    predictor: str | None = None
+    allow_mismatch: bool = False
+
+    _files = field_validator("lut", "predictor")(lambda v, info: None if v is None else _existing_path(v, info))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"profile": {}} if data == "profile" else data
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Latency:
+        kinds = [k for k in ("profile", "lut", "kit", "like", "predictor", "table") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one latency source of profile, lut, kit, like, predictor, table"
+                             + (f"; got {', '.join(kinds)}" if kinds else ""))
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("profile", "lut", "kit", "like", "predictor", "table") if getattr(self, k) is not None)
+
+    @property
+    def is_lut(self) -> bool:
+        """A per-block LUT (what the analytic energy model and LUT scoring need)."""
+        return self.kind in ("profile", "lut", "kit", "like")
+
+
+class Energy(TableColumns):
+    """Exactly one energy source: the device's analytic power model, a predictor or a table."""
+
+    analytic: bool = False
+    predictor: str | None = None
+
+    _files = field_validator("predictor")(lambda v, info: None if v is None else _existing_path(v, info))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"analytic": True} if data == "analytic" else data
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Energy:
+        kinds = [k for k in ("analytic", "predictor", "table") if getattr(self, k)]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one energy source: analytic, predictor or table"
+                             + (f"; got {', '.join(kinds)}" if kinds else ""))
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("analytic", "predictor", "table") if getattr(self, k))
+
+
+class Device(Section):
+    latency: Latency | None = None
+    energy: Energy | None = None
+
+
+class SupernetAccuracy(Section):
+    split: Literal["val", "test"] = "val"
+    calib_images: int | None = None
+
+
+class Accuracy(TableColumns):
+    """Where accuracy comes from: the supernet the train step trains (default), a table or a predictor."""
+
+    supernet: SupernetAccuracy | None = None
+    predictor: str | None = None
+
+    _files = field_validator("predictor")(lambda v, info: None if v is None else _existing_path(v, info))
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Accuracy:
+        kinds = [k for k in ("supernet", "table", "predictor") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one accuracy source of supernet, table, predictor")
+        return self
+
+
+class Search(Section):
+    controller: str | dict[str, Any] = "evolution"
+    # budget: queries of the expensive metric (supernet or table accuracy)
+    budget: int = 100
+    storage: str | None = None          # default: runs/<id>/search/study.db (SQLite)
+    study: str | None = None            # default: the run id
+    workers: int = 1                    # local worker processes sharing the study
+    reference: dict[str, str | float] | None = None
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str | None) -> str | None:
+        """Kept as written ($VARIABLES unexpanded, so no password lands in run files); checked here."""
+        if value is not None:
+            _expand(value)
+        return value
+
+
+class Export(Section):
+    arch: str = "best"                  # best (of the search), or an arch (JSON / NB201 string)
+    onnx: bool = True
+    calib_images: int | None = None
+
+
+class Experiment(Section):
+    name: str
+    seed: int = 0
+    space: str
+    dataset: dict[str, Any] = {"source": "digits"}
+    devices: dict[str, Device] = {}
+    objectives: list[str | dict[str, str]] = ["max accuracy"]
+    budgets: list[str] = []
+    accuracy: Accuracy = Accuracy(supernet=SupernetAccuracy())
+    train: dict[str, Any] | None = None
+    search: Search = Search()
+    export: Export | None = Export()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"{value!r} must be letters, digits, '-', '_' or '.' (it names run folders)")
+        return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        source = value.get("source", "digits")
+        if not isinstance(source, str):
+            raise ValueError(f"source must be 'digits' or a dataset path, got {source!r}")
+        if source != "digits":
+            from nas.data import LAYOUTS
+
+            path = _locate(source, info)
+            if not path.exists():
+                raise ValueError(f"source: {source} does not exist; a dataset is {LAYOUTS}")
+            source = str(path)
+        return {**value, "source": source}
+
+    @field_validator("export", mode="before")
+    @classmethod
+    def _export_off(cls, value: Any) -> Any:
+        return None if value is False else value
+
+    @property
+    def uses_supernet(self) -> bool:
+        return self.accuracy.supernet is not None
+
+    def digest(self) -> str:
+        """Hash of the validated settings (comments and key order do not matter)."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment YAML; every problem is a one-line NasError."""
+    from nas.space.registry import read_yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise NasError(f"experiment config {path} does not exist")
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise NasError(f"{path}: an experiment config must be a mapping of settings")
+    data.setdefault("name", path.stem)
+    return experiment_from_dict(data, str(path), path.parent)
+
+
+def experiment_from_dict(data: dict[str, Any], where: str = "experiment", base: Path | None = None) -> Experiment:
+    """Validate a config mapping: the schema, then names, budgets and the delegated sections."""
+    try:
+        exp = Experiment.model_validate(data, context={"base": base})
+    except ValidationError as exc:
+        raise NasError(f"{where}: {_first_error(exc)}") from None
+    _check_space(exp, where, base)
+    _check_devices(exp, where)
+    _check_metrics(exp, where)
+    _check_delegated(exp, where)
+    return exp
+
+
+def _first_error(exc: ValidationError) -> str:
+    """The first validation error as 'dotted.key: message'."""
+    err = exc.errors(include_url=False)[0]
+    loc = ""
+    for part in err["loc"]:
+        if isinstance(part, int):
+            loc += f"[{part}]"
+        elif part not in ("function-after", "function-before") and not str(part).startswith(("function-", "lax-")):
+            loc += f".{part}" if loc else str(part)
+    kind, msg = err["type"], err["msg"]
+    if kind == "missing":
+        return f"missing required key {loc!r}" if loc else "missing a required key"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+        return f"{loc}: {msg}" if loc else msg
+    got = err.get("input")
+    text = msg[0].lower() + msg[1:]
+    return f"{loc}: {text}, got {got!r}" if loc else f"{text}, got {got!r}"
+
+
+def _check_space(exp: Experiment, where: str, base: Path | None) -> None:
+    from nas.space import load_space
+
+    text = exp.space
+    if text.endswith((".yaml", ".yml")) and base is not None and not Path(text).exists():
+        text = str(base / text)
+    try:
+        load_space(text)
+    except NasError as exc:
+        raise NasError(f"{where}: space: {exc}") from None
+
+
+def resolved_space(exp: Experiment, base: Path | None) -> str:
+    """The space name, or its YAML path as found (the same rule as other paths)."""
+    text = exp.space
+    if text.endswith((".yaml", ".yml")) and base is not None and not Path(text).exists():
+        return str((base / text).resolve())
+    return text
+
+
+def _check_devices(exp: Experiment, where: str) -> None:
+    from nas.hardware.devices import device_names
+
+    profiles = device_names()
+    for name, dev in exp.devices.items():
+        at = f"{where}: devices.{name}"
+        if dev.latency is None and dev.energy is None:
+            raise NasError(f"{at}: give a latency and/or an energy source")
+        needs_profile = (dev.latency is not None and dev.latency.kind in ("profile", "kit", "lut", "like")) or \
+            (dev.energy is not None and dev.energy.kind == "analytic")
+        if needs_profile and name not in profiles:
+            raise NasError(f"{at}: no device profile {name!r}{closest(name, profiles)} for a LUT or an energy model; "
+                           f"known: {', '.join(profiles)} (latency_luts/<device>/device.yaml)")
+        if dev.latency is not None and dev.latency.kind == "like":
+            other = exp.devices.get(dev.latency.like)
+            if other is None or other.latency is None or not other.latency.is_lut or other.latency.kind == "like":
+                lut_devices = [n for n, d in exp.devices.items()
+                               if d.latency is not None and d.latency.is_lut and d.latency.kind != "like"]
+                raise NasError(f"{at}.latency.like: {dev.latency.like!r} is not a device of this experiment with its "
+                               f"own LUT{closest(dev.latency.like, lut_devices)}; those are: {', '.join(lut_devices) or 'none'}")
+        if dev.energy is not None and dev.energy.kind == "analytic":
+            if dev.latency is None or not dev.latency.is_lut:
+                raise NasError(f"{at}.energy: the analytic estimate needs a latency LUT of the device "
+                               "(latency: profile, lut, kit or like)")
+            from nas.hardware.devices import POWER_KEYS, load_device
+
+            missing = [k for k in POWER_KEYS if k not in load_device(name).power]
+            if missing:
+                raise NasError(f"{at}.energy: device {name} has no power model ({', '.join(missing)} missing in "
+                               "its device.yaml)")
+        if dev.latency is not None and dev.latency.kind == "profile":
+            if not _is_local(name):
+                raise NasError(f"{at}.latency: only this machine's profile (detect: true, like local-cpu) can be "
+                               "profiled here; profile a remote device with 'kit: {results: FILE}'")
+
+
+def _is_local(device: str) -> bool:
+    from nas.hardware.devices import load_device
+
+    return load_device(device).detect
+
+
+def metric_names(exp: Experiment) -> list[str]:
+    """Metrics the experiment can name: counters, accuracy and each device's latency/energy."""
+    names = [*COUNTER_METRICS, "accuracy"]
+    for dev, spec in exp.devices.items():
+        names += [f"{m}@{dev}" for m in ("latency", "energy") if getattr(spec, m) is not None]
+    return names
+
+
+def _check_metrics(exp: Experiment, where: str) -> None:
+    from nas.search.objectives import parse_constraint, parse_objective
+
+    known = metric_names(exp)
+    for i, item in enumerate(exp.objectives):
+        objective = parse_objective(item, f"{where}: objectives[{i}]")
+        _known_metric(objective.metric, known, f"{where}: objectives[{i}]")
+    for i, item in enumerate(exp.budgets):
+        at = f"{where}: budgets[{i}]"
+        constraint = parse_constraint(item, at)
+        _known_metric(constraint.metric, known, at)
+        _check_unit(constraint.metric, constraint.text, at)
+
+
+def _known_metric(metric: str, known: list[str], where: str) -> None:
+    if metric not in known:
+        hint = ""
+        if "@" in metric and metric.split("@", 1)[0] in ("latency", "energy"):
+            hint = f" (declare device {metric.split('@', 1)[1]!r} with a {metric.split('@')[0]} source under devices:)"
+        raise NasError(f"{where}: unknown metric {metric!r}{closest(metric, known)}{hint}; known: {', '.join(known)}")
+
+
+def _check_unit(metric: str, text: str, where: str) -> None:
+    """Budgets on physical quantities must say their unit, in a unit of the right kind."""
+    from nas.search.units import UNITS
+
+    dimension = METRIC_DIMENSIONS.get(metric.split("@", 1)[0])
+    match = re.match(r"^\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*(.*?)\s*$", text)
+    unit = match.group(1) if match else ""
+    if dimension is None:
+        return
+    units = [u for u in UNITS[dimension] if u]
+    if not unit:
+        raise NasError(f"{where}: budget '{metric} ... {text}' has no unit; write it with one of {', '.join(units)} "
+                       f"(like '{text} {units[1] if len(units) > 1 else units[0]}')")
+    if unit not in UNITS[dimension]:
+        raise NasError(f"{where}: unit {unit!r} does not measure {dimension} for {metric}; use one of {', '.join(units)}")
+
+
+def _check_delegated(exp: Experiment, where: str) -> None:
+    """Training and search settings, by the packages that own them."""
+    from nas.experiment.steps import search as search_step
+    from nas.experiment.steps import train as train_step
+
+    if exp.uses_supernet and exp.train is None:
+        raise NasError(f"{where}: accuracy from the supernet needs a 'train:' section (or use accuracy: {{table: ...}})")
+    if exp.train is not None and not exp.uses_supernet:
+        raise NasError(f"{where}: train: is set but accuracy does not come from the supernet; remove it")
+    if exp.train is not None:
+        try:
+            train_step.train_config(exp)
+        except NasError as exc:
+            raise NasError(f"{where}: train: {exc}") from None
+    search_step.check(exp, where)

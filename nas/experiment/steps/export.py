@@ -1,0 +1,53 @@
+"""The export step: the search's best arch as a standalone model, verified ONNX and model card.
+
+A thin adapter over nas.export: the arch (the search's best feasible one unless the
+experiment names one), the trained supernet for inherited weights and recalibrated BN
+statistics, the experiment's budgets (the card lists which it meets) and the run id
+(provenance) go in; the export folder `model/` comes out. Export is quick, so a killed
+export simply runs again; nas.export writes the folder atomically.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nas.errors import NasError
+
+if TYPE_CHECKING:
+    from nas.experiment.schema import Experiment
+
+READS = ("profile", "train", "search")  # steps whose outputs this one uses (their keys are part of its key)
+CODE = ("nas/space", "nas/export", "nas/supernet", "nas/data", "nas/hardware")
+LIBRARIES = ("torch", "onnx", "onnxruntime", "safetensors", "numpy")
+
+
+def inputs(exp: Experiment) -> dict[str, Any]:
+    return {"export": exp.export.model_dump(mode="json") if exp.export else None, "budgets": exp.budgets,
+            "seed": exp.seed, "space": exp.space}
+
+
+def chosen_arch(exp: Experiment, summary: dict[str, Any]) -> str:
+    """The arch to export, as text (canonical JSON, or an NB201 string)."""
+    if exp.export.arch != "best":
+        return exp.export.arch
+    if not summary.get("best"):
+        raise NasError("the search found no arch that meets every budget, so there is nothing to export; "
+                       "loosen the budgets or raise search.budget")
+    return summary["best"]["arch"]
+
+
+def run(exp: Experiment, space: str, out: Path, summary: dict[str, Any], sources: dict[str, Any],
+        supernet: Path | None, run_id: str, progress: bool) -> dict[str, Any]:
+    """Export into out/model; returns the card's figures for the report."""
+    from nas.export import export
+    from nas.space import load_space
+
+    space_obj = load_space(space)
+    text = chosen_arch(exp, summary)
+    arch = space_obj.parse_arch(text) if not text.lstrip().startswith("{") else space_obj.arch(json.loads(text))
+    model_dir = out / "model"
+    export(space_obj, arch, model_dir, supernet=supernet, budgets=list(exp.budgets), onnx=exp.export.onnx,
+           seed=exp.seed, provenance={"run": run_id, "seed": exp.seed}, replace=True)
+    card = json.loads((model_dir / "card.json").read_text())
+    return {"arch_id": arch.arch_id, "folder": "model", "card": card}

@@ -1,0 +1,260 @@
+"""`hwnas run` end to end on a tiny config: real profiling, training, search and report.
+
+The module's run is killed with SIGKILL inside the profile, train and search steps and
+rerun each time; the tests then check that it finished in the same run folder without
+redoing finished work, and use it for the cache, the results store and the report.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+TIMEOUT_S = 600
+TINY = {
+    "name": "tiny", "seed": 0, "space": "tiny_mbconv",
+    "dataset": {"source": "digits", "test_fraction": 0.9},
+    "devices": {"local-cpu": {"latency": {"profile": {"warmup": 2, "repeats": 150, "rounds": 3, "calibrate": 0}}},
+                "pi4-ort": {"latency": {"like": "local-cpu"}, "energy": "analytic"}},
+    "objectives": ["max accuracy"],
+    "budgets": ["latency@local-cpu <= 0.6 ms", "energy@pi4-ort <= 4 mJ"],
+    "accuracy": {"supernet": {"split": "val", "calib_images": 16}},
+    "train": {"epochs": 1, "batch_size": 16, "calib_images": 16, "checkpoint_every": 2,
+              "sampling": {"random_subnets": 0}},
+    "search": {"controller": {"name": "evolution", "population": 4, "init": 4}, "budget": 6},
+    "export": False,
+}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # the machine is shared: no oversubscription
+
+
+def hwnas(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "nas.cli", *map(str, args)], cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=TIMEOUT_S)
+    if check and proc.returncode:
+        raise AssertionError(f"hwnas {' '.join(map(str, args))} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return proc
+
+
+def run_until(cwd: Path, config: Path, ready, what: str) -> None:
+    """Start `hwnas run`, SIGKILL it as soon as ready() holds."""
+    proc = subprocess.Popen([sys.executable, "-m", "nas.cli", "run", str(config), "--runs", "runs", "--quiet"], cwd=cwd,
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + TIMEOUT_S
+    while not ready():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended ({proc.returncode}) before {what}: {proc.stderr.read()[-2000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def only_run(cwd: Path) -> Path:
+    runs = [p for p in (cwd / "runs").iterdir() if not p.name.startswith(".")]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def step_status(run: Path, step: str) -> str | None:
+    try:
+        return json.loads((run / "run.json").read_text())["steps"].get(step, {}).get("status")
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def lut_rows(path: Path) -> dict[str, str]:
+    with open(path, newline="") as fh:
+        return {row["key"]: row["median"] for row in csv.DictReader(fh)}
+
+
+def completed_queries(db: Path) -> int:
+    if not db.is_file():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=1) as conn:
+            return conn.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The tiny experiment, killed once inside each of profile, train and search, then finished."""
+    cwd = tmp_path_factory.mktemp("exp")
+    config = cwd / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    seen: dict = {}
+
+    def run_dir() -> Path | None:
+        found = [p for p in (cwd / "runs").glob("tiny-*")] if (cwd / "runs").is_dir() else []
+        return found[0] if found else None
+
+    def in_profile() -> bool:
+        run = run_dir()
+        lut = run / "profile" / "luts" / "local-cpu" / "tiny_mbconv.csv" if run else None
+        return bool(lut and lut.is_file() and lut_rows(lut))
+
+    run_until(cwd, config, in_profile, "the first LUT chunk")
+    run = only_run(cwd)
+    seen["lut_before"] = lut_rows(run / "profile" / "luts" / "local-cpu" / "tiny_mbconv.csv")
+    seen["profile_killed"] = step_status(run, "profile") == "running"
+
+    run_until(cwd, config, lambda: (run / "train" / "checkpoint.pt").is_file(), "a training checkpoint")
+    seen["train_killed"] = step_status(run, "train") == "running"
+    seen["profile_step"] = (run / "profile" / "step.json").read_text()
+
+    run_until(cwd, config, lambda: completed_queries(run / "search" / "study.db") >= 2, "two search queries")
+    seen["search_killed"] = step_status(run, "search") == "running"
+    seen["train_step"] = (run / "train" / "step.json").read_text()
+    with sqlite3.connect(run / "search" / "study.db") as conn:
+        seen["queries_before"] = conn.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+
+    seen["final"] = hwnas("run", config, "--runs", "runs", cwd=cwd)
+    return {"cwd": cwd, "config": config, "run": only_run(cwd), **seen}
+
+
+def test_killed_at_each_step_it_resumes_in_the_same_folder_without_redoing_work(killed_run: dict) -> None:
+    run = killed_run["run"]
+    assert killed_run["profile_killed"] and killed_run["train_killed"] and killed_run["search_killed"]
+    state = json.loads((run / "run.json").read_text())
+    assert state["status"] == "finished"
+    assert {s: state["steps"][s]["status"] for s in ("profile", "train", "search", "export")} == \
+        {"profile": "done", "train": "done", "search": "finished", "export": "skipped"}
+    # steps finished before a later kill were not run again
+    assert (run / "profile" / "step.json").read_text() == killed_run["profile_step"]
+    assert (run / "train" / "step.json").read_text() == killed_run["train_step"]
+    log = (run / "logs" / "run.log").read_text()
+    for step in ("profile", "train", "search"):
+        assert f"{step}: resuming" in log
+    # the profile build kept the blocks timed before the kill (re-timing would change them)
+    final = lut_rows(run / "profile" / "luts" / "local-cpu" / "tiny_mbconv.csv")
+    assert len(final) > len(killed_run["lut_before"])
+    assert all(final[k] == v for k, v in killed_run["lut_before"].items())
+    # the search replayed its recorded queries instead of spending them again
+    summary = json.loads((run / "search" / "summary.json").read_text())
+    assert summary["queries"] == TINY["search"]["budget"]
+    assert summary["stats"]["replayed"] >= killed_run["queries_before"]
+    assert summary["stats"]["queries"] == TINY["search"]["budget"] - killed_run["queries_before"]
+
+
+def test_the_run_folder_holds_config_environment_logs_and_every_output(killed_run: dict) -> None:
+    run = killed_run["run"]
+    assert yaml.safe_load((run / "config.yaml").read_text()) == TINY
+    env = json.loads((run / "environment.json").read_text())
+    assert env["cpu"] and env["cores"] >= 1 and isinstance(env["gpu"], list)
+    assert env["libraries"]["torch"] and env["libraries"]["onnxruntime"] and env["python"]
+    for name in ("profile/luts/local-cpu/tiny_mbconv.csv", "profile/luts/local-cpu/tiny_mbconv.json",
+                 "train/checkpoint.pt", "train/history.json", "search/archs.csv", "search/front.png",
+                 "search/summary.json", "search/search.yaml", "report.html", "logs/run.log"):
+        assert (run / name).is_file(), name
+    with open(run / "search" / "archs.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == TINY["search"]["budget"] and len({r["arch_id"] for r in rows}) == len(rows)
+    assert all(0 <= float(r["accuracy"]) <= 1 for r in rows)
+
+
+def test_a_finished_config_reruns_from_the_cache_and_from_step_recomputes(killed_run: dict) -> None:
+    cwd, config, first = killed_run["cwd"], killed_run["config"], killed_run["run"]
+    start = time.monotonic()
+    hwnas("run", config, "--runs", "runs", "--quiet", cwd=cwd)
+    runs = sorted(p for p in (cwd / "runs").glob("tiny-*") if p != first)
+    assert len(runs) == 1, "a finished run is never reused: the rerun gets a new folder"
+    cached = json.loads((runs[0] / "run.json").read_text())
+    assert {s: cached["steps"][s]["status"] for s in ("profile", "train", "search")} == \
+        {"profile": "cached", "train": "cached", "search": "cached"}
+    assert cached["steps"]["train"]["cached_from"] == first.name
+    assert time.monotonic() - start < 120
+    # cached outputs are the same files (hard links), not copies
+    assert (runs[0] / "train" / "checkpoint.pt").stat().st_ino == (first / "train" / "checkpoint.pt").stat().st_ino
+
+    hwnas("run", config, "--runs", "runs", "--quiet", "--from", "search", cwd=cwd)
+    third = sorted(set((cwd / "runs").glob("tiny-*")) - {first, runs[0]})
+    assert len(third) == 1
+    state = json.loads((third[0] / "run.json").read_text())
+    assert (state["steps"]["profile"]["status"], state["steps"]["train"]["status"],
+            state["steps"]["search"]["status"]) == ("cached", "cached", "finished")
+    # same seed, same inputs: the recomputed search finds the same archs with the same accuracies
+    with open(first / "search" / "archs.csv") as a, open(third[0] / "search" / "archs.csv") as b:
+        assert a.read() == b.read()
+
+
+def test_runs_list_show_compare(killed_run: dict) -> None:
+    cwd, run = killed_run["cwd"], killed_run["run"]
+    listed = hwnas("runs", "list", "--runs", "runs", cwd=cwd).stdout
+    assert run.name in listed and "finished" in listed and "accuracy" in listed
+    shown = hwnas("runs", "show", run.name[:-3], "--runs", "runs", cwd=cwd)
+    summary = json.loads((run / "search" / "summary.json").read_text())
+    assert summary["best"]["arch_id"] in shown.stdout and "latency@local-cpu" in shown.stdout
+    facts = json.loads(hwnas("runs", "show", run.name, "--runs", "runs", "--json", cwd=cwd).stdout)
+    assert facts["best"] == summary["best"]["arch_id"] and facts["status"] == "finished"
+    others = sorted(p.name for p in (cwd / "runs").glob("tiny-*"))
+    table = hwnas("runs", "compare", *others, "--runs", "runs", cwd=cwd).stdout
+    assert all(name in table for name in others) and "best arch" in table and "queries" in table
+    bad = hwnas("runs", "show", run.name + "x", "--runs", "runs", cwd=cwd, check=False)
+    assert bad.returncode == 2 and f"did you mean '{run.name}'" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+# ---------------------------------------------------------------------- the report in a browser
+def chromium_binary() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium, installed with apt-get when missing and running as root; else skip."""
+    found = chromium_binary()
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("chromium is not installed and cannot be installed here (needs root and apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, check=False)
+        if proc.returncode:
+            pytest.skip(f"'{' '.join(cmd)}' failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    return chromium_binary() or pytest.skip("apt-get installed chromium but no chromium binary is on PATH")
+
+
+def headless(chromium: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                           "--no-first-run", "--user-data-dir=" + str(cwd / "chromium-profile"), *args],
+                          capture_output=True, text=True, timeout=180, cwd=cwd)
+
+
+def test_report_is_self_contained_and_renders_in_chromium(killed_run: dict, chromium: str, tmp_path: Path) -> None:
+    run = killed_run["run"]
+    html = (run / "report.html").read_text()
+    assert "<script" not in html and "http://" not in html and "https://" not in html
+    assert html.count("data:image/png;base64,") >= 2  # training curve and the search plot
+    # a copy elsewhere, with no run folder beside it, shows the same
+    page = tmp_path / "report.html"
+    page.write_text(html)
+    dom = headless(chromium, "--dump-dom", page.as_uri(), cwd=tmp_path)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    summary = json.loads((run / "search" / "summary.json").read_text())
+    for text in (run.name, "Summary", "Supernet training", "Search", summary["best"]["arch_id"], "finished",
+                 "Environment", "latency@local-cpu"):
+        assert text in dom.stdout, text
+    shot = tmp_path / "shot.png"
+    proc = headless(chromium, f"--screenshot={shot}", "--window-size=1000,1400", page.as_uri(), cwd=tmp_path)
+    assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
+    from PIL import Image
+
+    image = Image.open(shot).convert("RGB")
+    colours = image.getcolors(maxcolors=1 << 20)
+    assert image.size == (1000, 1400)
+    assert colours is None or len(colours) > 50  # text and plots, not a blank page
+    white = sum(n for n, c in (colours or []) if c == (255, 255, 255))
+    assert white < 0.97 * image.size[0] * image.size[1]

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 600
 TINY = {
     "name": "tiny", "seed": 0, "space": "tiny_mbconv",
@@ -32,9 +33,17 @@ TINY = {
     "train": {"epochs": 1, "batch_size": 16, "calib_images": 16, "checkpoint_every": 2,
               "sampling": {"random_subnets": 0}},
     "search": {"controller": {"name": "evolution", "population": 4, "init": 4}, "budget": 6},
-    "export": False,
+    "export": {"arch": "best", "measure_latency": False},
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # the machine is shared: no oversubscription
+
+
+def frozen_checkout(folder: Path) -> Path:
+    """A copy of the package, spaces and device profiles to run from: step keys hash the
+    source code, and other work on this checkout must not change it halfway through."""
+    for name in ("nas", "search_spaces", "latency_luts"):
+        shutil.copytree(REPO / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return folder
 
 
 def hwnas(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -91,8 +100,8 @@ def completed_queries(db: Path) -> int:
 
 @pytest.fixture(scope="module")
 def killed_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The tiny experiment, killed once inside each of profile, train and search, then finished."""
-    cwd = tmp_path_factory.mktemp("exp")
+    """The tiny experiment, killed once inside each of profile, train, search and export, then finished."""
+    cwd = frozen_checkout(tmp_path_factory.mktemp("exp"))
     config = cwd / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
     seen: dict = {}
@@ -110,6 +119,7 @@ def killed_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     run = only_run(cwd)
     seen["lut_before"] = lut_rows(run / "profile" / "luts" / "local-cpu" / "tiny_mbconv.csv")
     seen["profile_killed"] = step_status(run, "profile") == "running"
+    assert not (run / "profile" / "step.json").exists()
 
     run_until(cwd, config, lambda: (run / "train" / "checkpoint.pt").is_file(), "a training checkpoint")
     seen["train_killed"] = step_status(run, "train") == "running"
@@ -121,6 +131,9 @@ def killed_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     with sqlite3.connect(run / "search" / "study.db") as conn:
         seen["queries_before"] = conn.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
 
+    run_until(cwd, config, lambda: step_status(run, "export") == "running", "the export")
+    seen["search_step"] = (run / "search" / "step.json").read_text()
+
     seen["final"] = hwnas("run", config, "--runs", "runs", cwd=cwd)
     return {"cwd": cwd, "config": config, "run": only_run(cwd), **seen}
 
@@ -131,12 +144,12 @@ def test_killed_at_each_step_it_resumes_in_the_same_folder_without_redoing_work(
     state = json.loads((run / "run.json").read_text())
     assert state["status"] == "finished"
     assert {s: state["steps"][s]["status"] for s in ("profile", "train", "search", "export")} == \
-        {"profile": "done", "train": "done", "search": "finished", "export": "skipped"}
+        {"profile": "done", "train": "done", "search": "done", "export": "finished"}
     # steps finished before a later kill were not run again
-    assert (run / "profile" / "step.json").read_text() == killed_run["profile_step"]
-    assert (run / "train" / "step.json").read_text() == killed_run["train_step"]
-    log = (run / "logs" / "run.log").read_text()
     for step in ("profile", "train", "search"):
+        assert (run / step / "step.json").read_text() == killed_run[f"{step}_step"]
+    log = (run / "logs" / "run.log").read_text()
+    for step in ("profile", "train", "search", "export"):
         assert f"{step}: resuming" in log
     # the profile build kept the blocks timed before the kill (re-timing would change them)
     final = lut_rows(run / "profile" / "luts" / "local-cpu" / "tiny_mbconv.csv")
@@ -157,12 +170,34 @@ def test_the_run_folder_holds_config_environment_logs_and_every_output(killed_ru
     assert env["libraries"]["torch"] and env["libraries"]["onnxruntime"] and env["python"]
     for name in ("profile/luts/local-cpu/tiny_mbconv.csv", "profile/luts/local-cpu/tiny_mbconv.json",
                  "train/checkpoint.pt", "train/history.json", "search/archs.csv", "search/front.png",
-                 "search/summary.json", "search/search.yaml", "report.html", "logs/run.log"):
+                 "search/summary.json", "search/search.yaml", "export/model/model.onnx", "export/model/card.json",
+                 "export/model/MODEL_CARD.md", "export/model/model.safetensors", "report.html", "logs/run.log"):
         assert (run / name).is_file(), name
     with open(run / "search" / "archs.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == TINY["search"]["budget"] and len({r["arch_id"] for r in rows}) == len(rows)
     assert all(0 <= float(r["accuracy"]) <= 1 for r in rows)
+
+
+def test_the_exported_model_runs_the_same_in_onnxruntime_and_pytorch(killed_run: dict) -> None:
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from nas.export import load
+
+    folder = killed_run["run"] / "export" / "model"
+    assert (killed_run["cwd"] / "nas").is_dir()  # the run used the frozen copy of the package
+    card = json.loads((folder / "card.json").read_text())
+    summary = json.loads((killed_run["run"] / "search" / "summary.json").read_text())
+    assert card["arch_id"] == summary["best"]["arch_id"] and card["provenance"]["search_run"] == killed_run["run"].name
+    model = load(folder).eval()
+    x = np.random.default_rng(0).standard_normal((2, *card["input"]["shape"][1:])).astype(np.float32)
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    assert got.shape == (2, 10) and np.abs(got - want).max() <= 1e-4
 
 
 def test_a_finished_config_reruns_from_the_cache_and_from_step_recomputes(killed_run: dict) -> None:
@@ -172,8 +207,8 @@ def test_a_finished_config_reruns_from_the_cache_and_from_step_recomputes(killed
     runs = sorted(p for p in (cwd / "runs").glob("tiny-*") if p != first)
     assert len(runs) == 1, "a finished run is never reused: the rerun gets a new folder"
     cached = json.loads((runs[0] / "run.json").read_text())
-    assert {s: cached["steps"][s]["status"] for s in ("profile", "train", "search")} == \
-        {"profile": "cached", "train": "cached", "search": "cached"}
+    assert {s: cached["steps"][s]["status"] for s in ("profile", "train", "search", "export")} == \
+        {"profile": "cached", "train": "cached", "search": "cached", "export": "cached"}
     assert cached["steps"]["train"]["cached_from"] == first.name
     assert time.monotonic() - start < 120
     # cached outputs are the same files (hard links), not copies
@@ -190,20 +225,28 @@ def test_a_finished_config_reruns_from_the_cache_and_from_step_recomputes(killed
         assert a.read() == b.read()
 
 
-def test_runs_list_show_compare(killed_run: dict) -> None:
-    cwd, run = killed_run["cwd"], killed_run["run"]
-    listed = hwnas("runs", "list", "--runs", "runs", cwd=cwd).stdout
-    assert run.name in listed and "finished" in listed and "accuracy" in listed
-    shown = hwnas("runs", "show", run.name[:-3], "--runs", "runs", cwd=cwd)
+def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    from nas.cli import main
+
+    code = main(list(map(str, args)))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_runs_list_show_compare(killed_run: dict, capsys: pytest.CaptureFixture) -> None:
+    runs, run = killed_run["cwd"] / "runs", killed_run["run"]
+    code, listed, _ = cli(capsys, "runs", "list", "--runs", runs)
+    assert code == 0 and run.name in listed and "finished" in listed and "accuracy" in listed
     summary = json.loads((run / "search" / "summary.json").read_text())
-    assert summary["best"]["arch_id"] in shown.stdout and "latency@local-cpu" in shown.stdout
-    facts = json.loads(hwnas("runs", "show", run.name, "--runs", "runs", "--json", cwd=cwd).stdout)
+    code, shown, _ = cli(capsys, "runs", "show", run.name[:-3], "--runs", runs)
+    assert code == 0 and summary["best"]["arch_id"] in shown and "latency@local-cpu" in shown
+    facts = json.loads(cli(capsys, "runs", "show", run.name, "--runs", runs, "--json")[1])
     assert facts["best"] == summary["best"]["arch_id"] and facts["status"] == "finished"
-    others = sorted(p.name for p in (cwd / "runs").glob("tiny-*"))
-    table = hwnas("runs", "compare", *others, "--runs", "runs", cwd=cwd).stdout
-    assert all(name in table for name in others) and "best arch" in table and "queries" in table
-    bad = hwnas("runs", "show", run.name + "x", "--runs", "runs", cwd=cwd, check=False)
-    assert bad.returncode == 2 and f"did you mean '{run.name}'" in bad.stderr and bad.stderr.count("\n") == 1
+    others = sorted(p.name for p in runs.glob("tiny-*"))
+    code, table, _ = cli(capsys, "runs", "compare", *others, "--runs", runs)
+    assert code == 0 and all(name in table for name in others) and "best arch" in table and "queries" in table
+    code, _, err = cli(capsys, "runs", "show", run.name + "x", "--runs", runs)
+    assert code == 2 and f"did you mean '{run.name}'" in err and err.count("\n") == 1
 
 
 # ---------------------------------------------------------------------- the report in a browser
@@ -245,7 +288,7 @@ def test_report_is_self_contained_and_renders_in_chromium(killed_run: dict, chro
     assert dom.returncode == 0, dom.stderr[-2000:]
     summary = json.loads((run / "search" / "summary.json").read_text())
     for text in (run.name, "Summary", "Supernet training", "Search", summary["best"]["arch_id"], "finished",
-                 "Environment", "latency@local-cpu"):
+                 "Exported model", "verified", "Environment", "latency@local-cpu"):
         assert text in dom.stdout, text
     shot = tmp_path / "shot.png"
     proc = headless(chromium, f"--screenshot={shot}", "--window-size=1000,1400", page.as_uri(), cwd=tmp_path)

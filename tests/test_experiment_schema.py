@@ -48,14 +48,14 @@ def test_the_valid_config_passes_and_fills_defaults() -> None:
     exp = experiment_from_dict(valid())
     assert exp.devices["local-cpu"].latency.kind == "profile"
     assert exp.devices["pi4-ort"].energy.kind == "analytic"
-    assert exp.accuracy.supernet is not None and exp.export is not None and exp.export.onnx
+    assert exp.accuracy.supernet is not None and exp.export is not None and exp.export.arch == "best"
 
 
 @pytest.mark.parametrize("path,value,expected", [
     ("trian", {"epochs": 1}, r"unknown key 'trian' \(did you mean 'train'\?\)"),
     ("devices.local-cpu.latency", {"profle": {}}, r"devices\.local-cpu\.latency: unknown key 'profle' \(did you mean 'profile'\?\)"),
     ("search.budgte", 3, r"search: unknown key 'budgte' \(did you mean 'budget'\?\)"),
-    ("export", {"onxx": True}, r"export: unknown key 'onxx' \(did you mean 'onnx'\?\)"),
+    ("export", {"measure_latncy": True}, r"export: unknown key 'measure_latncy' \(did you mean 'measure_latency'\?\)"),
 ])
 def test_misspelled_keys_get_the_closest_valid_key(path: str, value, expected: str) -> None:
     import re
@@ -73,7 +73,7 @@ def test_misspelled_training_and_controller_settings_are_caught_by_their_owners(
 @pytest.mark.parametrize("path,value,expected", [
     ("seed", "zero", "seed: input should be a valid integer, got 'zero'"),
     ("search.budget", 2.5, "search.budget: input should be a valid integer, got 2.5"),
-    ("export", {"onnx": "yes"}, "export.onnx: input should be a valid boolean, got 'yes'"),
+    ("export", {"measure_latency": "yes"}, "export.measure_latency: input should be a valid boolean, got 'yes'"),
     ("budgets", "latency@local-cpu <= 1 ms", "budgets: input should be a valid list"),
 ])
 def test_wrong_types_name_the_key_and_the_value(path: str, value, expected: str) -> None:

@@ -31,7 +31,7 @@ def plan_lines(exp: Experiment, config: Path) -> list[str]:
     if exp.export is None:
         lines.append("  export   off")
     else:
-        lines.append(f"  export   {exp.export.arch} arch" + (", ONNX verified with onnxruntime" if exp.export.onnx else ""))
+        lines.append(f"  export   {exp.export.arch} arch: weights, ONNX verified with onnxruntime, model card")
     return lines
 
 

@@ -131,7 +131,9 @@ def _search(run: Run, search: dict[str, Any] | None) -> str:
     front = s.get("front") or []
     if front:
         metrics = list(front[0]["metrics"])
-        out += "<h3>Pareto front</h3>" + _table(["arch id", *metrics],
+        title = "Pareto front" if len((s.get("problem") or {}).get("objectives") or []) > 1 else \
+            "Best feasible archs"
+        out += f"<h3>{title}</h3>" + _table(["arch id", *metrics],
                                                 [[f"<code>{_e(r['arch_id'])}</code>", *(_num(r['metrics'][m]) for m in metrics)]
                                                  for r in front[:30]], raw=True)
     return out
@@ -141,14 +143,36 @@ def _export(export: dict[str, Any] | None) -> str:
     if export is None:
         return "<h2>Exported model</h2><p class='muted'>The export step has not finished (or is turned off).</p>"
     card = export["result"].get("card") or {}
-    rows = [(k, _e(v) if isinstance(v, str) else _num(v)) for k, v in card.items()
-            if isinstance(v, (str, int, float)) and not isinstance(v, bool)]
-    nested = {k: v for k, v in card.items() if isinstance(v, (dict, list))}
-    out = "<h2>Exported model</h2>" + f"<p>Folder <code>export/{_e(export['result'].get('folder', 'model'))}</code> " \
-          "(weights, ONNX, MODEL_CARD.md, card.json).</p>" + _kv(rows)
-    for key, value in nested.items():
-        out += f"<h3>{_e(key)}</h3><pre>{_e(json.dumps(value, indent=2))}</pre>"
-    return out
+    costs, onnx = card.get("costs") or {}, card.get("onnx") or {}
+    rows = [("arch id", f"<code>{_e(card.get('arch_id'))}</code>"),
+            ("folder", f"<code>export/{_e(export['result'].get('folder', 'model'))}</code> (weights, ONNX, "
+                       "MODEL_CARD.md, card.json)")]
+    rows += [(k, _num(costs[k])) for k in ("params", "macs", "peak_activation_bytes", "weight_bytes") if k in costs]
+    if onnx:
+        diff, tol = onnx.get("max_abs_diff"), onnx.get("tolerance")
+        rows.append(("ONNX", f"opset {_e(onnx.get('opset'))}, max |PyTorch - onnxruntime| {_num(diff)}"
+                             + (f" (tolerance {_num(tol)}: verified)" if isinstance(tol, (int, float)) else "")))
+    accuracy = card.get("accuracy") or {}
+    if accuracy.get("value") is not None:
+        rows.append(("accuracy", f"{_num(accuracy['value'])} on the {_e(accuracy.get('split'))} split"))
+    measured = card.get("measured_latency") or {}
+    if measured.get("median_ms") is not None:
+        rows.append(("latency measured here", f"{_num(measured['median_ms'])} ms (median)"))
+    out = "<h2>Exported model</h2>" + _kv(rows)
+    predictions = card.get("predictions") or []
+    if predictions:
+        out += "<h3>Predicted costs</h3>" + _table(
+            ["device", "metric", "value", "unit", "source"],
+            [[p.get("device"), p.get("metric"), _num(p.get("value")), p.get("unit"),
+              ((p.get("source") or {}).get("kind") or "") + (" (estimate)" if p.get("estimate") else "")]
+             for p in predictions])
+    budgets = card.get("budgets") or []
+    if budgets:
+        out += "<h3>Budgets on the card</h3>" + _table(
+            ["budget", "value", "met"],
+            [[b.get("budget"), _num(b.get("value")), {True: "yes", False: "NO"}.get(b.get("met"), b.get("reason", "?"))]
+             for b in budgets])
+    return out + f"<details><summary>card.json</summary><pre>{_e(json.dumps(card, indent=2))}</pre></details>"
 
 
 def _environment(run: Run) -> str:

@@ -147,13 +147,14 @@ class Pipeline:
             return {"sources": profile_step.run(exp, load_space(self.space), folder, self.progress)}
         if step == "train":
             return train_step.run(exp, self.space, folder, self.progress)
-        profiled = _finished(path / "profile")["result"]["sources"]
-        sources = search_step.search_sources(exp, profiled, path / "profile", path / "train" if exp.uses_supernet else None)
         if step == "search":
+            profiled = _finished(path / "profile")["result"]["sources"]
+            sources = search_step.search_sources(exp, profiled, path / "profile",
+                                                 path / "train" if exp.uses_supernet else None)
             return {"summary": search_step.run(exp, self.space, folder, sources, self.run.id, self.progress)}
         summary = _finished(path / "search")["result"]["summary"]
-        return export_step.run(exp, self.space, folder, summary, sources,
-                               path / "train" if exp.uses_supernet else None, self.run.id, self.progress)
+        return export_step.run(exp, self.space, folder, summary, path / "train" if exp.uses_supernet else None,
+                               self.run.id)
 
 
 def _finished(folder: Path) -> dict[str, Any] | None:

@@ -239,9 +239,10 @@ class Search(Section):
 
 
 class Export(Section):
+    """The exported model always comes with a verified ONNX graph and a model card."""
+
     arch: str = "best"                  # best (of the search), or an arch (JSON / NB201 string)
-    onnx: bool = True
-    calib_images: int | None = None
+    measure_latency: bool = True        # time the ONNX model on this machine for the card
 
 
 class Experiment(Section):

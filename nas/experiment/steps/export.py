@@ -37,17 +37,23 @@ def chosen_arch(exp: Experiment, summary: dict[str, Any]) -> str:
     return summary["best"]["arch"]
 
 
-def run(exp: Experiment, space: str, out: Path, summary: dict[str, Any], sources: dict[str, Any],
-        supernet: Path | None, run_id: str, progress: bool) -> dict[str, Any]:
-    """Export into out/model; returns the card's figures for the report."""
-    from nas.export import export
-    from nas.space import load_space
+def run(exp: Experiment, space: str, out: Path, summary: dict[str, Any], supernet: Path | None, run_id: str
+        ) -> dict[str, Any]:
+    """Export into out/model; returns the card for the report."""
+    from nas.export import export_arch
 
-    space_obj = load_space(space)
-    text = chosen_arch(exp, summary)
-    arch = space_obj.parse_arch(text) if not text.lstrip().startswith("{") else space_obj.arch(json.loads(text))
-    model_dir = out / "model"
-    export(space_obj, arch, model_dir, supernet=supernet, budgets=list(exp.budgets), onnx=exp.export.onnx,
-           seed=exp.seed, provenance={"run": run_id, "seed": exp.seed}, replace=True)
+    split = exp.accuracy.supernet.split if exp.accuracy.supernet is not None else "val"
+    best = summary.get("best") or {}
+    provenance = {"search_run": run_id, "seeds": {"experiment": exp.seed},
+                  "search_metrics": best.get("metrics") if best.get("arch") == chosen_arch(exp, summary) else None}
+    model_dir = export_arch(space, chosen_arch(exp, summary), out / "model", supernet=supernet,
+                            budgets=list(exp.budgets), provenance=provenance, seed=exp.seed, split=split,
+                            latency_protocol=None if not exp.export.measure_latency else _protocol(), force=True)
     card = json.loads((model_dir / "card.json").read_text())
-    return {"arch_id": arch.arch_id, "folder": "model", "card": card}
+    return {"arch_id": card.get("arch_id"), "folder": "model", "card": card}
+
+
+def _protocol():
+    from nas.hardware.measure import Protocol
+
+    return Protocol()

@@ -1,0 +1,125 @@
+"""The step cache (content hashes, hard-linked copies) and run folders (unique ids, resume choice)."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from nas.errors import NasError
+from nas.experiment.cache import StepCache, step_key
+from nas.experiment.rundir import Run, all_runs, find_run
+
+
+def key(**changes) -> str:
+    args = {"step": "train", "inputs": {"epochs": 1}, "upstream": {"profile": "abc"}, "code": ("nas/space",),
+            "libraries": ("numpy",), "files": ()}
+    args.update(changes)
+    return step_key(args.pop("step"), **args)[0]
+
+
+def test_a_key_changes_with_every_input_and_only_with_them(tmp_path: Path) -> None:
+    data = tmp_path / "table.csv"
+    data.write_text("a,b\n1,2\n")
+    base = key(files=(str(data),))
+    assert key(files=(str(data),)) == base
+    assert key(inputs={"epochs": 2}, files=(str(data),)) != base
+    assert key(upstream={"profile": "abd"}, files=(str(data),)) != base
+    assert key(code=("nas/space", "nas/search"), files=(str(data),)) != base
+    assert key(libraries=("numpy", "torch"), files=(str(data),)) != base
+    assert key(step="search", files=(str(data),)) != base
+    data.write_text("a,b\n1,3\n")
+    assert key(files=(str(data),)) != base
+    record = step_key("train", {"epochs": 1}, {}, ("nas/space",), ("numpy",))[1]
+    assert record["libraries"]["numpy"] and record["code"] and record["inputs"] == {"epochs": 1}
+
+
+def test_cache_publishes_once_and_restores_hard_links(tmp_path: Path) -> None:
+    folder = tmp_path / "run1" / "train"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(b"weights")
+    (folder / "sub" / "history.json").write_text("[]")
+    (folder / "step.json").write_text("{}")
+    (folder / ".checkpoint.pt.123.tmp").write_text("half-written")
+    cache = StepCache(tmp_path / "cache")
+    assert cache.lookup("train", "k1") is None
+    cache.publish("train", "k1", folder)
+    entry = cache.lookup("train", "k1")
+    assert entry is not None and not (entry / ".checkpoint.pt.123.tmp").exists()
+    assert (entry / "checkpoint.pt").stat().st_ino == (folder / "checkpoint.pt").stat().st_ino
+    (folder / "checkpoint.pt").unlink()
+    (folder / "checkpoint.pt").write_bytes(b"other")
+    cache.publish("train", "k1", folder)  # the first copy of a key stays
+    assert (entry / "checkpoint.pt").read_bytes() == b"weights"
+    target = tmp_path / "run2" / "train"
+    target.mkdir(parents=True)
+    (target / "partial").write_text("stale")
+    cache.restore("train", "k1", target)
+    assert sorted(p.name for p in target.rglob("*")) == ["checkpoint.pt", "history.json", "step.json", "sub"]
+    assert (target / "checkpoint.pt").read_bytes() == b"weights"
+
+
+def make_run(root: Path, name: str = "exp", digest: str = "d1") -> Run:
+    return Run.create(root, name, digest, "name: exp\n", {"name": name}, root / "exp.yaml")
+
+
+def test_run_ids_are_unique_and_a_run_records_its_config_and_environment(tmp_path: Path) -> None:
+    runs = [make_run(tmp_path) for _ in range(5)]
+    assert len({r.id for r in runs}) == 5 and all(r.id.startswith("exp-") for r in runs)
+    run = runs[0]
+    assert (run.path / "config.yaml").read_text() == "name: exp\n"
+    env = json.loads((run.path / "environment.json").read_text())
+    assert {"python", "cpu", "cores", "gpu", "libraries", "hwnas_commit"} <= set(env)
+    assert run.read()["status"] == "new" and [r.id for r in all_runs(tmp_path)] == sorted(r.id for r in runs)
+
+
+def _hold_lock(path: str, ready, release) -> None:
+    with Run(Path(path)).lock():
+        ready.set()
+        release.wait(30)
+
+
+def test_resume_picks_the_latest_unfinished_run_of_the_same_config_not_being_run(tmp_path: Path) -> None:
+    assert Run.resumable(tmp_path, "exp", "d1") is None
+    old, new = make_run(tmp_path), make_run(tmp_path)
+    make_run(tmp_path, digest="d2")
+    make_run(tmp_path, name="other")
+    latest = Run.resumable(tmp_path, "exp", "d1")
+    assert latest is not None and latest.id in (old.id, new.id)
+    latest.update(status="finished")
+    earlier = Run.resumable(tmp_path, "exp", "d1")
+    assert earlier is not None and earlier.id in (old.id, new.id) and earlier.id != latest.id
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(earlier.path), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        assert earlier.locked() and Run.resumable(tmp_path, "exp", "d1") is None
+        with pytest.raises(NasError, match="being run by another process"):
+            with earlier.lock():
+                pass
+    finally:
+        release.set()
+        holder.join(30)
+    assert not earlier.locked() and Run.resumable(tmp_path, "exp", "d1").id == earlier.id
+
+
+def test_find_run_by_id_prefix_or_folder_with_clear_errors(tmp_path: Path) -> None:
+    a = make_run(tmp_path, name="alpha")
+    b = make_run(tmp_path, name="beta")
+    assert find_run(tmp_path, a.id).id == a.id
+    assert find_run(tmp_path, "bet").id == b.id
+    assert find_run(tmp_path, str(b.path)).id == b.id
+    make_run(tmp_path, name="beta")
+    with pytest.raises(NasError, match="ambiguous"):
+        find_run(tmp_path, "beta")
+    with pytest.raises(NasError, match=f"did you mean '{a.id}'"):
+        find_run(tmp_path, a.id[:-1] + "z")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "run.json").write_text("{")
+    with pytest.raises(NasError, match="not valid JSON"):
+        Run(tmp_path / "broken").read()
+    assert os.path.isdir(tmp_path / a.id)

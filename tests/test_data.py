@@ -146,6 +146,14 @@ def test_image_folder_errors_name_the_layout(tmp_path):
     _write_pngs(tmp_path / "split" / "test", {"a": [(0, 0, 0)]})
     with pytest.raises(NasError, match="no train/ folder"):
         load_dataset(str(tmp_path / "split"), 8)
+    _write_pngs(tmp_path / "corrupt", {"a": [(0, 0, 0)], "b": [(9, 9, 9)]})
+    (tmp_path / "corrupt" / "b" / "1.png").write_bytes(b"not a png")
+    with pytest.raises(NasError, match=r"1.png: not a readable image"):
+        load_dataset(str(tmp_path / "corrupt"), 8)
+    _write_pngs(tmp_path / "mismatch" / "train", {"a": [(0, 0, 0)], "b": [(9, 9, 9)]})
+    _write_pngs(tmp_path / "mismatch" / "test", {"a": [(0, 0, 0)]})
+    with pytest.raises(NasError, match="differ from train/'s"):
+        load_dataset(str(tmp_path / "mismatch"), 8)
 
 
 # ----------------------------------------------------------------------------- npz

@@ -22,7 +22,7 @@ class AugmentDraw:
     flip: np.ndarray
     noise: np.ndarray | None
 
-    def take(self, rows: slice) -> "AugmentDraw":
+    def take(self, rows: slice) -> AugmentDraw:
         return AugmentDraw(self.dy[rows], self.dx[rows], self.flip[rows], None if self.noise is None else self.noise[rows])
 
 

@@ -95,7 +95,7 @@ def _stratified(data: LabelledImages, fraction: float, rng: np.random.Generator,
     keep, held = [], []
     for label in np.unique(labels):
         index = rng.permutation(np.flatnonzero(labels == label))
-        cut = max(1, int(round(fraction * len(index)))) if len(index) > 1 else 0
+        cut = max(1, round(fraction * len(index))) if len(index) > 1 else 0
         held.append(index[:cut])
         keep.append(index[cut:])
     held_index, keep_index = np.sort(np.concatenate(held)), np.sort(np.concatenate(keep))

@@ -41,7 +41,7 @@ class LabelledImages:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, index: np.ndarray | torch.Tensor) -> "LabelledImages":
+    def subset(self, index: np.ndarray | torch.Tensor) -> LabelledImages:
         index = torch.as_tensor(index, dtype=torch.int64)
         return LabelledImages(self.images[index], self.labels[index])
 
@@ -91,10 +91,10 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Rebuilds dicts, lists, bytes and numpy arrays only; anything else is refused.
     (`_codecs.encode` turns text into bytes: protocol-2 pickles store bytes that way.)"""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+    ALLOWED = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")})
 
-    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle protocol
+    def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
         if module == "numpy.core.multiarray":  # files written by numpy 1.x

@@ -25,10 +25,11 @@ from nas.space.base import SearchSpace
 from nas.supernet.checkpoint import load_checkpoint
 from nas.supernet.config import TrainConfig, config_from_dict
 from nas.supernet.distributed import Context
+from nas.supernet.evaluation import RecalibratedScorer
 from nas.supernet.oracle import SupernetAccuracy
 from nas.supernet.run import RunDir
-from nas.supernet.tasks import StandaloneTask, SupernetTask, evaluate_module
-from nas.supernet.trainer import TrainLoop, dataset_for, train
+from nas.supernet.tasks import StandaloneTask, SupernetTask
+from nas.supernet.trainer import TrainLoop, train
 
 # The digits are too easy to rank subnets on: every subnet above a few million MACs
 # reaches 96-99 %, within the test set's noise. Fixed pixel noise (std 1.0 of the pixel
@@ -65,11 +66,13 @@ def spread_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
     return space.decode_batch(pool[picked])
 
 
-def standalone_accuracy(run_dir: Path, config: TrainConfig, space: SearchSpace, arch: Arch, data: ImageDataset,
-                        split: str) -> float:
+def standalone_accuracy(run_dir: Path, config: TrainConfig, space: SearchSpace, arch: Arch,
+                        scorer: RecalibratedScorer) -> float:
+    """The trained stand-alone arch scored as the supernet's subnets are: same BN
+    recalibration images, same evaluation images."""
     task = StandaloneTask(space, arch, config)
     task.model.load_state_dict(load_checkpoint(RunDir(run_dir).checkpoint)["model"])
-    return evaluate_module(task.model, data, split, space.resolution(arch), config.eval_batch_size)
+    return scorer.score(task.model, space.resolution(arch))
 
 
 def ranking_fidelity(config: TrainConfig, out: Path, n: int = 12, split: str = "test",
@@ -77,15 +80,15 @@ def ranking_fidelity(config: TrainConfig, out: Path, n: int = 12, split: str = "
     """Train the supernet and n stand-alone subnets into `out` (each run resumes) and compare."""
     out = Path(out)
     train(config, out / "supernet", progress=progress)
-    space = load_space(config.space)
-    data = dataset_for(config, space)
+    oracle = SupernetAccuracy(out / "supernet", split)
+    space = oracle.space
     archs = spread_archs(space, n, config.seed)
+    inherited = oracle.predict(archs)
     alone = []
     for arch in tqdm(archs, desc="stand-alone subnets", unit="net", disable=not progress):
         run_dir = out / "standalone" / arch.arch_id
         train(config, run_dir, arch=arch, progress=progress)
-        alone.append(standalone_accuracy(run_dir, config, space, arch, data, split))
-    inherited = SupernetAccuracy(out / "supernet", split).predict(archs)
+        alone.append(standalone_accuracy(run_dir, config, space, arch, oracle.evaluator))
     macs = space.table("macs")(space.encode_batch(archs))
     report = {
         "space": space.name, "split": split, "data": config.data.source, "noise": config.data.noise,

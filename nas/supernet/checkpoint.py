@@ -29,7 +29,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise NasError(f"no checkpoint at {path}; train with 'hwnas supernet train ... --out {path.parent}'") from None
-    except Exception as exc:  # torch raises several types for foreign or damaged files
+    except Exception as exc:  # noqa: BLE001 - torch raises several types for foreign or damaged files
         raise NasError(f"{path}: not a readable hwnas checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise NasError(f"{path}: not a {FORMAT} file")

@@ -158,7 +158,7 @@ def _value(hint: Any, value: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        inner = [a for a in args if a is not type(None)][0]
+        inner = next(a for a in args if a is not type(None))
         if inner is ProgressiveConfig and value is True:
             return ProgressiveConfig()
         if inner is ProgressiveConfig and value is False:

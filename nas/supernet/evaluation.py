@@ -59,17 +59,19 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return correct / max(1, len(labels))
 
 
-class SubnetEvaluator:
-    """Scores archs of a supernet on one split of a dataset.
+class RecalibratedScorer:
+    """Scores modules on one split of a dataset after recalibrating their batch norms.
 
     The calibration images are the first `calib_images` of a seeded permutation of the
-    training split (no augmentation), the same for every arch so scores are comparable.
+    training split (no augmentation), the same for every module so scores are
+    comparable: an arch's supernet-inherited weights and the same arch trained alone
+    are measured by one protocol.
     """
 
-    def __init__(self, supernet: Supernet, data: ImageDataset, split: str = "val", calib_images: int = 256,
-                 batch_size: int = 256, seed: int = 0, device: torch.device | None = None) -> None:
-        self.supernet, self.batch_size = supernet, batch_size
-        self.device = device or next(supernet.parameters()).device
+    def __init__(self, data: ImageDataset, split: str = "val", calib_images: int = 256, batch_size: int = 256,
+                 seed: int = 0, device: torch.device | None = None) -> None:
+        self.batch_size = batch_size
+        self.device = device or torch.device("cpu")
         pick = np.random.default_rng([seed, 0xCA1]).permutation(len(data.train))[:calib_images]
         self._calib = self._prepare(data, data.train.images[torch.as_tensor(pick)])
         target = data.split(split)
@@ -86,9 +88,22 @@ class SubnetEvaluator:
             self._sized[key] = resize(self._calib if which == "calib" else self._images, resolution)
         return self._sized[key]
 
-    def accuracy(self, arch: Arch) -> float:
-        """Top-1 accuracy (0..1) of `arch` with inherited weights after BN recalibration."""
-        net = self.supernet.extract(arch)
-        resolution = self.supernet.space.resolution(arch)
+    def score(self, net: nn.Module, resolution: int) -> float:
+        """Top-1 accuracy (0..1) of `net` at input size `resolution`, after replacing its BN
+        statistics in place (pass a copy to keep the original's); `net` ends in eval mode."""
         recalibrate_bn(net, self._at("calib", resolution), self.batch_size)
         return accuracy(net, self._at("eval", resolution), self.labels, self.batch_size)
+
+
+class SubnetEvaluator(RecalibratedScorer):
+    """Scores archs of a supernet: each is extracted (a copy, so the supernet is left
+    untouched), its BN recalibrated, then evaluated."""
+
+    def __init__(self, supernet: Supernet, data: ImageDataset, split: str = "val", calib_images: int = 256,
+                 batch_size: int = 256, seed: int = 0, device: torch.device | None = None) -> None:
+        self.supernet = supernet
+        super().__init__(data, split, calib_images, batch_size, seed, device or next(supernet.parameters()).device)
+
+    def accuracy(self, arch: Arch) -> float:
+        """Top-1 accuracy (0..1) of `arch` with inherited weights after BN recalibration."""
+        return self.score(self.supernet.extract(arch), self.supernet.space.resolution(arch))

@@ -10,6 +10,7 @@ the module's own order: parameters, then buffers.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -210,7 +211,7 @@ class CellFamily(Family):
     average pooling and none have none.
     """
 
-    CONVS = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
+    CONVS: ClassVar[dict[str, int]] = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
 
     def __init__(self, channels: int) -> None:
         super().__init__()

@@ -27,7 +27,7 @@ def make_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimi
 
 def lr_at(step: int, total_steps: int, steps_per_epoch: int, base_lr: float, cfg: ScheduleConfig) -> float:
     """The learning rate of global step `step` (0-based) of `total_steps`."""
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
     if step < warmup:
         return base_lr * (step + 1) / warmup
     if cfg.name == "constant":

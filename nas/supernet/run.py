@@ -41,6 +41,8 @@ class RunDir:
     def prepare(self, config: TrainConfig, space: SearchSpace, arch: Arch | None) -> None:
         """Write config.json for a new run, or check that an existing run is the same training."""
         wanted = self.describe(config, space, arch)
+        if self.path.exists() and not self.path.is_dir():
+            raise NasError(f"--out {self.path} is a file; give a folder for the run")
         if not self.config_file.is_file():
             write_atomic(self.config_file, json.dumps(wanted, indent=2) + "\n")
             return

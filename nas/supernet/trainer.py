@@ -66,9 +66,9 @@ def train(config: TrainConfig, out: Path, *, arch: Arch | dict | None = None, pr
         space = load_space(config.space)
         run = RunDir(out)
         task = SupernetTask(space, config) if arch is None else StandaloneTask(space, space.arch(arch), config)
+        data = dataset_for(config, space)  # before the run folder is written: a bad --data leaves nothing behind
         if ctx.main:
             run.prepare(config, space, None if arch is None else task.arch)
-        data = dataset_for(config, space)
         return TrainLoop(config, task, data, run, ctx, progress).run(max_steps)
     finally:
         distributed.teardown(ctx)

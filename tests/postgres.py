@@ -40,7 +40,7 @@ def install_server() -> str | None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "postgresql"]):
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=INSTALL_TIMEOUT_S)
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=INSTALL_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             return f"'{' '.join(cmd)}' took longer than {INSTALL_TIMEOUT_S} s"
         if proc.returncode:
@@ -86,12 +86,12 @@ def postgres_url() -> Iterator[str]:
     started = False
     try:
         init = subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                               "-E", "UTF8", "--no-sync"], capture_output=True, text=True, timeout=120)
+                               "-E", "UTF8", "--no-sync"], check=False, capture_output=True, text=True, timeout=120)
         if init.returncode:
             pytest.skip(f"initdb failed: {(init.stderr.strip().splitlines() or ['?'])[-1]}")
         start = subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
                                 "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-                               capture_output=True, text=True, timeout=120)
+                               check=False, capture_output=True, text=True, timeout=120)
         if start.returncode:
             detail = log.read_text().strip().splitlines()[-1:] if log.exists() else [start.stderr.strip()]
             pytest.skip(f"the PostgreSQL server did not start: {detail}")
@@ -105,5 +105,5 @@ def postgres_url() -> Iterator[str]:
     finally:
         if started:
             subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                           capture_output=True, timeout=120)
+                           check=False, capture_output=True, timeout=120)
         shutil.rmtree(root, ignore_errors=True)

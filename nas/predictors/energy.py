@@ -19,33 +19,57 @@ from typing import Any
 import numpy as np
 
 from nas.costs import CostModel, as_codes
-from nas.errors import NasError
 from nas.hardware.devices import Device
 from nas.hardware.energy import AnalyticEnergy
 from nas.hardware.lut import write_atomic
 from nas.predictors.tables import ArchTable
 from nas.space.arch import Arch
+from nas.space.base import SearchSpace
 
 ESTIMATE_COLUMN = "estimated_energy_mj"
 
 
 class ColumnCost(CostModel):
-    """A measured table column as a cost source: each arch's value, looked up."""
+    """A measured table column as a cost source: each arch's value, looked up.
+
+    The one table-backed cost model of the project: energy estimates read latency
+    through it, and search uses it for benchmark tables and user measurements (accuracy
+    or cost). Archs the table lacks, and its missing cells, give NaN, so a caller can
+    report them instead of guessing. Lookup is vectorised: each row of the code matrix
+    is one fixed-width key, matched with searchsorted against the table's sorted keys.
+    """
 
     def __init__(self, table: ArchTable, column: str, metric: str = "latency", unit: str = "ms") -> None:
         self.space, self.metric, self.unit, self.column = table.space, metric, unit, column
-        rows, values, _ = table.rows(column, positive=True)
-        self._values = {table.codes[i].tobytes(): v for i, v in zip(rows, values)}
+        self.path = ", ".join(table.sources)
+        values = table.column(column).values
+        keys = _row_keys(table.codes)
+        order = np.argsort(keys)
+        self._keys, self._values = keys[order], values[order]
+
+    @classmethod
+    def read(cls, space: SearchSpace, path: Path | str, column: str, metric: str = "latency",
+             unit: str = "ms") -> ColumnCost:
+        """The column of a table file (any format nas.predictors.tables reads)."""
+        from nas.predictors.tables import read_table
+
+        return cls(read_table(path, space), column, metric, unit)
 
     def predict(self, archs: Sequence[Arch] | np.ndarray) -> np.ndarray:
-        codes = as_codes(self.space, archs)
-        try:
-            return np.array([self._values[c.tobytes()] for c in codes], dtype=np.float64)
-        except KeyError:
-            raise NasError(f"an arch has no {self.column} value in the table") from None
+        keys = _row_keys(as_codes(self.space, archs))
+        if not len(self._keys):
+            return np.full(len(keys), np.nan)
+        pos = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+        return np.where(self._keys[pos] == keys, self._values[pos], np.nan)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "column": self.column}
+        return {**super().describe(), "table": self.path, "column": self.column}
+
+
+def _row_keys(codes: np.ndarray) -> np.ndarray:
+    """One sortable fixed-width value per row of a code matrix."""
+    codes = np.ascontiguousarray(np.atleast_2d(codes).astype(np.int64))
+    return codes.view(np.dtype((np.void, codes.shape[1] * 8)))[:, 0]
 
 
 def energy_table(table: ArchTable, latency_column: str, device: Device, out: Path) -> int:

@@ -20,11 +20,12 @@ _EXPORTS = {
     "run_search": "nas.search.run", "SearchRun": "nas.search.run",
     "SearchConfig": "nas.search.config", "load_search_config": "nas.search.config",
     "config_from_dict": "nas.search.config", "Problem": "nas.search.problem", "Metric": "nas.search.sources",
-    "TableCost": "nas.search.sources", "search": "nas.search.runner", "SearchResult": "nas.search.runner",
+    "search": "nas.search.runner", "SearchResult": "nas.search.runner",
     "Ledger": "nas.search.ledger", "bench_search": "nas.search.bench",
     "differentiable_search": "nas.search.controllers.differentiable",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["Ledger", "Metric", "Problem", "SearchConfig", "SearchResult", "SearchRun", "bench_search",
+           "config_from_dict", "differentiable_search", "load_search_config", "run_search", "search"]
 
 
 def __getattr__(name: str) -> Any:

@@ -24,12 +24,13 @@ import numpy as np
 from tqdm import tqdm
 
 from nas.errors import NasError
+from nas.predictors.energy import ColumnCost
 from nas.search.ledger import Ledger
 from nas.search.objectives import Constraint, Objective
 from nas.search.pareto import hypervolume
 from nas.search.problem import Problem, enumerate_codes
 from nas.search.runner import CONTROLLERS, search
-from nas.search.sources import Metric, TableCost
+from nas.search.sources import Metric
 from nas.space import load_space
 from nas.space.base import SearchSpace
 
@@ -61,10 +62,10 @@ def cost_columns(tables: Sequence[ArchTable], patterns: Sequence[str]) -> list[t
 class TableTask:
     """One cost column: the problem's metrics and the true optimum and front from the tables."""
 
-    def __init__(self, space: SearchSpace, accuracy: TableCost, cost_table: ArchTable, column: str) -> None:
+    def __init__(self, space: SearchSpace, accuracy: ColumnCost, cost_table: ArchTable, column: str) -> None:
         self.space, self.column = space, column
         self.accuracy = Metric("accuracy", accuracy, queried=True)
-        self.cost = Metric(column, TableCost(cost_table, column, unit_of(column), column), queried=False)
+        self.cost = Metric(column, ColumnCost(cost_table, column, column, unit_of(column)), queried=False)
         codes = np.vstack(list(enumerate_codes(space)))
         self.all_acc, self.all_cost = accuracy.predict(codes), self.cost.model.predict(codes)
         self.known = np.isfinite(self.all_acc) & np.isfinite(self.all_cost)
@@ -105,7 +106,7 @@ def bench_search(acc_table: Path, cost_tables: Sequence[Path], patterns: Sequenc
         if len(acc.value_columns) != 1:
             raise NasError(f"{acc_table} has value columns {', '.join(acc.value_columns)}; name one with --acc-column")
         acc_column = acc.value_columns[0]
-    accuracy = TableCost(acc, acc_column, "%", "accuracy")
+    accuracy = ColumnCost(acc, acc_column, "accuracy", "%")
     columns = cost_columns([read_table(p, s) for p in cost_tables], patterns)
     runs = [(table, column, task, c, seed) for table, column in columns for task in tasks for c in controllers
             for seed in range(seeds)]

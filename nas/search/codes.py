@@ -1,4 +1,4 @@
-"""Keys for rows of code matrices: hashable bytes for sets, sortable voids for lookups."""
+"""Keys for rows of code matrices: hashable bytes for set and dict lookups."""
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +17,3 @@ def packed_rows(codes: np.ndarray, radices: np.ndarray) -> list[bytes]:
         return [b""] * len(small)
     return small.view(f"S{small.shape[1] * small.itemsize}")[:, 0].tolist()
 
-
-def row_keys(codes: np.ndarray) -> np.ndarray:
-    """One comparable (sortable) value per row, for vectorised lookups with searchsorted."""
-    codes = np.ascontiguousarray(np.atleast_2d(codes).astype(np.int64))
-    return codes.view(np.dtype((np.void, codes.shape[1] * 8)))[:, 0]

@@ -14,6 +14,8 @@
     storage: sqlite:///runs/search/study.db   # default: sqlite:///OUT/study.db; any Optuna RDB URL
     study: my-search                       # default: the config file's name
     out: runs/search/my-search             # default: runs/search/STUDY
+    reference: {accuracy: 0 %, latency@local-cpu: 0.4 ms}   # hypervolume reference point
+                                           # (default: a budget's bound, else the worst value seen)
 
 Unknown keys, wrong types, unknown controllers and their unknown settings are one-line
 errors naming the key; metric names and budgets are checked when the problem is built,
@@ -28,9 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import NasError, closest
-from nas.search.objectives import Constraint, Objective, parse_constraint, parse_objective
+from nas.search.objectives import (
+    Constraint,
+    Objective,
+    parse_constraint,
+    parse_objective,
+)
 
-KEYS = ("space", "objectives", "constraints", "sources", "controller", "seed", "budget", "storage", "study", "out")
+KEYS = ("space", "objectives", "constraints", "sources", "controller", "seed", "budget", "storage", "study", "out",
+        "reference")
 CONTROLLER_NAMES = ("evolution", "random", "optuna-tpe", "optuna-nsga2", "differentiable")
 
 
@@ -47,6 +55,7 @@ class SearchConfig:
     storage: str | None = None
     study: str = "search"
     out: Path | None = None
+    reference: dict[str, Any] = field(default_factory=dict)
     base: Path | None = None  # folder relative paths in sources are read from
 
     @property
@@ -111,12 +120,17 @@ def config_from_dict(data: Mapping[str, Any], where: str = "config", base: Path 
     out = data.get("out")
     if out is not None and not isinstance(out, (str, os.PathLike)):
         raise NasError(f"{where}.out must be a folder path")
+    parsed = [parse_objective(o, f"{where}.objectives[{i}]") for i, o in enumerate(objectives)]
+    reference = data.get("reference") or {}
+    if not isinstance(reference, Mapping) or any(k not in [o.metric for o in parsed] for k in reference):
+        raise NasError(f"{where}.reference must map objective metrics to values, like {{accuracy: 0 %}}")
     return SearchConfig(
         space=str(data["space"]),
-        objectives=[parse_objective(o, f"{where}.objectives[{i}]") for i, o in enumerate(objectives)],
+        objectives=parsed,
         constraints=[parse_constraint(c, f"{where}.constraints[{i}]") for i, c in enumerate(constraints)],
         sources=dict(sources), controller=name, settings=settings, seed=seed, budget=budget, storage=storage,
-        study=str(data.get("study") or "search"), out=Path(out) if out is not None else None, base=base)
+        study=str(data.get("study") or "search"), out=Path(out) if out is not None else None,
+        reference=dict(reference), base=base)
 
 
 def _list(value: Any, where: str, required: bool = False) -> list:

@@ -28,12 +28,14 @@ from typing import Any
 
 import numpy as np
 import optuna
+import sqlalchemy.event
+import sqlalchemy.exc
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from nas.errors import NasError
-from nas.search.problem import Problem
 from nas.search.codes import packed_rows
+from nas.search.problem import Problem
 
 HEARTBEAT_S, GRACE_S = 5, 20
 SQLITE_TIMEOUT_S = 60
@@ -51,12 +53,16 @@ def make_storage(url: str | None) -> optuna.storages.BaseStorage:
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
-                                                  grace_period=GRACE_S)
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
+                                                     grace_period=GRACE_S)
+            if url.startswith("sqlite"):
+                _write_ahead_log(storage)
+            return storage
         except (ImportError, ModuleNotFoundError) as exc:
             raise NasError(f"storage {url}: its database driver is not installed ({exc.name}); for PostgreSQL "
                            "install psycopg2-binary") from None
-        except Exception as exc:  # sqlalchemy's errors: unreachable server, bad URL, bad credentials, and
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+            # an unreachable server, a bad URL or bad credentials; and
             # the race of workers creating the schema of a new database at once (the loser retries)
             racing = any(s in str(exc) for s in ("UNIQUE constraint", "already exists", "duplicate key"))
             if not racing or attempt + 1 == OPEN_ATTEMPTS:
@@ -64,6 +70,22 @@ def make_storage(url: str | None) -> optuna.storages.BaseStorage:
                 raise NasError(f"storage {url}: cannot open it ({first})") from None
             time.sleep(0.5 * (attempt + 1))
     raise NasError(f"storage {url}: cannot open it")
+
+
+def _write_ahead_log(storage: optuna.storages.RDBStorage) -> None:
+    """SQLite in write-ahead-log mode with `synchronous=NORMAL`: readers no longer block the
+    writer (workers sharing a file poll the study constantly), and a commit no longer
+    waits for the disk (Optuna commits once per suggested parameter). A killed process
+    loses nothing committed; only a power cut can lose the last commits, which a resumed
+    search then evaluates again. WAL needs a local disk, not a network share."""
+    def pragmas(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    sqlalchemy.event.listen(storage.engine, "connect", pragmas)
+    storage.engine.dispose()  # connections opened while creating the schema predate the pragmas
 
 
 class Ledger:
@@ -117,11 +139,14 @@ class Ledger:
         return done, running
 
     def known(self) -> dict[bytes, dict[str, float]]:
-        """Metrics of every queried arch, keyed by its codes."""
-        out = {}
-        for t in self.queries():
-            out[self.key(self.codes_of(t))] = {k: _float(v) for k, v in t.user_attrs["metrics"].items()}
-        return out
+        """Metrics of every queried arch, keyed by its network (canonical codes: a sampler's
+        trial may name choices of layers its depth leaves out)."""
+        trials = self.queries()
+        if not trials:
+            return {}
+        codes = self.problem.identical(np.stack([self.codes_of(t) for t in trials]))
+        keys = packed_rows(codes, self.problem.space.radices)
+        return {k: {n: _float(v) for n, v in t.user_attrs["metrics"].items()} for k, t in zip(keys, trials)}
 
     def codes_of(self, trial: FrozenTrial) -> np.ndarray:
         return np.array([d.choices.index(trial.params[d.name]) for d in self.decisions], dtype=np.int64)

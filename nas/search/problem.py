@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from nas.errors import NasError
-from nas.search.objectives import Constraint, Objective
 from nas.search.codes import packed_rows
+from nas.search.objectives import Constraint, Objective
 from nas.search.sources import Metric, resolve_metrics
 from nas.search.units import format_quantity, parse_quantity
 from nas.space.base import SearchSpace
@@ -136,11 +136,11 @@ class Problem:
                 raise NasError(f"no arch of space {self.space.name} meets {c}: the {word} achievable "
                                f"{c.metric} is {format_quantity(value, metric.unit)} (arch {arch.arch_id}); "
                                f"relax the budget to at least that")
-        if self.space.size <= ENUMERATE_LIMIT and len([c for c in self.constraints if not self.metrics[c.metric].queried]) > 1:
-            if not any(self.cheap_ok(self.cheap(chunk)).any() for chunk in enumerate_codes(self.space)):
-                raise NasError(f"no arch of space {self.space.name} meets all of "
-                               f"{'; '.join(str(c) for c in self.constraints if not self.metrics[c.metric].queried)} "
-                               "at once, though each alone can be met")
+        cheap = [str(c) for c in self.constraints if not self.metrics[c.metric].queried]
+        if len(cheap) > 1 and self.space.size <= ENUMERATE_LIMIT and \
+                not any(self.cheap_ok(self.cheap(chunk)).any() for chunk in enumerate_codes(self.space)):
+            raise NasError(f"no arch of space {self.space.name} meets all of {'; '.join(cheap)} at once, "
+                           "though each alone can be met")
 
     @property
     def nan_counts(self) -> dict[str, int]:

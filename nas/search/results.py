@@ -63,7 +63,7 @@ def summarize(result: SearchResult, controller: str, seed: int, budget: int,
     ref = default_reference(result) if reference is None else np.asarray(reference, dtype=np.float64)
     out: dict[str, Any] = {
         "schema": SCHEMA, "problem": p.describe(), "controller": controller, "seed": seed, "budget": budget,
-        "queries": int(len(result.codes)), "feasible": int(result.feasible.sum()), "stats": result.stats,
+        "queries": len(result.codes), "feasible": int(result.feasible.sum()), "stats": result.stats,
         "nan": {n: int(c) for n, c in p.nan_counts.items()},
         "nan_queried": {n: int(np.isnan(result.values[n]).sum()) for n in p.queried_names
                         if np.isnan(result.values[n]).any()},

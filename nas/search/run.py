@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from nas.errors import NasError
 from nas.hardware.lut import write_atomic
 from nas.search.config import SearchConfig, config_from_dict, load_search_config
 from nas.search.objectives import Objective
 from nas.search.problem import Problem
+from nas.search.units import parse_quantity
 from nas.space import load_space
 from nas.space.base import SearchSpace
 
@@ -57,10 +60,22 @@ def run_search(config: SearchConfig | Mapping[str, Any] | str | Path, *, progres
         config.out_dir.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(problem, config.storage_url, config.study, config.identity())
     result = search(problem, controller, config.settings, config.seed, config.budget, ledger, progress)
-    summary = summarize(result, config.controller, config.seed, config.budget)
+    summary = summarize(result, config.controller, config.seed, config.budget, _reference(config, problem))
     summary["storage"], summary["study"] = _redacted(config.storage_url), config.study
     files = write_results(result, config.out_dir, summary) if write else []
     return SearchRun(config, result, summary, files)
+
+
+def _reference(config: SearchConfig, problem: Problem) -> np.ndarray | None:
+    """The configured hypervolume reference point in the metrics' units (None: the default)."""
+    if not config.reference:
+        return None
+    ref = []
+    for o in problem.objectives:
+        if o.metric not in config.reference:
+            raise NasError(f"reference: give a value for every objective; {o.metric} has none")
+        ref.append(parse_quantity(config.reference[o.metric], problem.metrics[o.metric].unit, f"reference.{o.metric}"))
+    return np.array(ref)
 
 
 def _space(config: SearchConfig) -> SearchSpace:
@@ -73,7 +88,10 @@ def _space(config: SearchConfig) -> SearchSpace:
 
 
 def _differentiable(config: SearchConfig, space: SearchSpace, progress: bool, write: bool) -> SearchRun:
-    from nas.search.controllers.differentiable import check_settings, differentiable_search
+    from nas.search.controllers.differentiable import (
+        check_settings,
+        differentiable_search,
+    )
 
     settings = check_settings(config.settings)
     if [(o.metric, o.direction) for o in config.objectives] != [("accuracy", "maximize")]:

@@ -3,8 +3,10 @@
 Names resolve without any declaration where the project knows the source:
 
     params, macs, weight_bytes, peak_memory     exact counters of the space
-    latency@DEVICE                              the device's LUT (latency_luts/DEVICE/SPACE.csv)
-    energy@DEVICE                               the analytic energy model over that LUT
+    latency@DEVICE                              the device's LUT (latency_luts/DEVICE/SPACE.csv), else
+                                                a shipped predictor (predictors/DEVICE/SPACE_latency.npz)
+    energy@DEVICE                               the analytic energy model over that LUT, else a shipped
+                                                predictor (predictors/DEVICE/SPACE_energy.npz)
 
 Anything else is declared under `sources:` in the config, one kind per metric:
 
@@ -13,7 +15,8 @@ Anything else is declared under `sources:` in the config, one kind per metric:
     latency@raspi4:    {table: hwnasbench_cifar10.csv, column: raspi4_latency, unit: ms}
     latency@local-cpu: {lut: path/to/other.csv}
     size:              {counter: params}                              # a counter under another name
-    energy@tx2:        {predictor: predictors/jetson-tx2/nb201_energy.npz}   # `hwnas predictors fit`
+    energy@tx2:        {predictor: edgegpu/nb201_energy}              # shipped: predictors/edgegpu/nb201_energy.npz
+    accuracy:          {predictor: my_acc.npz}                        # any `hwnas predictor fit` file
 
 A metric is *queried* when it is expensive (a supernet evaluation, or a table standing in
 for training): the search budget counts those evaluations, and candidates are filtered
@@ -26,19 +29,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-
-from nas.costs import CostModel, CounterCost, as_codes
+from nas.costs import CostModel, CounterCost
 from nas.errors import NasError, closest
-from nas.search.codes import row_keys
 from nas.search.objectives import default_direction
-from nas.space.arch import Arch
 from nas.space.base import SearchSpace
-
-if TYPE_CHECKING:
-    from nas.predictors.tables import ArchTable
 
 COUNTERS = {"params": "params", "macs": "macs", "weight_bytes": "weight_bytes",
             "peak_memory": "peak_activation_bytes", "peak_activation_bytes": "peak_activation_bytes"}
@@ -66,38 +62,6 @@ class Metric:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "unit": self.unit, "queried": self.queried, **self.model.describe()}
-
-
-class TableCost(CostModel):
-    """A per-arch table (a public benchmark, or measurements of whole archs) as a cost source.
-
-    Archs the table lacks, and its missing cells, give NaN: the search reports them
-    instead of guessing. Lookup is vectorised: rows of the code matrix are matched as
-    byte strings against the table's sorted codes.
-    """
-
-    def __init__(self, table: ArchTable, column: str, unit: str = "", metric: str = "") -> None:
-        values = table.column(column).values
-        self.space, self.metric, self.unit, self.column = table.space, metric or column, unit, column
-        self.path = ", ".join(table.sources)
-        keys = row_keys(table.codes)
-        order = np.argsort(keys)
-        self._keys, self._values = keys[order], values[order]
-
-    @classmethod
-    def read(cls, space: SearchSpace, path: Path | str, column: str, unit: str = "", metric: str = "") -> TableCost:
-        """Read the table file (see nas.predictors.tables for the formats it accepts)."""
-        from nas.predictors.tables import read_table
-
-        return cls(read_table(path, space), column, unit, metric)
-
-    def predict(self, archs: Sequence[Arch] | np.ndarray) -> np.ndarray:
-        keys = row_keys(as_codes(self.space, archs))
-        pos = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
-        return np.where(self._keys[pos] == keys, self._values[pos], np.nan)
-
-    def describe(self) -> dict:
-        return {**super().describe(), "table": self.path, "column": self.column}
 
 
 def resolve_metrics(space: SearchSpace, names: Sequence[str], declared: Mapping[str, Any],
@@ -143,13 +107,15 @@ def _declared(space: SearchSpace, name: str, spec: Any, base: Path | None) -> Me
     if queried is not None and not isinstance(queried, bool):
         raise NasError(f"{where}.queried must be true or false")
     if kind == "table":
+        from nas.predictors.energy import ColumnCost
+
         if "column" not in spec:
             raise NasError(f"{where}: a table source needs 'column'")
-        model: CostModel = TableCost.read(space, _path(spec["table"], base, where), str(spec["column"]),
-                                          str(spec.get("unit", "")), name)
+        model: CostModel = ColumnCost.read(space, _path(spec["table"], base, where), str(spec["column"]), name,
+                                           str(spec.get("unit", "")))
         default = name.split("@")[0].lower().startswith("acc")
     elif kind == "supernet":
-        from nas.supernet.oracle import SupernetAccuracy
+        from nas.supernet import SupernetAccuracy
 
         model = SupernetAccuracy(_path(spec["supernet"], base, where), str(spec.get("split", "val")),
                                  spec.get("calib_images"))
@@ -157,9 +123,7 @@ def _declared(space: SearchSpace, name: str, spec: Any, base: Path | None) -> Me
             raise NasError(f"{where}: the supernet was trained on space {model.space.name}, the search is over {space.name}")
         default = True
     elif kind == "predictor":
-        from nas.predictors.predictor import Predictor
-
-        model, default = Predictor.load(_path(spec["predictor"], base, where), space), False
+        model, default = _predictor(space, spec["predictor"], base, where), False
     elif kind == "counter":
         if spec["counter"] not in COUNTERS:
             raise NasError(f"{where}: unknown counter {spec['counter']!r}{closest(str(spec['counter']), COUNTERS)}; "
@@ -173,17 +137,57 @@ def _declared(space: SearchSpace, name: str, spec: Any, base: Path | None) -> Me
 
 
 def _device_metric(space: SearchSpace, name: str, spec: Mapping[str, Any], base: Path | None) -> CostModel:
-    """latency@DEVICE from the device's LUT; energy@DEVICE from its power model over that LUT."""
-    from nas.hardware.devices import load_device
+    """latency@DEVICE from the device's LUT; energy@DEVICE from its power model over that LUT.
+    A device without a profile in latency_luts/ but with a shipped predictor for this space
+    and metric (the public tables' devices: edgegpu, raspi4, ...) is served by the predictor."""
+    from nas.hardware.devices import device_names, load_device
     from nas.hardware.energy import AnalyticEnergy
     from nas.hardware.lut import LUT, LUTCost
     from nas.hardware.profiling import default_lut_path
 
     metric, device_name = name.split("@", 1)
+    if device_name not in device_names() and "lut" not in spec:
+        shipped = predictors_dir() / device_name / f"{space.name}_{metric}.npz"
+        if shipped.is_file():
+            return _predictor(space, shipped, None, name)
+        known = sorted({*device_names(), *shipped_predictor_devices(space, metric)})
+        raise NasError(f"unknown device {device_name!r} in {name!r}{closest(device_name, known)}; known devices: "
+                       f"{', '.join(known) or 'none'} (profiles in latency_luts/, and shipped {metric} predictors "
+                       f"of {space.name})")
     device = load_device(device_name)
     path = _path(spec["lut"], base, f"sources.{name}") if "lut" in spec else default_lut_path(device, space)
+    if not path.is_file():
+        raise NasError(f"{name}: no LUT of {space.name} for device {device_name} at {path}; build it with "
+                       f"'hwnas lut build --space {space.name} --device {device_name}' or name one under "
+                       f"sources: {{{name}: {{lut: FILE}}}}")
     latency = LUTCost(LUT.load(path), space, device=device, allow_mismatch=bool(spec.get("allow_mismatch", False)))
     return latency if metric == "latency" else AnalyticEnergy(space, device, latency)
+
+
+def predictors_dir() -> Path:
+    """predictors/ of the checkout, where shipped predictor files live."""
+    return Path(__file__).resolve().parents[2] / "predictors"
+
+
+def shipped_predictor_devices(space: SearchSpace, metric: str) -> list[str]:
+    """Devices with a shipped predictor of `metric` for the space."""
+    return sorted(p.parent.name for p in predictors_dir().glob(f"*/{space.name}_{metric}.npz"))
+
+
+def _predictor(space: SearchSpace, text: Any, base: Path | None, where: str) -> CostModel:
+    """A predictor file: a path, or a shipped one named like `edgegpu/nb201_latency`."""
+    from nas.predictors.predictor import Predictor
+
+    if isinstance(text, str) and not Path(text).expanduser().exists() and \
+            not (base is not None and (base / text).exists()):
+        shipped = predictors_dir() / (text if text.endswith(".npz") else f"{text}.npz")
+        if shipped.is_file():
+            return Predictor.load(shipped, space)
+        known = sorted(str(p.relative_to(predictors_dir()).with_suffix(""))
+                       for p in predictors_dir().glob(f"*/{space.name}_*.npz"))
+        raise NasError(f"{where}: predictor {text} does not exist, as a path or as a shipped predictor; shipped for "
+                       f"{space.name}: {', '.join(known) or 'none'}")
+    return Predictor.load(_path(text, base, where), space)
 
 
 def _path(text: Any, base: Path | None, where: str) -> Path:

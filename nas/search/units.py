@@ -29,7 +29,7 @@ COUNT_WORDS = ("params", "parameters", "macs", "MACs", "flops", "FLOPs")
 _NUMBER = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(.*?)\s*$")
 
 
-def parse_quantity(text: str | float | int, unit: str, where: str) -> float:
+def parse_quantity(text: str | float, unit: str, where: str) -> float:
     """`text` (a number, optionally with a unit) in the source unit `unit`.
 
     A bare number is taken to be in the source's own unit.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -66,7 +66,7 @@ class Controller(ABC):
     """Proposes archs to evaluate; learns from their metrics."""
 
     name = "controller"
-    settings: dict[str, Any] = {}
+    settings: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, problem: Problem, seed: int = 0, **settings: Any) -> None:
         unknown = [k for k in settings if k not in self.settings]

@@ -6,9 +6,12 @@ batch runs one arch sampled from the current distribution; an architecture step 
 validation batch samples a hard Gumbel-softmax arch (straight-through, GDAS style: the
 sampled path runs, and each layer position's output is multiplied by the sample's
 one-hot weights of the decisions it reads, which are 1 in value but carry the
-gradient to the logits). Its loss is the cross entropy plus a cost penalty computed
-from the soft Gumbel sample through the cost source's `expected(probs)`, which for a
-LUT is the latency the sample selects (exactly, as the temperature anneals to 0):
+gradient to the logits). Its loss is the cross entropy plus a cost penalty on the
+expected cost under the architecture distribution (softmax of the logits), through the
+cost source's `expected(probs)` (ProxylessNAS's expected latency; for a LUT a sum of
+per-slot tables contracted with the choice probabilities). Penalising the distribution
+itself, rather than a tempered Gumbel sample, makes the expectation the loss drives
+exactly the one reported, so the `abs` penalty lands it on the target:
 
     abs             CE + w |E[lat]/T - 1|          (TuNAS's absolute reward: lands on T)
     hinge           CE + w max(0, E[lat]/T - 1)    (only over-budget is penalised)
@@ -43,7 +46,7 @@ from nas.space.arch import Arch
 SETTINGS: dict[str, Any] = {
     "epochs": 10, "warmup_epochs": 2, "batch_size": 64, "lr": 0.05, "arch_lr": 0.05, "arch_weight_decay": 0.0,
     "tau_start": 5.0, "tau_end": 0.1, "penalty": "abs", "weight": 2.0, "target": None, "data": "digits",
-    "val_fraction": 0.3, "calib_images": 256, "tolerance": 0.10,
+    "val_fraction": 0.3, "calib_images": 256, "tolerance": 0.10, "steps_per_epoch": None,
 }
 PENALTIES = ("abs", "hinge", "multiplicative")
 WEIGHT_STREAM, ARCH_STREAM, AUGMENT_STREAM = 11, 12, 13
@@ -91,6 +94,10 @@ def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(s["warmup_epochs"], int) or not 0 <= s["warmup_epochs"] < s["epochs"]:
         raise NasError(f"controller differentiable: warmup_epochs must be an integer from 0 to epochs - 1, "
                        f"got {s['warmup_epochs']!r}")
+    limit = s["steps_per_epoch"]
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise NasError(f"controller differentiable: steps_per_epoch must be a positive integer or null (every "
+                       f"batch), got {limit!r}")
     for key in ("lr", "arch_lr", "tau_start", "tau_end", "weight", "tolerance"):
         if not isinstance(s[key], (int, float)) or isinstance(s[key], bool) or s[key] <= 0:
             raise NasError(f"controller differentiable: {key} must be a positive number, got {s[key]!r}")
@@ -128,7 +135,7 @@ def differentiable_search(problem: Problem, settings: dict[str, Any], seed: int 
     train_plan = BatchPlan(len(data.train), min(s["batch_size"], len(data.train)), seed)
     val_plan = BatchPlan(len(data.val), min(s["batch_size"], len(data.val)), seed + 1)
     augment = Augment(crop_padding=data.resolution // 8)
-    steps, epochs = train_plan.steps_per_epoch, s["epochs"]
+    steps, epochs = min(train_plan.steps_per_epoch, s["steps_per_epoch"] or train_plan.steps_per_epoch), s["epochs"]
     start, history = 0, []
     if checkpoint is not None and Path(checkpoint).is_file():
         state = load_checkpoint(Path(checkpoint))
@@ -154,7 +161,7 @@ def differentiable_search(problem: Problem, settings: dict[str, Any], seed: int 
             x, y = _batch(data, data.train, train_plan.global_batch(order, step), augment,
                           train_plan.step_rng(epoch, step, AUGMENT_STREAM))
             with torch.no_grad():
-                codes, _, _ = _sample(alphas, tau, _generator(seed, epoch, step, WEIGHT_STREAM))
+                codes, _ = _sample(alphas, tau, _generator(seed, epoch, step, WEIGHT_STREAM))
             loss = F.cross_entropy(_forward(supernet, x, codes, None), y)
             w_opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -163,9 +170,9 @@ def differentiable_search(problem: Problem, settings: dict[str, Any], seed: int 
             if epoch >= s["warmup_epochs"]:
                 vstep = step % val_plan.steps_per_epoch
                 xv, yv = _batch(data, data.val, val_plan.global_batch(val_order, vstep), None, None)
-                codes, hard, soft = _sample(alphas, tau, _generator(seed, epoch, step, ARCH_STREAM))
+                codes, hard = _sample(alphas, tau, _generator(seed, epoch, step, ARCH_STREAM))
                 ce = F.cross_entropy(_forward(supernet, xv, codes, hard), yv)
-                penalty = _penalty(problem, penalised, soft, s, ce)
+                penalty = _penalty(problem, penalised, [F.softmax(a, dim=0) for a in alphas], s, ce)
                 a_opt.zero_grad(set_to_none=True)
                 (penalty if s["penalty"] == "multiplicative" else ce + penalty).backward()
                 a_opt.step()
@@ -211,17 +218,16 @@ def _penalised(problem: Problem, target: str | None) -> list:
 
 
 def _sample(alphas: list[torch.Tensor], tau: float, gen: torch.Generator):
-    """(codes, hard straight-through one-hot per decision, soft Gumbel-softmax per decision)."""
-    hard, soft, codes = [], [], []
+    """(codes, hard straight-through Gumbel-softmax one-hot per decision)."""
+    hard, codes = [], []
     for a in alphas:
         u = torch.rand(a.shape, generator=gen).clamp_(1e-10, 1 - 1e-10)
         y = F.softmax((a - torch.log(-torch.log(u))) / tau, dim=0)
         index = int(y.argmax())
         one_hot = F.one_hot(torch.tensor(index), len(a)).to(y.dtype)
         hard.append(one_hot - y.detach() + y)
-        soft.append(y)
         codes.append(index)
-    return np.array(codes, dtype=np.int64), hard, soft
+    return np.array(codes, dtype=np.int64), hard
 
 
 def _forward(supernet, x: torch.Tensor, codes: np.ndarray, gates: list[torch.Tensor] | None) -> torch.Tensor:
@@ -248,9 +254,9 @@ def _forward(supernet, x: torch.Tensor, codes: np.ndarray, gates: list[torch.Ten
     return x
 
 
-def _penalty(problem: Problem, penalised: list, soft: list[torch.Tensor], s: dict[str, Any],
+def _penalty(problem: Problem, penalised: list, probs: list[torch.Tensor], s: dict[str, Any],
              ce: torch.Tensor) -> torch.Tensor:
-    probs = [p.double() for p in soft]
+    probs = [p.double() for p in probs]
     total = torch.zeros((), dtype=torch.float64)
     for i, c in enumerate(penalised):
         ratio = problem.metrics[c.metric].model.expected(probs) / c.bound

@@ -17,7 +17,7 @@ With `surrogate: none` the generation's queries are drawn at random from the poo
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -25,12 +25,18 @@ from nas.errors import NasError
 from nas.search.controllers.base import Controller
 from nas.search.pareto import crowding, front_ranks, nondominated
 from nas.search.problem import Problem
-from nas.search.surrogate import Features, GaussianProcess, expected_hvi, expected_improvement, probability_below
+from nas.search.surrogate import (
+    Features,
+    GaussianProcess,
+    expected_hvi,
+    expected_improvement,
+    probability_below,
+)
 
 
 class Evolution(Controller):
     name = "evolution"
-    settings = {"population": 20, "init": 10, "batch": 2, "pool": 2048, "mutation_prob": None, "crossover": 0.5,
+    settings: ClassVar[dict[str, Any]] = {"population": 20, "init": 10, "batch": 2, "pool": 2048, "mutation_prob": None, "crossover": 0.5,
                 "random_fraction": 0.1, "surrogate": "gp", "features": "coarse"}
 
     def __init__(self, problem: Problem, seed: int = 0, **settings: Any) -> None:
@@ -78,7 +84,7 @@ class Evolution(Controller):
         """Children by uniform crossover (with probability `crossover`) and mutation, every
         child differing from its first parent, plus `random_fraction` random archs."""
         space, rng, pool = self.problem.space, self.rng, self.config["pool"]
-        n_random = int(round(pool * self.config["random_fraction"]))
+        n_random = round(pool * self.config["random_fraction"])
         m = pool - n_random
         a = parents[rng.integers(len(parents), size=m)]
         b = parents[rng.integers(len(parents), size=m)]

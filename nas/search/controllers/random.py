@@ -5,6 +5,8 @@ budget is spent only on archs that meet them (the strongest form of random searc
 """
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 
 from nas.search.controllers.base import Controller
@@ -12,7 +14,7 @@ from nas.search.controllers.base import Controller
 
 class RandomSearch(Controller):
     name = "random"
-    settings: dict = {}
+    settings: ClassVar[dict[str, Any]] = {}
 
     def ask(self, n: int) -> np.ndarray:
         codes, _ = self.random_candidates(n)

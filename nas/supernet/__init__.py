@@ -13,7 +13,8 @@ from typing import Any
 _EXPORTS = {
     "Supernet": "nas.supernet.supernet", "TrainConfig": "nas.supernet.config", "load_config": "nas.supernet.config",
     "config_from_dict": "nas.supernet.config", "train": "nas.supernet.trainer",
-    "SubnetEvaluator": "nas.supernet.evaluation", "recalibrate_bn": "nas.supernet.evaluation",
+    "SubnetEvaluator": "nas.supernet.evaluation", "RecalibratedScorer": "nas.supernet.evaluation",
+    "recalibrate_bn": "nas.supernet.evaluation",
     "SupernetAccuracy": "nas.supernet.oracle", "load_supernet": "nas.supernet.oracle",
 }
 __all__ = sorted(_EXPORTS)

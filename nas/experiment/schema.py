@@ -102,7 +102,6 @@ class Kit(Section):
     results: str
     resolution: list[int] | None = None
     batch: int = 1
-    allow_mismatch: bool = False
 
     @field_validator("results")
     @classmethod
@@ -141,7 +140,7 @@ class Latency(TableColumns):
     kit: Kit | None = None
     like: str | None = None
     predictor: str | None = None
-    allow_mismatch: bool = False
+    allow_mismatch: bool = False        # use a LUT (given or imported) measured with other settings
 
     _files = field_validator("lut", "predictor")(lambda v, info: None if v is None else _existing_path(v, info))
 

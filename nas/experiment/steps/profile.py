@@ -92,7 +92,7 @@ def _latency(exp: Experiment, space: SearchSpace, name: str, out: Path) -> dict[
         build_lut(space, load_device(name), p.resolution or [None], lut_path, Protocol(p.warmup, p.repeats, p.rounds),
                   p.calibrate, exp.seed)
     elif spec.kind == "kit":
-        _kit(space, name, spec.kit, lut_path, out)
+        _kit(space, name, spec.kit, spec.allow_mismatch, lut_path, out)
     elif spec.kind == "lut":
         _copy_lut(Path(spec.lut), lut_path)
     elif spec.kind == "predictor":
@@ -113,13 +113,13 @@ def _energy(exp: Experiment, name: str, out: Path) -> dict[str, Any]:
     return spec.table_source()
 
 
-def _kit(space: SearchSpace, name: str, kit: Any, lut_path: Path, out: Path) -> None:
+def _kit(space: SearchSpace, name: str, kit: Any, allow_mismatch: bool, lut_path: Path, out: Path) -> None:
     from nas.hardware.devices import load_device
     from nas.hardware.kit import import_results, write_kit
 
     results = Path(kit.results)
     if results.is_file():
-        import_results(results, space, load_device(name), lut_path, kit.allow_mismatch)
+        import_results(results, space, load_device(name), lut_path, allow_mismatch)
         return
     zip_path = out / "kits" / f"{name}_{space.name}.zip"
     if not zip_path.is_file():

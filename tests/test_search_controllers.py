@@ -2,8 +2,6 @@
 Optuna samplers, the differentiable controller, and the NB201 benchmark harness."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -30,6 +28,7 @@ from nas.search.runner import search
 from nas.search.surrogate import GaussianProcess, expected_hvi, expected_improvement
 from nas.space import load_space
 from tests.conftest import benchmarks_dir
+from tests.search_helpers import local_cpu_lut  # noqa: F401  (a fixture)
 
 
 # ----------------------------------------------------------------------------- Pareto tools
@@ -234,20 +233,7 @@ def test_gradients_reach_every_decision_of_the_sampled_path(one_thread):
         assert (a.grad is not None and float(a.grad.abs().sum()) > 0) if shapes else a.grad is None
 
 
-@pytest.fixture(scope="module")
-def local_cpu_lut(tmp_path_factory) -> Path:
-    """A latency LUT of tiny_mbconv profiled on this machine now (real onnxruntime, a fast
-    protocol, no calibration: a few seconds), so the test needs no gitignored file."""
-    from nas.hardware.devices import load_device
-    from nas.hardware.profiling import build_lut
-    from tests.hw_helpers import FAST
-
-    out = tmp_path_factory.mktemp("lut") / "tiny_mbconv.csv"
-    build_lut(load_space("tiny_mbconv"), load_device("local-cpu"), out=out, protocol=FAST, calibrate=0)
-    return out
-
-
-def test_differentiable_search_lands_on_its_latency_target(local_cpu_lut, one_thread):
+def test_differentiable_search_lands_on_its_latency_target(local_cpu_lut, one_thread):  # noqa: F811
     """tiny_mbconv, a local-cpu LUT: the target is the 30th percentile of random archs' LUT
     latency, which the untrained (uniform) distribution misses by more than 10 %; after a
     short joint training both the distribution's expected latency and the derived arch's

@@ -16,6 +16,7 @@ from nas.search.run import run_search
 from nas.search.sources import Metric, resolve_metrics
 from nas.search.units import format_quantity, parse_quantity
 from nas.space import load_space
+from tests.search_helpers import local_cpu_lut  # noqa: F401  (a fixture)
 
 
 @pytest.mark.parametrize("text, unit, value", [
@@ -144,16 +145,18 @@ def test_best_value_is_exact_on_small_spaces_and_close_by_descent_on_large_ones(
     assert value <= macs.model.predict(tiny.sample_codes(0, 20000)).min()
 
 
-def test_latency_budget_below_the_cheapest_arch_is_refused(tmp_path):
+def test_latency_budget_below_the_cheapest_arch_is_refused(tmp_path, local_cpu_lut):  # noqa: F811
+    """The smallest achievable LUT latency is found from the cheapest arch and named."""
     space = load_space("tiny_mbconv")
-    try:
-        latency = resolve_metrics(space, ["latency@local-cpu"], {})["latency@local-cpu"]
-    except NasError as exc:
-        pytest.skip(f"the shipped local-cpu LUT cannot be used on this machine: {exc}")
-    smallest, _ = best_value(space, latency)
+    sources = {"latency@local-cpu": {"lut": str(local_cpu_lut)}}
+    latency = resolve_metrics(space, ["latency@local-cpu"], sources)["latency@local-cpu"]
+    smallest, codes = best_value(space, latency)
+    assert smallest <= latency.model.predict(space.sample_codes(0, 20000)).min()
+    assert smallest == latency.model.predict(codes[None, :])[0]
     config = {"space": "tiny_mbconv", "objectives": ["min params"], "constraints": ["latency@local-cpu <= 1 us"],
-              "out": str(tmp_path / "out")}
-    with pytest.raises(NasError, match=f"smallest achievable latency@local-cpu is {smallest:.4g} ms"):
+              "sources": sources, "out": str(tmp_path / "out")}
+    with pytest.raises(NasError, match=f"smallest achievable latency@local-cpu is {smallest:.4g} ms "
+                                       f"\\(arch {space.decode(codes).arch_id}\\)"):
         run_search(config, progress=False)
     assert not (tmp_path / "out").exists()
 
@@ -251,3 +254,53 @@ def test_hypervolume_reference_from_the_config(tmp_path):
     from nas.search.pareto import hypervolume
 
     assert run.summary["hypervolume"]["value"] == pytest.approx(hypervolume(points, np.array([0.0, 2e6])))
+
+
+def test_shipped_predictors_serve_devices_without_a_profile():
+    """latency@edgegpu and energy@edgegpu resolve to the shipped predictors (no device
+    profile exists for the public tables' devices); `{predictor: NAME}` names a shipped file."""
+    from nas.predictors.predictor import Predictor
+    from nas.search.sources import predictors_dir
+
+    space = load_space("nb201")
+    metrics = resolve_metrics(space, ["latency@edgegpu", "energy@edgegpu", "acc"],
+                              {"acc": {"predictor": "accuracy/nb201_cifar10"}})
+    codes = space.sample_codes(0, 50)
+    for name, file in (("latency@edgegpu", "edgegpu/nb201_latency.npz"), ("energy@edgegpu", "edgegpu/nb201_energy.npz"),
+                       ("acc", "accuracy/nb201_cifar10.npz")):
+        assert not metrics[name].queried
+        assert np.array_equal(metrics[name].model.predict(codes), Predictor.load(predictors_dir() / file).predict(codes))
+    assert (metrics["latency@edgegpu"].unit, metrics["energy@edgegpu"].unit) == ("ms", "mJ")
+    with pytest.raises(NasError, match="predictor edgegpu/nb201_latncy does not exist.*shipped for nb201: .*"
+                                       "edgegpu/nb201_latency"):
+        resolve_metrics(space, ["lat"], {"lat": {"predictor": "edgegpu/nb201_latncy"}})
+    with pytest.raises(NasError, match="unknown device 'edgegppu'.*did you mean 'edgegpu'"):
+        resolve_metrics(space, ["latency@edgegppu"], {})
+
+
+def test_budgets_on_several_devices_at_once(tmp_path):
+    """Latency and energy budgets on two devices plus a memory budget, in their own units:
+    every queried arch meets all of them, and every metric lands in the results table."""
+    space = load_space("nb201")
+    names = ["latency@edgegpu", "energy@edgegpu", "latency@raspi4", "peak_memory"]
+    sample = {n: m.model.predict(space.sample_codes(1, 2000)) for n, m in resolve_metrics(space, names, {}).items()}
+    kib = np.percentile(sample["peak_memory"], 70) / 1024
+    constraints = [f"latency@edgegpu <= {np.percentile(sample['latency@edgegpu'], 70):.4f} ms",
+                   f"energy@edgegpu <= {np.percentile(sample['energy@edgegpu'], 70) / 1000:.6f} J",
+                   f"latency@raspi4 <= {np.percentile(sample['latency@raspi4'], 70) / 1000:.6f} s",
+                   f"peak_memory <= {kib:.3f} KiB"]
+    config = {"space": "nb201", "objectives": ["max proxy"], "constraints": constraints, "budget": 12, "seed": 0,
+              "sources": {"proxy": {"counter": "macs", "queried": True}}, "out": str(tmp_path / "out")}
+    run = run_search(config, progress=False)
+    problem = run.result.problem
+    bounds = {c.metric: c.bound for c in problem.constraints}
+    assert bounds["peak_memory"] == pytest.approx(kib * 1024) and bounds["energy@edgegpu"] > 1  # converted to mJ
+    for name in names:
+        assert np.all(run.result.values[name] <= bounds[name])
+        assert np.allclose(run.result.values[name], problem.metrics[name].model.predict(run.result.codes), rtol=1e-6)
+    header = (tmp_path / "out" / "archs.csv").read_text().splitlines()[0].split(",")
+    assert header == ["query", "arch_id", "arch", "proxy", *names, "feasible", "front"]
+    assert (tmp_path / "out" / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"archs.csv", "front.csv", "front.png", "summary.json", "study.db"} <= names
+    assert not [n for n in names if n.startswith(".")]  # no temp file left behind

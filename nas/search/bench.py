@@ -185,20 +185,27 @@ def format_report(report: dict[str, Any]) -> str:
 
 def scoring_speed(space_name: str, device: str, n: int = 50_000, repeats: int = 5) -> dict[str, Any]:
     """Seconds for one evolution generation's candidate work on `n` children: breed them,
-    project onto one code per network, drop evaluated ones, score LUT latency, analytic
-    energy, params and peak memory, and filter on budgets over all of them (pinned to one
-    core: the figure is per core)."""
+    project onto one code per network, drop evaluated ones, score latency (a LUT, or a
+    shipped predictor for the public tables' devices), energy where the device has it,
+    params and peak memory, and filter on budgets over all of them (pinned to one core:
+    the figure is per core)."""
     from nas.bench.space import median_seconds, pin_one_core
     from nas.search.controllers.evolution import Evolution
     from nas.search.objectives import parse_constraint, parse_objective
+    from nas.search.sources import resolve_metrics
 
     cpu = pin_one_core()
     space = load_space(space_name)
     latency, energy = f"latency@{device}", f"energy@{device}"
+    try:
+        resolve_metrics(space, [energy], {})
+        bounded = [energy, "params", "peak_memory"]
+    except NasError:  # a device with a latency predictor only
+        bounded = ["params", "peak_memory"]
     probe = Problem.build(space, [parse_objective(f"min {latency}", "bench")],
-                          [parse_constraint(f"{m} <= 1", "bench") for m in (energy, "params", "peak_memory")])
+                          [parse_constraint(f"{m} <= 1", "bench") for m in bounded])
     sample = probe.cheap(space.sample_codes(0, 4096))
-    budgets = [parse_constraint(f"{m} <= {np.median(sample[m])}", "bench") for m in (energy, "params", "peak_memory")]
+    budgets = [parse_constraint(f"{m} <= {np.median(sample[m])}", "bench") for m in bounded]
     problem = Problem(space, probe.objectives, budgets, probe.metrics)
     controller = Evolution(problem, 0, pool=n, surrogate="none")
     parents = space.sample_codes(1, 20)

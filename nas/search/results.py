@@ -13,14 +13,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nas.hardware.lut import write_atomic
+from nas.atomic import atomic_path, write_atomic
 from nas.search.runner import SearchResult
 from nas.search.units import format_quantity
 from nas.space.base import SearchSpace
@@ -134,18 +132,9 @@ def plot_front(result: SearchResult, path: Path) -> None:
     ax.set_title(f"{p.space.name}: {len(result.codes)} queried archs")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a plot is not
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
 

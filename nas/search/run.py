@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from nas.atomic import write_atomic
 from nas.errors import NasError
-from nas.hardware.lut import write_atomic
 from nas.search.config import SearchConfig, config_from_dict, load_search_config
 from nas.search.objectives import Objective
 from nas.search.problem import Problem

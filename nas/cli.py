@@ -15,7 +15,8 @@ from typing import Any
 
 from nas.errors import NasError
 
-COMMAND_MODULES = ("nas.space.commands", "nas.hardware.commands", "nas.predictors.commands")
+COMMAND_MODULES = ("nas.space.commands", "nas.hardware.commands", "nas.supernet.commands", "nas.predictors.commands",
+                   "nas.search.commands", "nas.experiment.commands", "nas.export.commands")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -63,7 +63,7 @@ def micro(tmp_path) -> tuple[Path, Path]:
 
 
 def test_folder_holds_weights_onnx_arch_and_card(exported) -> None:
-    out, space, arch = exported
+    out, _, arch = exported
     assert {p.name for p in out.iterdir()} == {ARCH_FILE, CARD_FILE, "MODEL_CARD.md", WEIGHTS_FILE, ONNX_FILE}
     record = json.loads((out / ARCH_FILE).read_text())
     assert record["space"] == "tiny_mbconv" and record["arch"] == dict(arch) and record["arch_id"] == arch.arch_id
@@ -108,7 +108,7 @@ def test_card_records_costs_latency_sources_and_provenance(exported) -> None:
 
 
 def test_budgets_on_the_card_are_checked(exported) -> None:
-    out, space, arch = exported
+    out, _, _ = exported
     rows = {b["metric"]: b for b in read_card(out)["budgets"]}
     assert rows["params"]["met"] is True and rows["macs"]["met"] is False
 
@@ -135,7 +135,7 @@ def test_nb201_card_names_predictor_files_with_their_metadata(tmp_path) -> None:
 
 
 def test_cli_export_then_json_card(capsys, tmp_path) -> None:
-    code, out, err = run(capsys, "export", "--space", "tiny_mbconv", "--arch", "min", "-o", tmp_path / "cli",
+    code, out, _ = run(capsys, "export", "--space", "tiny_mbconv", "--arch", "min", "-o", tmp_path / "cli",
                          "--no-measure", "--budgets", '["params <= 1M"]', "--json")
     card = json.loads(out)
     assert code == 0 and card["budgets"][0]["met"] is True and card["measured_latency"] is None

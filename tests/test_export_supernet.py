@@ -86,6 +86,27 @@ def test_exported_accuracy_equals_the_supernet_oracle(trained, oracle, tmp_path,
     assert card["input"]["preprocessing"]["dataset"] == "digits"
 
 
+def test_nb201_exports_keep_the_supernet_accuracy(tmp_path) -> None:
+    """The cell space too: a one-shot NB201 supernet, two archs, accuracy and ONNX as the oracle sees them."""
+    from nas.supernet import SupernetAccuracy, train
+    from nas.supernet.config import config_from_dict
+
+    (tmp_path / "nb201_micro.yaml").write_text("name: nb201_micro\ntype: nb201\nchannels: 4\ncells_per_stage: 1\n"
+                                               "resolution: 16\n")
+    config = config_from_dict({"space": str(tmp_path / "nb201_micro.yaml"), "epochs": 1, "batch_size": 32,
+                               "data": {"source": "digits", "crop_padding": 0}, "checkpoint_every": 0})
+    train(config, tmp_path / "supernet", progress=False)
+    space = load_space(tmp_path / "nb201_micro.yaml")
+    oracle = SupernetAccuracy(tmp_path / "supernet")
+    for i, arch in enumerate([space.parse_arch("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+"
+                                               "|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"), space.sample(4)]):
+        out = export_arch(space, arch, tmp_path / f"out{i}", supernet=tmp_path / "supernet", latency_protocol=None)
+        card = read_card(out)
+        assert card["accuracy"]["value"] == float(oracle.predict([arch])[0])
+        assert evaluate(load(out), _data(tmp_path / "supernet"), "val", 16) == card["accuracy"]["value"]
+        assert card["onnx"]["max_abs_diff"] <= 1e-4
+
+
 def test_finetuning_improves_accuracy_and_updates_the_card(trained, tmp_path, capsys) -> None:
     run_dir, space = trained
     arch = space.extreme(False)
@@ -170,7 +191,7 @@ def test_a_supernet_of_another_space_is_refused(trained, tmp_path, capsys) -> No
 
 
 def test_a_space_edited_since_training_is_refused(trained, tmp_path) -> None:
-    run_dir, space = trained
+    run_dir, _ = trained
     edited = tmp_path / "micro_sn.yaml"
     edited.write_text(MICRO.replace("out: 32", "out: 40"))
     with pytest.raises(NasError, match="was trained on space|has changed"):

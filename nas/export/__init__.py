@@ -15,7 +15,7 @@ from typing import Any
 
 _EXPORTS = {"export_arch": "nas.export.export", "load": "nas.export.loader", "finetune": "nas.export.finetuning",
             "read_card": "nas.export.card", "check_budgets": "nas.export.budgets"}
-__all__ = sorted(_EXPORTS)
+__all__ = ["check_budgets", "export_arch", "finetune", "load", "read_card"]
 
 
 def __getattr__(name: str) -> Any:

@@ -83,24 +83,24 @@ def _num(value: float, unit: str) -> str:
 def render(card: Mapping[str, Any]) -> str:
     """MODEL_CARD.md from card.json."""
     c = card["costs"]
+    versions, created = card["provenance"]["versions"], card["provenance"]["created"]
+    shape = " x ".join(map(str, card["input"]["shape"][1:]))
     lines = [f"# Model card: {card['space']} arch {card['arch_id']}", "",
-             f"Exported by hwnas {card['provenance']['versions']['hwnas']} on {card['provenance']['created']}. "
-             "Load it with `nas.export.load(FOLDER)` (weights: model.safetensors) or run model.onnx in any "
-             "ONNX runtime.", "",
+             (f"Exported by hwnas {versions['hwnas']} on {created}. Load it with `nas.export.load(FOLDER)` "
+              "(weights: model.safetensors) or run model.onnx in any ONNX runtime."), "",
              "## Architecture", "",
-             f"Space `{card['space']}`, input {' x '.join(map(str, card['input']['shape'][1:]))} "
-             f"(batch axis dynamic), {card['classes']} classes.", "",
+             f"Space `{card['space']}`, input {shape} (batch axis dynamic), {card['classes']} classes.", "",
              "```json", json.dumps(card["arch"], sort_keys=True), "```", "",
              "| params | MACs | peak activation memory | weight bytes (BN folded) |", "|---:|---:|---:|---:|",
-             f"| {c['params']:,} | {c['macs']:,} | {_num(c['peak_activation_bytes'], 'bytes')} | "
-             f"{_num(c['weight_bytes'], 'bytes')} |", ""]
+             (f"| {c['params']:,} | {c['macs']:,} | {_num(c['peak_activation_bytes'], 'bytes')} | "
+              f"{_num(c['weight_bytes'], 'bytes')} |"), ""]
     pre = card["input"].get("preprocessing")
     lines += ["Preprocessing: " + (f"{pre['scale']}; mean {pre['mean']}, std {pre['std']} ({pre['dataset']})"
                                    if pre else "none recorded (weights not trained by hwnas)"), ""]
     o = card["onnx"]
-    lines += ["## ONNX", "", f"opset {o['opset']}, verified with onnxruntime: max abs difference from PyTorch "
-              f"{o['max_abs_diff']:.2e} (tolerance {o['tolerance']:g}) on random inputs at batch sizes "
-              f"{', '.join(map(str, o['batches']))}.", ""]
+    lines += ["## ONNX", "", (f"opset {o['opset']}, verified with onnxruntime: max abs difference from PyTorch "
+                              f"{o['max_abs_diff']:.2e} (tolerance {o['tolerance']:g}) on random inputs at batch "
+                              f"sizes {', '.join(map(str, o['batches']))}."), ""]
     lines += ["## Accuracy", ""]
     acc = card.get("accuracy")
     lines.append(f"- supernet-inherited, after BN recalibration: **{acc['value']:.4f}** on the {acc['split']} split "

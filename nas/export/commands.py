@@ -62,12 +62,12 @@ def read_budgets(text: str | None):
 
 def _export(args: argparse.Namespace) -> None:
     from nas.export.card import read_card
-    from nas.export.export import export_arch
+    from nas.export.export import DEFAULT_PROTOCOL, export_arch
 
     budgets = read_budgets(args.budgets)
     out = export_arch(args.space, args.arch, args.out, args.supernet, budgets,
                       {"search_run": args.search_run} if args.search_run else None, seed=args.seed, split=args.split,
-                      latency_protocol=None if args.no_measure else _protocol(), force=args.force)
+                      latency_protocol=None if args.no_measure else DEFAULT_PROTOCOL, force=args.force)
     card = read_card(out)
     if args.json:
         print_json(card)
@@ -81,12 +81,6 @@ def _export(args: argparse.Namespace) -> None:
         print(f"  measured latency {card['measured_latency']['median_ms']:.4g} ms on {card['measured_latency']['device']}")
     for b in card["budgets"]:
         print(f"  budget {b['budget']}: {'met' if b['met'] else 'unknown' if b['met'] is None else 'NOT met'}")
-
-
-def _protocol():
-    from nas.hardware.measure import Protocol
-
-    return Protocol()
 
 
 def _finetune(args: argparse.Namespace) -> None:

@@ -9,8 +9,17 @@ from typing import Any
 import torch
 
 from nas.export.budgets import Budgets, check_budgets
-from nas.export.bundle import (ARCH_FILE, ONNX_FILE, SCHEMA, WEIGHTS_FILE, layers_hash, record_file, space_hash,
-                               staged_folder, write_json)
+from nas.export.bundle import (
+    ARCH_FILE,
+    ONNX_FILE,
+    SCHEMA,
+    WEIGHTS_FILE,
+    layers_hash,
+    record_file,
+    space_hash,
+    staged_folder,
+    write_json,
+)
 from nas.export.card import SCHEMA as CARD_SCHEMA
 from nas.export.card import card_metrics, library_versions, now, write_card
 from nas.export.onnx_export import write_onnx
@@ -18,6 +27,8 @@ from nas.export.weights import fresh_model, save_weights
 from nas.hardware.measure import Protocol
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
+
+DEFAULT_PROTOCOL = Protocol()  # the LUTs' measurement protocol
 
 
 def resolve(space: SearchSpace | str, arch: Arch | Mapping[str, Any] | str) -> tuple[SearchSpace, Arch]:
@@ -34,7 +45,7 @@ def resolve(space: SearchSpace | str, arch: Arch | Mapping[str, Any] | str) -> t
 def export_arch(space: SearchSpace | str, arch: Arch | Mapping[str, Any] | str, out: Path | str,
                 supernet: Path | str | None = None, budgets: Budgets | None = None,
                 provenance: Mapping[str, Any] | None = None, *, seed: int = 0, split: str = "val",
-                latency_protocol: Protocol | None = Protocol(), force: bool = False,
+                latency_protocol: Protocol | None = DEFAULT_PROTOCOL, force: bool = False,
                 device: torch.device | None = None) -> Path:
     """Write the export folder `out` (see nas.export.bundle) and return its path.
 

@@ -24,8 +24,16 @@ from tqdm import tqdm
 
 from nas.atomic import atomic_path
 from nas.errors import NasError
-from nas.export.bundle import (ARCH_FILE, FINETUNE_DIR, FINETUNED_ONNX, FINETUNED_WEIGHTS, read_json, read_record,
-                               record_file, write_json)
+from nas.export.bundle import (
+    ARCH_FILE,
+    FINETUNE_DIR,
+    FINETUNED_ONNX,
+    FINETUNED_WEIGHTS,
+    read_json,
+    read_record,
+    record_file,
+    write_json,
+)
 from nas.export.card import now, read_card, write_card
 from nas.export.onnx_export import write_onnx
 from nas.export.weights import save_weights
@@ -190,7 +198,7 @@ class _Loop:
             return
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as exc:  # torch raises several types for damaged or foreign files
+        except Exception as exc:  # noqa: BLE001 - torch raises several types for damaged or foreign files
             raise NasError(f"{path}: not a readable checkpoint ({type(exc).__name__}); delete {self.run_dir} "
                            "to start over") from None
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:

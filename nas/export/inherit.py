@@ -2,9 +2,9 @@
 
 The supernet's own accuracy oracle (nas.supernet.SubnetEvaluator) extracts the arch,
 recalibrates its batch norms on a fixed set of training images and scores it. Export
-keeps exactly that module: the evaluator is given a view of the supernet that remembers
-what `extract` handed out, so the exported weights and statistics are the ones behind
-the accuracy the search saw, bit for bit, without repeating the evaluator's choices.
+hands the evaluator the extracted module itself (`score` recalibrates it in place), so
+the exported weights and statistics are the ones behind the accuracy the search saw,
+bit for bit, without repeating the evaluator's choices.
 """
 from __future__ import annotations
 
@@ -30,21 +30,6 @@ class Inherited:
     split: str
     preprocessing: dict[str, Any]
     source: dict[str, Any]
-
-
-class _RememberingSupernet:
-    """The supernet as SubnetEvaluator uses it (space, parameters, extract), keeping the
-    module extract returned so the caller gets the one the evaluator calibrated."""
-
-    def __init__(self, supernet: Any) -> None:
-        self.supernet, self.space, self.extracted = supernet, supernet.space, None
-
-    def parameters(self):
-        return self.supernet.parameters()
-
-    def extract(self, arch: Arch) -> nn.Module:
-        self.extracted = self.supernet.extract(arch)
-        return self.extracted
 
 
 def supernet_run_dir(path: Path) -> Path:
@@ -88,12 +73,9 @@ def inherit(path: Path, space: SearchSpace, arch: Arch, split: str = "val",
     config, supernet = load_matching_supernet(path, space, device)
     arch = supernet.space.validate(arch)
     data = dataset_of(config, supernet.space)
-    view = _RememberingSupernet(supernet)
-    evaluator = SubnetEvaluator(view, data, split, config.calib_images, config.eval_batch_size, config.seed)
-    accuracy = evaluator.accuracy(arch)
-    if view.extracted is None:
-        raise RuntimeError("SubnetEvaluator.accuracy no longer extracts through the supernet")
-    model = view.extracted.eval()
+    evaluator = SubnetEvaluator(supernet, data, split, config.calib_images, config.eval_batch_size, config.seed)
+    model = supernet.extract(arch)
+    accuracy = evaluator.score(model, supernet.space.resolution(arch))  # recalibrates `model` in place
     preprocessing = {"dataset": data.name, "source": config.data.source, "load_resolution": data.resolution,
                      "mean": [float(v) for v in data.mean],
                      "std": [float(v) for v in data.std], "scale": "images read at load_resolution, pixels / 255, (x - mean) / std per channel, "

@@ -26,7 +26,7 @@ def local_device():
     return Device("local", "onnxruntime", detect=True)
 
 
-def measure_onnx(path: Path, input_shape: tuple[int, ...], protocol: Protocol = Protocol()) -> dict[str, Any]:
+def measure_onnx(path: Path, input_shape: tuple[int, ...], protocol: Protocol) -> dict[str, Any]:
     """Median latency (ms) of one inference of the ONNX file with the local profile's settings."""
     import onnxruntime as ort
 

@@ -17,8 +17,15 @@ from typing import Any
 from torch import nn
 
 from nas.errors import NasError
-from nas.export.bundle import (ARCH_FILE, FINETUNED_WEIGHTS, WEIGHTS_FILE, checked_file, layers_hash, read_record,
-                               space_hash)
+from nas.export.bundle import (
+    ARCH_FILE,
+    FINETUNED_WEIGHTS,
+    WEIGHTS_FILE,
+    checked_file,
+    layers_hash,
+    read_record,
+    space_hash,
+)
 from nas.space.layers import LayerSpec
 
 

@@ -218,7 +218,7 @@ def one_thread():
 
 
 def test_gradients_reach_every_decision_of_the_sampled_path(one_thread):
-    from nas.supernet.supernet import Supernet
+    from nas.supernet import Supernet
 
     space = load_space("tiny_mbconv")
     net = Supernet(space, seed=0)

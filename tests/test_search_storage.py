@@ -93,13 +93,18 @@ def test_a_study_refuses_another_search(tmp_path):
         run_search(base | {"seed": 1}, progress=False)
 
 
-def run_workers(tmp_path: Path, url: str, controller: str, budget: int, workers: int = 2) -> list[optuna.trial.FrozenTrial]:
+def run_workers(tmp_path: Path, url: str, controller: str, budget: int) -> list[optuna.trial.FrozenTrial]:
+    """Two worker processes on one study: an `hwnas search` process and this one."""
     cfg = write_config(tmp_path / "w.yaml", controller=controller, budget=budget)
-    procs = [subprocess.Popen(cli(str(cfg), "--storage", url, "--study", "shared", "--out", str(tmp_path / f"w{i}")),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(workers)]
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-2000:]
+    other = subprocess.Popen(cli(str(cfg), "--storage", url, "--study", "shared", "--out", str(tmp_path / "w1")),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        mine = run_search(yaml.safe_load(cfg.read_text()) | {"storage": url, "study": "shared",
+                                                              "out": str(tmp_path / "w0")}, progress=False)
+    finally:
+        _, err = other.communicate(timeout=300)
+    assert other.returncode == 0, err[-2000:]
+    assert mine.summary["queries"] == budget  # each worker's results hold every worker's queries
     return optuna.load_study(study_name="shared", storage=url).get_trials(deepcopy=False)
 
 

@@ -115,11 +115,10 @@ def differentiable_search(problem: Problem, settings: dict[str, Any], seed: int 
     where an uninterrupted one does.
     """
     from nas.data import Augment, BatchPlan, load_dataset
+    from nas.supernet import SubnetEvaluator, Supernet
     from nas.supernet.checkpoint import load_checkpoint, save_checkpoint
     from nas.supernet.config import OptimizerConfig, ScheduleConfig
-    from nas.supernet.evaluation import SubnetEvaluator
     from nas.supernet.optim import lr_at, make_optimizer
-    from nas.supernet.supernet import Supernet
 
     s = check_settings(settings)
     penalised = _penalised(problem, s["target"])

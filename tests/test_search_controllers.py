@@ -264,6 +264,34 @@ def nb201_tables():
 
 
 @pytest.mark.slow
+def test_bench_search_command_reports_regret_and_hypervolume_ratio(capsys):
+    """`hwnas bench search --json` on the real NB201 tables: the optimum under the budget and
+    the per-controller keys, checked against the tables read here with csv."""
+    import csv
+    import json
+
+    from nas.cli import main
+
+    folder = nb201_tables()
+    with open(folder / "cifar10_val_acc.csv") as fh:
+        acc = {r["arch_str"]: float(r["cifar10_val_acc"]) for r in csv.DictReader(fh)}
+    with open(folder / "hwnasbench_cifar10.csv") as fh:
+        cost = {r["arch_str"]: float(r["fpga_latency"]) for r in csv.DictReader(fh)}
+    budget = float(np.percentile(list(cost.values()), 30))
+    argv = ["bench", "search", "--acc-table", str(folder / "cifar10_val_acc.csv"), "--cost-table",
+            str(folder / "hwnasbench_cifar10.csv"), "--cost-column", "fpga_latency", "--queries", "15", "--seeds", "1",
+            "--controllers", "evolution,random", "--json", "--quiet"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    column = report["columns"]["fpga_latency"]
+    assert column["budget"] == pytest.approx(budget)
+    assert column["optimum"] == max(a for s, a in acc.items() if cost[s] <= budget)
+    for name in ("evolution", "random"):
+        row = report["summary"][name]
+        assert 0 <= row["regret_median"] <= column["optimum"] and 0 < row["hv_ratio_median"] <= 1
+
+
+@pytest.mark.slow
 def test_bench_constrained_task_on_one_device():
     from nas.search.bench import bench_search
 

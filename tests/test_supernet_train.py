@@ -235,6 +235,12 @@ def test_archs_file_may_hold_a_json_list_with_nb201_strings(files, tmp_path):
     path.write_text("{not json")
     with pytest.raises(NasError, match="JSON lines or a JSON list"):
         read_archs(space, str(path))
+    path.write_text(json.dumps([text, {"1<-0": "conv_9x9"}]))
+    with pytest.raises(NasError, match=r"archs.json: arch 2: .*lacks decision"):
+        read_archs(space, str(path))
+    path.write_text("[1]")
+    with pytest.raises(NasError, match="arch 1 is 1; expected a decision mapping"):
+        read_archs(space, str(path))
 
 
 # ----------------------------------------------------------------------------- files and errors

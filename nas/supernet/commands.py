@@ -108,7 +108,10 @@ def read_archs(space: SearchSpace, text: str) -> list[Arch]:
         if not isinstance(item, (str, dict)):
             raise NasError(f"{path}: arch {i} is {json.dumps(item)[:40]}; expected a decision mapping, "
                            "a {\"space\", \"arch\"} object or the space's string form")
-        archs.append(space.parse_arch(item) if isinstance(item, str) else space.arch(item))
+        try:
+            archs.append(space.parse_arch(item) if isinstance(item, str) else space.arch(item))
+        except NasError as exc:
+            raise NasError(f"{path}: arch {i}: {exc}") from None
     if not archs:
         raise NasError(f"{path}: holds no archs")
     return archs

@@ -17,7 +17,8 @@ _EXPORTS = {
     "recalibrate_bn": "nas.supernet.evaluation",
     "SupernetAccuracy": "nas.supernet.oracle", "load_supernet": "nas.supernet.oracle",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["RecalibratedScorer", "SubnetEvaluator", "Supernet", "SupernetAccuracy", "TrainConfig", "config_from_dict",
+           "load_config", "load_supernet", "recalibrate_bn", "train"]
 
 
 def __getattr__(name: str) -> Any:

@@ -53,7 +53,7 @@ def augment_for(config: TrainConfig, resolution: int) -> Augment:
     return Augment(padding, flip, d.aug_noise)
 
 
-def train(config: TrainConfig, out: Path, *, arch: Arch | dict | None = None, progress: bool = True,
+def train(config: TrainConfig, out: Path | str, *, arch: Arch | dict | None = None, progress: bool = True,
           max_steps: int | None = None) -> list[dict[str, Any]]:
     """Train a supernet (or, given `arch`, that arch alone) into `out`, resuming from its
     checkpoint if there is one; returns the per-epoch history.

@@ -170,6 +170,17 @@ def test_a_non_empty_out_is_kept_without_force(capsys, tmp_path) -> None:
     assert code == 2 and "--force" in err and (tmp_path / "taken" / "notes.txt").read_text() == "mine"
 
 
+def test_a_failed_re_export_leaves_the_previous_export_intact(micro) -> None:
+    path, out = micro
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    space = load_space(path)
+    with pytest.raises(NasError, match="does not measure"):  # fails after the files are staged, at the budgets
+        export_arch(space, space.extreme(True), out, budgets={"params": "3 ms"}, latency_protocol=None, force=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
+    load(out)
+
+
 def test_missing_out_is_a_one_line_error(capsys, tmp_path) -> None:
     code, _, err = run(capsys, "finetune", tmp_path / "nothing", "--data", "digits", "--epochs", "1")
     assert code == 2 and "no such export folder" in err and err.count("\n") == 1

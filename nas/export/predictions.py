@@ -43,9 +43,9 @@ class MeasuredLatency(CostModel):
 
 
 def default_predictors_dir() -> Path:
-    from nas.predictors.reference import reference_dir
-
-    return reference_dir().parent
+    """predictors/ of the checkout (found by path: importing nas.predictors pulls in
+    scikit-learn and scipy, seconds that an arch without predictor files need not pay)."""
+    return Path(__file__).resolve().parents[2] / "predictors"
 
 
 def _lut_cost(space: SearchSpace, arch: Arch, device: Any) -> tuple[Any, dict[str, Any]]:
@@ -118,10 +118,10 @@ def predict_all(space: SearchSpace, arch: Arch, measured_ms: float | None = None
 
 
 def _from_predictors(space: SearchSpace, arch: Arch, root: Path, skipped: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from nas.predictors.predictor import Predictor
-
     out = []
     for path in _predictor_files(space, root):
+        from nas.predictors.predictor import Predictor
+
         try:
             predictor = Predictor.load(path, space)
         except NasError as exc:

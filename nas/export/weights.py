@@ -47,7 +47,7 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
     return model
 
 
-def fresh_model(build, seed: int, input_shape: tuple[int, ...] | None = None, images: int = 32) -> nn.Module:
+def fresh_model(build, seed: int, input_shape: tuple[int, ...] | None = None, images: int = 8) -> nn.Module:
     """`build()` with torch's default initialisation drawn from `seed`, leaving the caller's
     random state untouched; in eval mode.
 
@@ -64,5 +64,5 @@ def fresh_model(build, seed: int, input_shape: tuple[int, ...] | None = None, im
             from nas.supernet import recalibrate_bn
 
             x = torch.randn((images, *input_shape[1:]), device=next(model.parameters()).device)
-            recalibrate_bn(model, x, batch_size=16)
+            recalibrate_bn(model, x, batch_size=images)
     return model.eval()

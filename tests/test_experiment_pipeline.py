@@ -22,18 +22,20 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 600
+# Small enough to run in about a minute, with steps long enough (seconds) to be killed inside
+# even when this test process is descheduled for a while on a loaded machine.
 TINY = {
     "name": "tiny", "seed": 0, "space": "tiny_mbconv",
     "dataset": {"source": "digits", "test_fraction": 0.9},
-    "devices": {"local-cpu": {"latency": {"profile": {"warmup": 2, "repeats": 150, "rounds": 3, "calibrate": 0}}},
+    "devices": {"local-cpu": {"latency": {"profile": {"warmup": 2, "repeats": 300, "rounds": 3, "calibrate": 0}}},
                 "pi4-ort": {"latency": {"like": "local-cpu"}, "energy": "analytic"}},
     "objectives": ["max accuracy"],
     "budgets": ["latency@local-cpu <= 0.6 ms", "energy@pi4-ort <= 4 mJ"],
     "accuracy": {"supernet": {"split": "val", "calib_images": 16}},
     "train": {"epochs": 1, "batch_size": 16, "calib_images": 16, "checkpoint_every": 2,
               "sampling": {"random_subnets": 0}},
-    "search": {"controller": {"name": "evolution", "population": 4, "init": 4}, "budget": 6},
-    "export": {"arch": "best", "measure_latency": False},
+    "search": {"controller": {"name": "evolution", "population": 4, "init": 4}, "budget": 10},
+    "export": {"arch": "best", "measure_latency": True},
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # the machine is shared: no oversubscription
 
@@ -113,7 +115,7 @@ def killed_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     def in_profile() -> bool:
         run = run_dir()
         lut = run / "profile" / "luts" / "local-cpu" / "tiny_mbconv.csv" if run else None
-        return bool(lut and lut.is_file() and lut_rows(lut))
+        return bool(lut and lut.with_suffix(".json").is_file() and lut_rows(lut))
 
     run_until(cwd, config, in_profile, "the first LUT chunk")
     run = only_run(cwd)

@@ -72,6 +72,7 @@ def test_misspelled_training_and_controller_settings_are_caught_by_their_owners(
 
 @pytest.mark.parametrize("path,value,expected", [
     ("seed", "zero", "seed: input should be a valid integer, got 'zero'"),
+    ("threads", 0, "threads: must be at least 1, got 0"),
     ("search.budget", 2.5, "search.budget: input should be a valid integer, got 2.5"),
     ("export", {"measure_latency": "yes"}, "export.measure_latency: input should be a valid boolean, got 'yes'"),
     ("budgets", "latency@local-cpu <= 1 ms", "budgets: input should be a valid list"),

@@ -60,6 +60,7 @@ def run_experiment(config: Path, root: Path = Path("runs"), *, new: bool = False
         echo(f"{'resuming' if resumed else 'new'} run {run.path}")
         run.log(f"{'resumed' if resumed else 'started'} by pid {os.getpid()}")
         run.update(status="running", started=now(), error=None)
+        _set_threads(exp.threads)
         pipeline = Pipeline(exp, run, StepCache(root / ".cache"), resolved_space(exp, config.parent), progress, echo)
         forced = STEPS[STEPS.index(from_step):] if from_step else ()
         try:
@@ -155,6 +156,18 @@ class Pipeline:
         summary = _finished(path / "search")["result"]["summary"]
         return export_step.run(exp, self.space, folder, summary, path / "train" if exp.uses_supernet else None,
                                self.run.id)
+
+
+def _set_threads(threads: int | None) -> None:
+    """Torch threads for this process and the search workers it starts. On a machine shared
+    with other jobs, OpenMP threads that wait for each other at every layer slow training
+    down many times over; one thread per process avoids that."""
+    if threads is None:
+        return
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by worker processes
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _finished(folder: Path) -> dict[str, Any] | None:

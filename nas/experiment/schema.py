@@ -2,6 +2,7 @@
 
     name: quickstart                       # default: the file's name; runs are runs/<name>-<date>-<hex>/
     seed: 0                                # seeds profiling, training and search
+    threads: 1                             # torch threads (default: all cores; 1 on a busy machine)
     space: tiny_mbconv                     # shipped space name or a space YAML path
     dataset: {source: digits}              # digits or a path, plus nas.data settings (noise, val_fraction, ...)
     devices:
@@ -247,6 +248,7 @@ class Export(Section):
 class Experiment(Section):
     name: str
     seed: int = 0
+    threads: int | None = None          # torch threads (default: torch's choice); not part of the results
     space: str
     dataset: dict[str, Any] = {"source": "digits"}
     devices: dict[str, Device] = {}
@@ -288,9 +290,17 @@ class Experiment(Section):
     def uses_supernet(self) -> bool:
         return self.accuracy.supernet is not None
 
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
     def digest(self) -> str:
-        """Hash of the validated settings (comments and key order do not matter)."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """Hash of the validated settings (comments and key order do not matter; `threads`
+        changes how fast a run goes, not what it computes, so a run resumes with another)."""
+        text = json.dumps(self.model_dump(mode="json", exclude={"threads"}), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,7 +118,11 @@ def run(exp: Experiment, space: str, out: Path, sources: dict[str, Any], study: 
     config = config_from_dict(data, "search", out)
     workers = _start_workers(out, config.storage_url, config.study, exp.search.workers - 1)
     try:
-        result = run_search(config, progress=progress)
+        with warnings.catch_warnings():
+            if any(isinstance(v, dict) and v.get("allow_mismatch") for v in sources.values()):
+                # asked for (a stand-in LUT, or allow_mismatch in the config): not news at every load
+                warnings.filterwarnings("ignore", message=r"LUT for .* does not fit")
+            result = run_search(config, progress=progress)
     finally:
         _wait(workers)
     return result.summary

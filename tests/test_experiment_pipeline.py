@@ -50,7 +50,7 @@ def frozen_checkout(folder: Path) -> Path:
 
 def hwnas(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "nas.cli", *map(str, args)], cwd=cwd, env=ENV, capture_output=True,
-                          text=True, timeout=TIMEOUT_S)
+                          text=True, timeout=TIMEOUT_S, check=False)
     if check and proc.returncode:
         raise AssertionError(f"hwnas {' '.join(map(str, args))} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return proc
@@ -275,7 +275,7 @@ def chromium() -> str:
 def headless(chromium: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                            "--no-first-run", "--user-data-dir=" + str(cwd / "chromium-profile"), *args],
-                          capture_output=True, text=True, timeout=180, cwd=cwd)
+                          capture_output=True, text=True, timeout=180, cwd=cwd, check=False)
 
 
 def test_report_is_self_contained_and_renders_in_chromium(killed_run: dict, chromium: str, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """Experiment configs: every mistake is one line naming the key, found before any work."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -158,7 +159,7 @@ def test_shipped_experiments_pass_check(config: Path, tmp_path: Path, monkeypatc
             Image.new("RGB", (48, 40), (200, 30, 30)).save(tmp_path / "images" / label / "0.png")
         env["HWNAS_IMAGE_FOLDER"] = str(tmp_path / "images")
     proc = subprocess.run([sys.executable, "-m", "nas.cli", "run", "--check", str(config)], capture_output=True,
-                          text=True, cwd=REPO, env={**__import__("os").environ, **env}, timeout=300)
+                          text=True, cwd=REPO, env={**os.environ, **env}, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     assert f"{config}: valid" in proc.stdout and "search" in proc.stdout
 
@@ -168,7 +169,7 @@ def test_a_bad_config_fails_in_one_line_before_any_work(tmp_path: Path) -> None:
     bad.write_text(yaml.safe_dump(with_("budgets", ["latency@local-cpu <= 0.4"])))
     runs = tmp_path / "runs"
     proc = subprocess.run([sys.executable, "-m", "nas.cli", "run", str(bad), "--runs", str(runs)], capture_output=True,
-                          text=True, cwd=tmp_path, timeout=300)
+                          text=True, cwd=tmp_path, timeout=300, check=False)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("hwnas: error: ") and "has no unit" in proc.stderr
     assert "Traceback" not in proc.stderr and not runs.exists()

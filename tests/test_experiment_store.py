@@ -98,9 +98,8 @@ def test_resume_picks_the_latest_unfinished_run_of_the_same_config_not_being_run
     try:
         assert ready.wait(30)
         assert earlier.locked() and Run.resumable(tmp_path, "exp", "d1") is None
-        with pytest.raises(NasError, match="being run by another process"):
-            with earlier.lock():
-                pass
+        with pytest.raises(NasError, match="being run by another process"), earlier.lock():
+            pass
     finally:
         release.set()
         holder.join(30)

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from functools import lru_cache
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ def file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_digest(folders: tuple[str, ...]) -> str:
     """Hash of the Python sources under the given package folders (nas/space, ...)."""
     h = hashlib.sha256()

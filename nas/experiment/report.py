@@ -145,8 +145,8 @@ def _export(export: dict[str, Any] | None) -> str:
     card = export["result"].get("card") or {}
     costs, onnx = card.get("costs") or {}, card.get("onnx") or {}
     rows = [("arch id", f"<code>{_e(card.get('arch_id'))}</code>"),
-            ("folder", f"<code>export/{_e(export['result'].get('folder', 'model'))}</code> (weights, ONNX, "
-                       "MODEL_CARD.md, card.json)")]
+            ("folder", (f"<code>export/{_e(export['result'].get('folder', 'model'))}</code> (weights, ONNX, "
+                        "MODEL_CARD.md, card.json)"))]
     rows += [(k, _num(costs[k])) for k in ("params", "macs", "peak_activation_bytes", "weight_bytes") if k in costs]
     if onnx:
         diff, tol = onnx.get("max_abs_diff"), onnx.get("tolerance")

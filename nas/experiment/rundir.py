@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
-import os
 import platform
 import secrets
 import subprocess
@@ -132,7 +131,7 @@ class Run:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        fh = open(self.path / ".lock", "a")
+        fh = open(self.path / ".lock", "a")  # noqa: SIM115 - held open for the whole run
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -187,7 +186,7 @@ def _gpus() -> list[str]:
         import torch
 
         return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # no torch, or a CUDA runtime that cannot start: no usable GPU either way
+    except Exception:  # noqa: BLE001 - no torch, or a CUDA runtime that cannot start: no usable GPU either way
         return []
 
 
@@ -196,11 +195,11 @@ def _commit() -> str | None:
     repo = Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                              text=True, timeout=10)
+                              text=True, timeout=10, check=False)
         if head.returncode:
             return None
         dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "nas"], capture_output=True,
-                               text=True, timeout=10).stdout.strip()
+                               text=True, timeout=10, check=False).stdout.strip()
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.TimeoutExpired):
         return None

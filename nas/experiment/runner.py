@@ -21,7 +21,8 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def run_experiment(config: Path, root: Path = Path("runs"), *, new: bool = False
     """Run (or resume) the experiment; returns its run folder."""
     config = Path(config)
     exp, run, resumed = select_run(config, root, new, from_step)
-    with run.lock(), _warnings_to(run):
+    with run.lock(), _warnings_logged(run):
         echo(f"{'resuming' if resumed else 'new'} run {run.path}")
         run.log(f"{'resumed' if resumed else 'started'} by pid {os.getpid()}")
         run.update(status="running", started=now(), error=None)
@@ -182,24 +183,21 @@ def _report(run: Run) -> None:
 
     try:
         write_report(run)
-    except Exception as exc:  # a report problem must not hide the run's own outcome
+    except Exception as exc:  # noqa: BLE001 - a report problem must not hide the run's own outcome
         run.log(f"report not written: {type(exc).__name__}: {exc}")
 
 
-class _warnings_to:
+@contextmanager
+def _warnings_logged(run: Run) -> Iterator[None]:
     """Warnings raised during the run also go to logs/run.log (they still reach stderr)."""
+    shown = warnings.showwarning
 
-    def __init__(self, run: Run) -> None:
-        self.run = run
+    def show(message, category, filename, lineno, file=None, line=None):
+        run.log(f"warning: {category.__name__}: {message}")
+        shown(message, category, filename, lineno, file, line)
 
-    def __enter__(self) -> None:
-        self._show = warnings.showwarning
-
-        def show(message, category, filename, lineno, file=None, line=None):
-            self.run.log(f"warning: {category.__name__}: {message}")
-            self._show(message, category, filename, lineno, file, line)
-
-        warnings.showwarning = show
-
-    def __exit__(self, *exc: Any) -> None:
-        warnings.showwarning = self._show
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown

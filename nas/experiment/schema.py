@@ -32,7 +32,14 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from nas.errors import NasError, closest
 
@@ -271,7 +278,7 @@ class Experiment(Section):
     def _dataset(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         source = value.get("source", "digits")
         if not isinstance(source, str):
-            raise ValueError(f"source must be 'digits' or a dataset path, got {source!r}")
+            raise ValueError(f"source must be 'digits' or a dataset path, got {source!r}")  # noqa: TRY004 - pydantic reports ValueErrors
         if source != "digits":
             from nas.data import LAYOUTS
 
@@ -392,19 +399,22 @@ def _check_devices(exp: Experiment, where: str) -> None:
                 raise NasError(f"{at}.latency.like: {dev.latency.like!r} is not a device of this experiment with its "
                                f"own LUT{closest(dev.latency.like, lut_devices)}; those are: {', '.join(lut_devices) or 'none'}")
         if dev.energy is not None and dev.energy.kind == "analytic":
-            if dev.latency is None or not dev.latency.is_lut:
-                raise NasError(f"{at}.energy: the analytic estimate needs a latency LUT of the device "
-                               "(latency: profile, lut, kit or like)")
-            from nas.hardware.devices import POWER_KEYS, load_device
+            _check_analytic(name, dev, at)
+        if dev.latency is not None and dev.latency.kind == "profile" and not _is_local(name):
+            raise NasError(f"{at}.latency: only this machine's profile (detect: true, like local-cpu) can be "
+                           "profiled here; profile a remote device with 'kit: {results: FILE}'")
 
-            missing = [k for k in POWER_KEYS if k not in load_device(name).power]
-            if missing:
-                raise NasError(f"{at}.energy: device {name} has no power model ({', '.join(missing)} missing in "
-                               "its device.yaml)")
-        if dev.latency is not None and dev.latency.kind == "profile":
-            if not _is_local(name):
-                raise NasError(f"{at}.latency: only this machine's profile (detect: true, like local-cpu) can be "
-                               "profiled here; profile a remote device with 'kit: {results: FILE}'")
+
+def _check_analytic(name: str, dev: Device, at: str) -> None:
+    """The analytic energy estimate needs the device's latency LUT and its power model."""
+    from nas.hardware.devices import POWER_KEYS, load_device
+
+    if dev.latency is None or not dev.latency.is_lut:
+        raise NasError(f"{at}.energy: the analytic estimate needs a latency LUT of the device "
+                       "(latency: profile, lut, kit or like)")
+    missing = [k for k in POWER_KEYS if k not in load_device(name).power]
+    if missing:
+        raise NasError(f"{at}.energy: device {name} has no power model ({', '.join(missing)} missing in its device.yaml)")
 
 
 def _is_local(device: str) -> bool:

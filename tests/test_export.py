@@ -13,7 +13,7 @@ import torch
 
 from nas.cli import main
 from nas.errors import NasError
-from nas.export import check_budgets, export_arch, load, read_card
+from nas.export import check_budgets, export_arch, finetune, load, read_card
 from nas.export.bundle import ARCH_FILE, CARD_FILE, ONNX_FILE, WEIGHTS_FILE, file_sha256
 from nas.export.weights import fresh_model
 from nas.hardware.measure import Protocol
@@ -139,6 +139,13 @@ def test_cli_export_then_json_card(capsys, tmp_path) -> None:
                          "--no-measure", "--budgets", '["params <= 1M"]', "--json")
     card = json.loads(out)
     assert code == 0 and card["budgets"][0]["met"] is True and card["measured_latency"] is None
+
+
+def test_a_fresh_export_fine_tunes_on_the_digits(micro) -> None:
+    _, out = micro
+    result = finetune(out, "digits", 2, lr=0.05, progress=False)
+    assert result["accuracy"] > result["accuracy_before"] + 0.2 and result["preprocessing"]["dataset"] == "digits"
+    assert read_card(out)["finetune"]["accuracy"] == result["accuracy"]
 
 
 # ----------------------------------------------------------------------------- bad input

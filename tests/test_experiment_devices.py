@@ -33,6 +33,8 @@ def test_a_remote_device_through_the_kit_stops_then_resumes_with_its_results(tmp
     run = next((cwd / "runs").glob("kit-*"))
     kit = run / "profile" / "kits" / "pi4-ort_tiny_mbconv.zip"
     assert f"copy {kit.relative_to(cwd)}" in errors[0] and str(results) in errors[0]
+    report = (run / "report.html").read_text()  # a stopped run still reports how far it got
+    assert "failed" in report and "needs its kit results" in report and "has not finished" in report
     # on the "device": only the kit's own runner, numpy and onnxruntime (one thread instead of the
     # Pi's four, which allow_mismatch accepts: four threads on this shared 2-core machine crawl)
     device = tmp_path / "device"

@@ -122,3 +122,16 @@ def test_find_run_by_id_prefix_or_folder_with_clear_errors(tmp_path: Path) -> No
     with pytest.raises(NasError, match="not valid JSON"):
         Run(tmp_path / "broken").read()
     assert os.path.isdir(tmp_path / a.id)
+
+
+def test_runs_list_shows_a_damaged_run_without_hiding_the_others(tmp_path: Path) -> None:
+    from nas.experiment.runs import format_table, list_table
+
+    good = make_run(tmp_path, name="good")
+    bad = make_run(tmp_path, name="bad")
+    bad.file.write_text('{"schema": "something else"}')
+    header, rows = list_table(all_runs(tmp_path))
+    by_id = {r[0]: r for r in rows}
+    assert by_id[good.id][1] == "new" and by_id[bad.id][1] == "unreadable"
+    lines = format_table(header, rows)
+    assert lines[0].split()[:2] == ["run", "status"] and len(lines) == 4

@@ -94,9 +94,9 @@ class Pipeline:
     def key(self, step: str) -> tuple[str, dict[str, Any]]:
         adapter = ADAPTERS[step]
         upstream = {s: self.keys[s] for s in adapter.READS if s in self.keys}
-        files = profile_step.input_files(self.exp) if step == "profile" else []
+        files = [_space_file(self.space)] + (profile_step.input_files(self.exp) if step == "profile" else [])
         if step == "train" and self.exp.dataset.get("source", "digits") != "digits":
-            files = [self.exp.dataset["source"]]
+            files.append(self.exp.dataset["source"])
         extra = {"host": profile_step.host(self.exp)} if step == "profile" else {}
         return step_key(step, adapter.inputs(self.exp), upstream, adapter.CODE, adapter.LIBRARIES, files, extra)
 
@@ -157,6 +157,13 @@ class Pipeline:
         summary = _finished(path / "search")["result"]["summary"]
         return export_step.run(exp, self.space, folder, summary, path / "train" if exp.uses_supernet else None,
                                self.run.id)
+
+
+def _space_file(space: str) -> str:
+    """The YAML file a space is read from (its contents are part of every step's key)."""
+    from nas.space import space_files
+
+    return space if space.endswith((".yaml", ".yml")) else str(space_files()[space])
 
 
 def _set_threads(threads: int | None) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from nas.errors import NasError
 from nas.experiment.rundir import Run
 from nas.experiment.schema import STEPS
 
@@ -47,7 +48,11 @@ def list_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
     header = ["run", "status", *STEPS, "best arch", "first objective", "seconds"]
     rows = []
     for run in runs:
-        f = run_facts(run)
+        try:
+            f = run_facts(run)
+        except NasError as exc:  # one damaged run folder must not hide the others
+            rows.append([run.id, "unreadable", *([""] * len(STEPS)), "", str(exc)[:40], ""])
+            continue
         first = _first_objective(f)
         rows.append([f["id"], f["status"], *(MARKS.get(f["steps"][s], f["steps"][s]) for s in STEPS),
                      f["best"] or "", first, f"{f['seconds']:.0f}"])

@@ -56,9 +56,10 @@ def _summary(state: dict[str, Any], steps: dict[str, Any]) -> str:
         rows.append(("error", _e(state["error"])))
     search = (steps["search"] or {}).get("result", {}).get("summary")
     if search and search.get("best"):
-        best = search["best"]
-        rows.append(("best arch", f"<code>{_e(best['arch_id'])}</code>"))
-        rows += [(name, _num(value)) for name, value in best["metrics"].items()]
+        best, metrics = search["best"], (search.get("problem") or {}).get("metrics") or {}
+        rows.append(("best arch", f"<code>{_e(best['arch_id'])}</code> <span class='muted'>(meets every budget: "
+                                  f"{_e('; '.join((search.get('problem') or {}).get('constraints') or []) or 'none')})</span>"))
+        rows += [(name, f"{_num(value)} {_e(_unit(metrics.get(name)))}") for name, value in best["metrics"].items()]
     return "<h2>Summary</h2>" + _kv(rows)
 
 
@@ -209,6 +210,11 @@ def _curve(history: list[dict[str, Any]], keys: list[str]) -> bytes:
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+def _unit(metric: dict[str, Any] | None) -> str:
+    unit = (metric or {}).get("unit", "")
+    return "" if unit in ("", "count", "fraction") else unit
 
 
 def _img(png: bytes) -> str:

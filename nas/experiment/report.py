@@ -56,9 +56,10 @@ def _summary(state: dict[str, Any], steps: dict[str, Any]) -> str:
         rows.append(("error", _e(state["error"])))
     search = (steps["search"] or {}).get("result", {}).get("summary")
     if search and search.get("best"):
-        best, metrics = search["best"], (search.get("problem") or {}).get("metrics") or {}
-        rows.append(("best arch", f"<code>{_e(best['arch_id'])}</code> <span class='muted'>(meets every budget: "
-                                  f"{_e('; '.join((search.get('problem') or {}).get('constraints') or []) or 'none')})</span>"))
+        best, problem = search["best"], search.get("problem") or {}
+        metrics, budgets = problem.get("metrics") or {}, "; ".join(problem.get("constraints") or []) or "none"
+        rows.append(("best arch", f"<code>{_e(best['arch_id'])}</code> "
+                                  f"<span class='muted'>(meets every budget: {_e(budgets)})</span>"))
         rows += [(name, f"{_num(value)} {_e(_unit(metrics.get(name)))}") for name, value in best["metrics"].items()]
     return "<h2>Summary</h2>" + _kv(rows)
 

@@ -58,8 +58,8 @@ def _summary(state: dict[str, Any], steps: dict[str, Any]) -> str:
     if search and search.get("best"):
         best, problem = search["best"], search.get("problem") or {}
         metrics, budgets = problem.get("metrics") or {}, "; ".join(problem.get("constraints") or []) or "none"
-        rows.append(("best arch", f"<code>{_e(best['arch_id'])}</code> "
-                                  f"<span class='muted'>(meets every budget: {_e(budgets)})</span>"))
+        note = f"<span class='muted'>(meets every budget: {_e(budgets)})</span>"
+        rows.append(("best arch", f"<code>{_e(best['arch_id'])}</code> {note}"))
         rows += [(name, f"{_num(value)} {_e(_unit(metrics.get(name)))}") for name, value in best["metrics"].items()]
     return "<h2>Summary</h2>" + _kv(rows)
 

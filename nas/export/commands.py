@@ -38,6 +38,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=0.01, help="peak learning rate of the cosine schedule (default 0.01)")
     p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--split", choices=("val", "test"), default="val", help="split the accuracy is reported on")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=_finetune)
@@ -87,7 +88,7 @@ def _finetune(args: argparse.Namespace) -> None:
     from nas.export.finetuning import finetune
 
     result = finetune(args.out, args.data, args.epochs, seed=args.seed, distill_from=args.distill_from, lr=args.lr,
-                      batch_size=args.batch_size, progress=not args.quiet)
+                      batch_size=args.batch_size, split=args.split, progress=not args.quiet)
     if args.json:
         print_json(result)
         return

@@ -70,17 +70,17 @@ class FinetuneSettings:
 
 
 def finetune(out: Path | str, data: str, epochs: int, *, seed: int = 0, distill_from: Path | str | None = None,
-             lr: float = 0.01, batch_size: int = 32, progress: bool = True, max_steps: int | None = None,
-             device: torch.device | None = None) -> dict[str, Any]:
+             lr: float = 0.01, batch_size: int = 32, split: str = "val", progress: bool = True,
+             max_steps: int | None = None, device: torch.device | None = None) -> dict[str, Any]:
     """Fine-tune the export in `out` on `data` ('digits' or a dataset path) for `epochs`;
-    returns the card's fine-tune entry (accuracy before and after, history).
+    returns the card's fine-tune entry (accuracy on `split` before and after, history).
 
     max_steps stops after that many optimizer steps of this call without a checkpoint,
     as a kill would (tests use it to check resumption).
     """
     out = Path(out)
     settings = FinetuneSettings(data=str(data), epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
-                                distill_from=None if distill_from is None else str(distill_from))
+                                distill_from=None if distill_from is None else str(distill_from), split=split)
     settings.check()
     record, card = read_record(out), read_card(out)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -303,3 +303,26 @@ def test_report_is_self_contained_and_renders_in_chromium(killed_run: dict, chro
     assert colours is None or len(colours) > 50  # text and plots, not a blank page
     white = sum(n for n, c in (colours or []) if c == (255, 255, 255))
     assert white < 0.97 * image.size[0] * image.size[1]
+
+
+@pytest.mark.slow
+def test_the_quickstart_finishes_within_ten_minutes_with_a_report(tmp_path: Path, chromium: str) -> None:
+    """`make run`: experiments/quickstart.yaml as shipped, from an empty results folder."""
+    cwd = frozen_checkout(tmp_path)
+    shutil.copytree(REPO / "experiments", cwd / "experiments")
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "nas.cli", "run", "experiments/quickstart.yaml"], cwd=cwd,
+                          env={**os.environ}, capture_output=True, text=True, timeout=900, check=False)
+    seconds = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert seconds <= 600, f"the quickstart took {seconds:.0f} s"
+    assert "%|" in proc.stderr  # progress bars
+    run = only_run(cwd)
+    state = json.loads((run / "run.json").read_text())
+    assert [state["steps"][s]["status"] for s in ("profile", "train", "search", "export")] == ["finished"] * 4
+    summary = json.loads((run / "search" / "summary.json").read_text())
+    assert summary["best"]["metrics"]["accuracy"] >= 0.9  # the digits, learned
+    card = json.loads((run / "export" / "model" / "card.json").read_text())
+    assert card["onnx"]["max_abs_diff"] <= card["onnx"]["tolerance"]
+    dom = headless(chromium, "--dump-dom", (run / "report.html").as_uri(), cwd=tmp_path)
+    assert run.name in dom.stdout and summary["best"]["arch_id"] in dom.stdout

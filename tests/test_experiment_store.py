@@ -104,6 +104,9 @@ def test_resume_picks_the_latest_unfinished_run_of_the_same_config_not_being_run
         release.set()
         holder.join(30)
     assert not earlier.locked() and Run.resumable(tmp_path, "exp", "d1").id == earlier.id
+    (tmp_path / "exp-damaged").mkdir()
+    (tmp_path / "exp-damaged" / "run.json").write_text("{")
+    assert Run.resumable(tmp_path, "exp", "d1").id == earlier.id
 
 
 def test_find_run_by_id_prefix_or_folder_with_clear_errors(tmp_path: Path) -> None:

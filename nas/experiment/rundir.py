@@ -78,7 +78,10 @@ class Run:
         """The latest unfinished run of this exact config that no process is running."""
         found = []
         for run in all_runs(root):
-            state = run.read()
+            try:
+                state = run.read()
+            except NasError:  # a damaged folder is no run to resume
+                continue
             if state.get("name") == name and state.get("config_digest") == digest and state.get("status") != "finished" \
                     and not run.locked():
                 found.append((state.get("created", ""), run.id, run))

@@ -102,3 +102,26 @@ def test_profile_resumes_after_a_kill_between_the_first_chunks_csv_and_json(tmp_
     sources = profile.run(exp, load_space("tiny_mbconv"), tmp_path, progress=False)
     lut = LUT.load(tmp_path / sources["latency@local-cpu"]["lut"])
     assert lut.meta["complete"] and len(lut.entries) > 100
+
+
+@pytest.mark.slow
+def test_a_learned_predictor_is_a_latency_source_and_travels_with_the_run(tmp_path: Path, benchmarks: Path) -> None:
+    if not (benchmarks / "nb201").is_dir():
+        pytest.skip(f"{benchmarks}/nb201 (the public benchmark tables) is not here")
+    cwd = frozen_checkout(tmp_path)
+    table = benchmarks / "nb201" / "hwnasbench_cifar10.csv"
+    hwnas("predictor", "fit", "--table", table, "--space", "nb201", "--target", "edgegpu_latency", "--n-train", "100",
+          "--seed", "0", "-o", "tx2.npz", cwd=cwd)
+    config = cwd / "pred.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "pred", "space": "nb201", "devices": {"edgegpu": {"latency": {"predictor": "tx2.npz"}}},
+        "accuracy": {"table": str(benchmarks / "nb201" / "cifar10_val_acc.csv"), "column": "cifar10_val_acc",
+                     "unit": "%"},
+        "budgets": ["latency@edgegpu <= 5 ms"], "search": {"controller": "random", "budget": 20}, "export": False}))
+    hwnas("run", config, "--runs", "runs", "--quiet", cwd=cwd)
+    run = next((cwd / "runs").glob("pred-*"))
+    copied = run / "profile" / "predictors" / "edgegpu_latency.npz"
+    assert copied.read_bytes() == (cwd / "tx2.npz").read_bytes()
+    summary = json.loads((run / "search" / "summary.json").read_text())
+    assert summary["problem"]["metrics"]["latency@edgegpu"]["unit"] == "ms"
+    assert summary["best"]["metrics"]["latency@edgegpu"] <= 5

@@ -12,6 +12,7 @@ from nas.cli import main
 from nas.errors import NasError
 from nas.hardware.devices import load_device
 from nas.hardware.measure import Protocol
+from nas.hardware.profiling import build_lut
 from nas.predictors.energy import ESTIMATE_COLUMN, ColumnCost, energy_table
 from nas.predictors.measure import measure_table
 from nas.predictors.predictor import Predictor, evaluate, fit_predictor
@@ -19,7 +20,6 @@ from nas.predictors.reference import load_reference
 from nas.predictors.tables import read_table
 from nas.space import load_space
 
-LUT = Path(__file__).resolve().parents[1] / "latency_luts" / "local-cpu" / "tiny_mbconv.csv"
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +41,11 @@ def test_measure_writes_a_training_table(measured):
 
 
 def test_lut_residual_learns_the_lut_correction(measured, tmp_path, capsys):
-    if not LUT.is_file():
-        pytest.skip(f"no local-cpu LUT of tiny_mbconv at {LUT} (build one with 'hwnas lut build')")
+    lut = tmp_path / "tiny_mbconv.csv"
+    build_lut(load_space("tiny_mbconv"), load_device("local-cpu"), out=lut, protocol=Protocol(1, 6, 2), calibrate=0)
     out = tmp_path / "res.npz"
     code = main(["predictor", "fit", "--table", str(measured), "--space", "tiny_mbconv", "--target", "measured_ms",
-                 "--n-train", "16", "--model", "lut_residual", "--lut", str(LUT), "--device", "local-cpu",
+                 "--n-train", "16", "--model", "lut_residual", "--lut", str(lut), "--device", "local-cpu",
                  "-o", str(out)])
     assert code == 0, capsys.readouterr().err
     loaded = Predictor.load(out)

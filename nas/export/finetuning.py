@@ -37,6 +37,7 @@ from nas.export.bundle import (
 from nas.export.card import now, read_card, write_card
 from nas.export.onnx_export import write_onnx
 from nas.export.weights import save_weights
+from nas.supernet.step import distillation
 
 CHECKPOINT_FORMAT = "hwnas.finetune-checkpoint/1"
 SETTINGS_FILE, CHECKPOINT_FILE = "settings.json", "checkpoint.pt"
@@ -135,9 +136,10 @@ def _dataset(settings: FinetuneSettings, record: dict[str, Any]):
 
 def _teacher(settings: FinetuneSettings, record: dict[str, Any], device: torch.device) -> tuple[nn.Module, int]:
     """The supernet's largest subnet with BN recalibrated, and its input size."""
-    from nas.export.inherit import dataset_of, load_matching_supernet
+    from nas.export.inherit import load_matching_supernet
     from nas.export.loader import find_space
     from nas.supernet import recalibrate_bn
+    from nas.supernet.trainer import dataset_for
 
     space = find_space(record)
     if space is None:
@@ -145,7 +147,7 @@ def _teacher(settings: FinetuneSettings, record: dict[str, Any], device: torch.d
     config, supernet = load_matching_supernet(Path(settings.distill_from), space, device)
     largest = space.extreme(True)
     teacher = supernet.extract(largest)
-    data = dataset_of(config, space)
+    data = dataset_for(config, space)
     pick = np.random.default_rng([settings.seed, 0x7EAC]).permutation(len(data.train))[:config.calib_images]
     images = data.normalize(data.to_float(data.train.images[torch.as_tensor(pick)].to(device)))
     resolution = space.resolution(largest)
@@ -255,8 +257,7 @@ class _Loop:
             teacher, resolution = self.teacher
             with torch.no_grad():
                 soft = F.softmax(teacher(_resize(x, resolution)) / self.s.temperature, dim=1)
-            t = self.s.temperature
-            kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction="batchmean") * t * t
+            kd = distillation(logits, soft, self.s.temperature)
             loss = (1 - self.s.distill_weight) * loss + self.s.distill_weight * kd
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

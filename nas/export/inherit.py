@@ -55,24 +55,15 @@ def load_matching_supernet(path: Path, space: SearchSpace, device: torch.device 
     return config, supernet
 
 
-def dataset_of(config: Any, space: SearchSpace):
-    """The supernet's dataset and split, at the space's largest input size (as it trained)."""
-    from nas.data import load_dataset
-
-    d = config.data
-    return load_dataset(d.source, space.resolution(space.extreme(True)), space.in_channels,
-                        val_fraction=d.val_fraction, test_fraction=d.test_fraction, split_seed=d.split_seed,
-                        noise=d.noise)
-
-
 def inherit(path: Path, space: SearchSpace, arch: Arch, split: str = "val",
             device: torch.device | None = None) -> Inherited:
     """The arch's module from the supernet at `path`, recalibrated and scored on `split`."""
     from nas.supernet import SubnetEvaluator
+    from nas.supernet.trainer import dataset_for
 
     config, supernet = load_matching_supernet(path, space, device)
     arch = supernet.space.validate(arch)
-    data = dataset_of(config, supernet.space)
+    data = dataset_for(config, supernet.space)
     evaluator = SubnetEvaluator(supernet, data, split, config.calib_images, config.eval_batch_size, config.seed)
     model = supernet.extract(arch)
     accuracy = evaluator.score(model, supernet.space.resolution(arch))  # recalibrates `model` in place

@@ -86,24 +86,6 @@ def test_two_workers_share_one_search_on_postgresql(tmp_path: Path, postgres_url
     assert "$HWNAS_TEST_STORAGE" in (run / "experiment.json").read_text()  # the URL itself stays out of run files
 
 
-def test_profile_resumes_after_a_kill_between_the_first_chunks_csv_and_json(tmp_path: Path) -> None:
-    """build_lut writes a chunk's CSV, then its JSON: a kill in between leaves a CSV alone."""
-    from nas.experiment.schema import experiment_from_dict
-    from nas.experiment.steps import profile
-    from nas.hardware.lut import LUT
-    from nas.space import load_space
-
-    exp = experiment_from_dict({
-        "name": "torn", "space": "tiny_mbconv", "accuracy": {"table": __file__, "column": "a", "unit": "%"},
-        "devices": {"local-cpu": {"latency": {"profile": {"warmup": 1, "repeats": 3, "rounds": 1, "calibrate": 0}}}}})
-    torn = tmp_path / "luts" / "local-cpu" / "tiny_mbconv.csv"
-    torn.parent.mkdir(parents=True)
-    torn.write_text("key,op\nmbconv 16>16,mbconv\n")
-    sources = profile.run(exp, load_space("tiny_mbconv"), tmp_path, progress=False)
-    lut = LUT.load(tmp_path / sources["latency@local-cpu"]["lut"])
-    assert lut.meta["complete"] and len(lut.entries) > 100
-
-
 @pytest.mark.slow
 def test_a_learned_predictor_is_a_latency_source_and_travels_with_the_run(tmp_path: Path, benchmarks: Path) -> None:
     if not (benchmarks / "nb201").is_dir():

@@ -156,6 +156,22 @@ def test_killed_build_loses_nothing_and_resumes(tmp_path) -> None:
     assert final.meta["reference"]["arch_id"] == reference_arch(load_space("tiny_mbconv")).arch_id
 
 
+def test_a_kill_between_the_metadata_and_csv_writes_leaves_a_resumable_lut(built, tmp_path) -> None:
+    """save() writes the JSON, then the CSV: a kill in between leaves the new metadata
+    beside the previous chunk's CSV (or no CSV at all), and a build resumes from either."""
+    space, device, _, lut = built
+    out = tmp_path / "torn.csv"
+    partial = LUT(dict(lut.meta, complete=False), dict(list(lut.entries.items())[:5]))
+    partial.save(out)
+    LUT(dict(lut.meta, complete=False), lut.entries).save(tmp_path / "next.csv")
+    (tmp_path / "next.json").replace(out.with_suffix(".json"))  # the next chunk's JSON landed, its CSV did not
+    resumed = build_lut(space, device, out=out, protocol=FAST, calibrate=0)
+    assert resumed.meta["complete"] and set(resumed.entries) == set(lut.entries)
+    assert all(resumed.entries[k] == v for k, v in partial.entries.items()), "finished entries were re-measured"
+    out.unlink()  # the first chunk's JSON landed, its CSV did not
+    assert build_lut(space, device, out=out, protocol=FAST, calibrate=0).meta["complete"]
+
+
 def test_yardstick_puts_chunks_measured_at_different_speeds_on_one_scale() -> None:
     """A machine running 3x slower for the second chunk: raw timings triple, rescaled ones do not."""
     slowdown = [1.0]

@@ -109,8 +109,10 @@ class LUT:
         for key, (spec, timing) in self.entries.items():
             writer.writerow({"key": key, **spec_to_row(spec), **timing.to_dict()})
         self.meta["entries"] = len(self.entries)
-        write_atomic(csv_path, buf.getvalue())
+        # metadata first: a kill between the two writes then leaves either no CSV (a
+        # build starts afresh) or the previous chunk's CSV, which a build resumes from
         write_atomic(meta_path, json.dumps(self.meta, indent=2) + "\n")
+        write_atomic(csv_path, buf.getvalue())
 
     @classmethod
     def load(cls, path: Path) -> "LUT":

@@ -89,7 +89,6 @@ def _latency(exp: Experiment, space: SearchSpace, name: str, out: Path) -> dict[
         from nas.hardware.profiling import build_lut
 
         p = spec.profile
-        _drop_torn_lut(lut_path)
         build_lut(space, load_device(name), p.resolution or [None], lut_path, Protocol(p.warmup, p.repeats, p.rounds),
                   p.calibrate, exp.seed)
     elif spec.kind == "kit":
@@ -112,16 +111,6 @@ def _energy(exp: Experiment, name: str, out: Path) -> dict[str, Any]:
     if spec.kind == "predictor":
         return {"predictor": _copy(Path(spec.predictor), out / "predictors" / f"{name}_energy.npz", out)}
     return spec.table_source()
-
-
-def _drop_torn_lut(path: Path) -> None:
-    """A LUT CSV without its JSON is a build killed between the two writes of its first
-    chunk: nothing worth keeping, and build_lut would refuse to resume from it."""
-    from nas.hardware.lut import LUT
-
-    csv_path, meta_path = LUT.paths(path)
-    if csv_path.is_file() and not meta_path.is_file():
-        csv_path.unlink()
 
 
 def _kit(space: SearchSpace, name: str, kit: Any, allow_mismatch: bool, lut_path: Path, out: Path) -> None:

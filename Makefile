@@ -20,16 +20,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# profile a local-cpu LUT -> train a supernet on the digits -> search under device
+# budgets -> export the best subnet; rerunning resumes (see experiments/quickstart.yaml)
 run: $(STAMP)
-	$(HWNAS) space list
-	$(HWNAS) space show tiny_mbconv
-	$(HWNAS) space sample tiny_mbconv -n 3 --seed 0 --costs
-	$(HWNAS) space stats tiny_mbconv max
-	$(HWNAS) space stats mobilenetv3_large
-	$(HWNAS) devices show local-cpu
-	$(HWNAS) lut build --space tiny_mbconv --device local-cpu
-	$(HWNAS) lut validate --space tiny_mbconv --device local-cpu --n 50 --seed 0
-	$(HWNAS) energy estimate --space tiny_mbconv --device local-cpu max
+	$(HWNAS) run experiments/quickstart.yaml
 
 # pytest exits 5 when it collects no test: make treats that, like any failure, as an error.
 test: $(STAMP)

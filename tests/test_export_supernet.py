@@ -18,20 +18,11 @@ from nas.export import export_arch, finetune, load, read_card
 from nas.export.bundle import ARCH_FILE, FINETUNE_DIR, FINETUNED_ONNX, FINETUNED_WEIGHTS
 from nas.export.finetuning import evaluate
 from nas.space import load_space
+from tests.supernet_helpers import one_thread, micro_space_yaml  # noqa: F401 (autouse fixture)
 
 torch.set_num_threads(1)
 
-MICRO = """\
-name: micro_sn
-input: {channels: 3, resolution: [12, 16]}
-classes: 10
-defaults: {act: relu}
-stem: [{op: conv, out: 8, kernel: 3, stride: 2}]
-stages:
-  - {depth: [1, 2], width: [8, 12], stride: 1, block: {kernel: [3, 5], expand: [2, 3], se: [0, 0.25]}}
-  - {depth: [1, 2], width: [16, 24], stride: 2, block: {kernel: [3, 5], expand: [2, 4]}}
-head: [{op: conv, out: 32, kernel: 1}, {op: gap}, {op: linear, out: classes, act: none}]
-"""
+MICRO = micro_space_yaml("micro_sn")
 
 
 @pytest.fixture(scope="module")

@@ -15,16 +15,7 @@ from nas.supernet.elastic import ConvUnit
 from nas.supernet.sampling import SubnetSampler, dimension
 from nas.supernet.sorting import sort_channels
 from nas.supernet.supernet import Supernet
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two OpenMP threads contending with
-    other work made training about 30x slower (186 s instead of 5.4 s for the micro run)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.supernet_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 
 RESEARCH_SPACES = ("ofa_mbv3", "proxyless", "fbnet", "fbnet_cifar")

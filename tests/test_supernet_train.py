@@ -21,29 +21,10 @@ from nas.supernet.optim import lr_at
 from nas.supernet.oracle import SupernetAccuracy, load_supernet
 from nas.supernet.supernet import Supernet
 from nas.supernet.trainer import train
+from tests.supernet_helpers import one_thread, micro_space_yaml  # noqa: F401 (autouse fixture)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two OpenMP threads contending with
-    other work made training about 30x slower (186 s instead of 5.4 s for the micro run)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-MICRO_SPACE = """\
-name: micro
-input: {channels: 3, resolution: [12, 16]}
-classes: 10
-defaults: {act: relu}
-stem: [{op: conv, out: 8, kernel: 3, stride: 2}]
-stages:
-  - {depth: [1, 2], width: [8, 12], stride: 1, block: {kernel: [3, 5], expand: [2, 3], se: [0, 0.25]}}
-  - {depth: [1, 2], width: [16, 24], stride: 2, block: {kernel: [3, 5], expand: [2, 4]}}
-head: [{op: conv, out: 32, kernel: 1}, {op: gap}, {op: linear, out: classes, act: none}]
-"""
+MICRO_SPACE = micro_space_yaml("micro")
 
 
 @pytest.fixture(scope="module")

@@ -193,6 +193,10 @@ def test_the_exported_model_runs_the_same_in_onnxruntime_and_pytorch(killed_run:
     card = json.loads((folder / "card.json").read_text())
     summary = json.loads((killed_run["run"] / "search" / "summary.json").read_text())
     assert card["arch_id"] == summary["best"]["arch_id"] and card["provenance"]["search_run"] == killed_run["run"].name
+    lut_latency = [p for p in card["predictions"] if p["device"] == "local-cpu" and p["metric"] == "latency"]
+    assert len(lut_latency) == 1, "the card predicts from the LUT the run profiled"
+    lut_file = (killed_run["cwd"] / lut_latency[0]["source"]["file"]).resolve()
+    assert lut_file.is_relative_to((killed_run["run"] / "profile").resolve())
     model = load(folder).eval()
     x = np.random.default_rng(0).standard_normal((2, *card["input"]["shape"][1:])).astype(np.float32)
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])

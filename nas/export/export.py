@@ -46,14 +46,15 @@ def export_arch(space: SearchSpace | str, arch: Arch | Mapping[str, Any] | str, 
                 supernet: Path | str | None = None, budgets: Budgets | None = None,
                 provenance: Mapping[str, Any] | None = None, *, seed: int = 0, split: str = "val",
                 latency_protocol: Protocol | None = DEFAULT_PROTOCOL, force: bool = False,
-                device: torch.device | None = None) -> Path:
+                device: torch.device | None = None, luts: Mapping[str, Path] | None = None) -> Path:
     """Write the export folder `out` (see nas.export.bundle) and return its path.
 
     supernet: a `hwnas supernet train` folder (or its checkpoint) to inherit weights and
     recalibrated BN statistics from and to score the arch on `split`; without one the
     weights are freshly initialised from `seed`. budgets: checked on the card (see
     nas.export.budgets). provenance: extra facts for the card, e.g. {"search_run": id,
-    "seeds": {...}}. latency_protocol None skips the local latency measurement.
+    "seeds": {...}}. latency_protocol None skips the local latency measurement. luts:
+    LUT files by device name for the card's predictions, in place of latency_luts/.
     """
     started = time.perf_counter()
     space, arch = resolve(space, arch)
@@ -86,20 +87,20 @@ def export_arch(space: SearchSpace | str, arch: Arch | Mapping[str, Any] | str, 
         for name in (WEIGHTS_FILE, ONNX_FILE):
             record_file(tmp, record, name)
         write_json(tmp / ARCH_FILE, record)
-        card = _card(space, arch, record, check.to_dict(), measured, inherited, budgets, provenance, seed)
+        card = _card(space, arch, record, check.to_dict(), measured, inherited, budgets, provenance, seed, luts)
         card["provenance"]["export_seconds"] = round(time.perf_counter() - started, 3)
         write_card(tmp, card)
     return out
 
 
-def _card(space, arch, record, onnx_check, measured, inherited, budgets, provenance, seed) -> dict[str, Any]:
+def _card(space, arch, record, onnx_check, measured, inherited, budgets, provenance, seed, luts) -> dict[str, Any]:
     from nas.export.predictions import predict_all
 
     extra = dict(provenance or {})
     seeds = {"export": seed, **(extra.pop("seeds", None) or {})}
     if inherited is not None:
         seeds["supernet"] = inherited.source["seed"]
-    found = predict_all(space, arch, measured["median_ms"] if measured else None)
+    found = predict_all(space, arch, measured["median_ms"] if measured else None, luts=luts)
     card: dict[str, Any] = {
         "schema": CARD_SCHEMA, "space": space.name, "arch_id": arch.arch_id, "arch": dict(arch),
         "input": record["input"], "classes": record["classes"], "costs": space.counts(arch),

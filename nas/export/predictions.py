@@ -13,7 +13,7 @@ figure on the card is explained rather than silently absent.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +48,11 @@ def default_predictors_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "predictors"
 
 
-def _lut_cost(space: SearchSpace, arch: Arch, device: Any) -> tuple[Any, dict[str, Any]]:
-    """The device's LUT cost model for this arch, or (None, why not)."""
+def _lut_cost(space: SearchSpace, arch: Arch, device: Any, path: Path | None = None) -> tuple[Any, dict[str, Any]]:
+    """The device's LUT cost model for this arch (from `path`, else the device's folder), or (None, why not)."""
     from nas.hardware.lut import LUT, LUTCost
 
-    path = device.folder / f"{space.name}.csv"
+    path = Path(path) if path else device.folder / f"{space.name}.csv"
     if not path.is_file():
         return None, {"device": device.name, "source": str(path), "reason": "no LUT"}
     try:
@@ -82,9 +82,10 @@ def _predictor_files(space: SearchSpace, root: Path) -> list[Path]:
 
 
 def predict_all(space: SearchSpace, arch: Arch, measured_ms: float | None = None,
-                predictors_dir: Path | None = None) -> dict[str, Any]:
+                predictors_dir: Path | None = None, luts: Mapping[str, Path] | None = None) -> dict[str, Any]:
     """{"predictions": [...], "skipped": [...]} for this arch over every device profile,
-    LUT and predictor file the checkout holds."""
+    LUT and predictor file the checkout holds; `luts` names LUT files by device that
+    take the place of latency_luts/<device>/ (an experiment's own profiled LUTs)."""
     from nas.hardware.devices import device_names, load_device
     from nas.hardware.energy import AnalyticEnergy
 
@@ -96,7 +97,7 @@ def predict_all(space: SearchSpace, arch: Arch, measured_ms: float | None = None
         except NasError as exc:
             skipped.append({"device": name, "reason": str(exc)})
             continue
-        latency, source = _lut_cost(space, arch, device)
+        latency, source = _lut_cost(space, arch, device, (luts or {}).get(name))
         if latency is not None:
             predictions.append({"device": name, "metric": "latency", "unit": "ms", "estimate": False,
                                 "value": float(latency.predict([arch])[0]), "source": source})

@@ -37,9 +37,10 @@ def chosen_arch(exp: Experiment, summary: dict[str, Any]) -> str:
     return summary["best"]["arch"]
 
 
-def run(exp: Experiment, space: str, out: Path, summary: dict[str, Any], supernet: Path | None, run_id: str
-        ) -> dict[str, Any]:
-    """Export into out/model; returns the card for the report."""
+def run(exp: Experiment, space: str, out: Path, summary: dict[str, Any], supernet: Path | None, run_id: str,
+        luts: dict[str, Path] | None = None) -> dict[str, Any]:
+    """Export into out/model; returns the card for the report. luts: the run's own LUT per
+    device, so the card predicts from what the search used."""
     from nas.export import export_arch
 
     split = exp.accuracy.supernet.split if exp.accuracy.supernet is not None else "val"
@@ -48,7 +49,8 @@ def run(exp: Experiment, space: str, out: Path, summary: dict[str, Any], superne
                   "search_metrics": best.get("metrics") if best.get("arch") == chosen_arch(exp, summary) else None}
     model_dir = export_arch(space, chosen_arch(exp, summary), out / "model", supernet=supernet,
                             budgets=list(exp.budgets), provenance=provenance, seed=exp.seed, split=split,
-                            latency_protocol=None if not exp.export.measure_latency else _protocol(), force=True)
+                            latency_protocol=None if not exp.export.measure_latency else _protocol(), force=True,
+                            luts=luts)
     card = json.loads((model_dir / "card.json").read_text())
     return {"arch_id": card.get("arch_id"), "folder": "model", "card": card}
 

@@ -190,20 +190,8 @@ def best_value(space: SearchSpace, metric: Metric, minimize: bool = True, starts
                       space.sample_codes(np.random.default_rng(seed), samples)])
     s = score(pool)
     best_v, best_c = np.inf, pool[0]
-    for codes in pool[np.argsort(s)[:starts]]:
-        codes = codes.copy()
-        current = score(codes[None, :])[0]
-        for _ in range(10):
-            changed = False
-            for d, radix in enumerate(space.radices):
-                options = np.repeat(codes[None, :], radix, axis=0)
-                options[:, d] = np.arange(radix)
-                scores = score(options)
-                j = int(np.argmin(scores))
-                if scores[j] < current:
-                    codes, current, changed = options[j], scores[j], True
-            if not changed:
-                break
+    for start in pool[np.argsort(s)[:starts]]:
+        codes, current = space.descend(start, score, rounds=10)
         if current < best_v:
             best_v, best_c = current, codes
     return (sign * best_v if np.isfinite(best_v) else float("nan")), best_c

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -300,20 +300,29 @@ class SearchSpace(ABC):
         """
         codes = np.array([_extreme_code(d, largest) for d in self.decisions], dtype=np.int64)
         macs, params = self.table("macs"), self.table("params")
-        sign = 1.0 if largest else -1.0
-        score = lambda c: sign * (macs(c) * 1e3 + params(c) / 1e6)  # noqa: E731
-        for _ in range(4):
+        sign = -1.0 if largest else 1.0
+        codes, _ = self.descend(codes, lambda c: sign * (macs(c) * 1e3 + params(c) / 1e6), rounds=4)
+        return self.decode(codes)
+
+    def descend(self, codes: np.ndarray, score: Callable[[np.ndarray], np.ndarray],
+                rounds: int) -> tuple[np.ndarray, float]:
+        """Coordinate descent from `codes`: set one decision at a time to its lowest-scoring
+        choice (score maps an N x D code matrix to N values) until no single change helps
+        or `rounds` sweeps are done. Returns the codes and their score."""
+        codes = np.array(codes, dtype=np.int64)
+        current = score(codes[None, :])[0]
+        for _ in range(rounds):
             changed = False
             for d, radix in enumerate(self.radices):
                 options = np.repeat(codes[None, :], radix, axis=0)
                 options[:, d] = np.arange(radix)
                 scores = score(options)
-                best = int(np.argmax(scores))
-                if scores[best] > scores[codes[d]] and best != codes[d]:
-                    codes[d], changed = best, True
+                j = int(np.argmin(scores))
+                if scores[j] < current:
+                    codes, current, changed = options[j], scores[j], True
             if not changed:
                 break
-        return self.decode(codes)
+        return codes, float(current)
 
     def describe(self) -> dict[str, Any]:
         """Plain-data summary: name, type, decisions with choices, size."""

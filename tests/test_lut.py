@@ -156,6 +156,16 @@ def test_killed_build_loses_nothing_and_resumes(tmp_path) -> None:
     assert final.meta["reference"]["arch_id"] == reference_arch(load_space("tiny_mbconv")).arch_id
 
 
+@pytest.mark.parametrize("reference", [{"ms": "fast"}, {"ms": 0}, {"ms": float("nan")}, "12 ms"])
+def test_a_garbled_reference_time_is_refused_on_load(built, tmp_path, reference) -> None:
+    space, device, path, lut = built
+    target = tmp_path / "bad.csv"
+    target.write_text(path.read_text())
+    target.with_suffix(".json").write_text(json.dumps({**lut.meta, "reference": reference}))
+    with pytest.raises(NasError, match=r"bad\.json: 'reference' must hold the reference network's time"):
+        LUT.load(target)
+
+
 def test_a_kill_between_the_metadata_and_csv_writes_leaves_a_resumable_lut(built, tmp_path) -> None:
     """save() writes the JSON, then the CSV: a kill in between leaves the new metadata
     beside the previous chunk's CSV (or no CSV at all), and a build resumes from either."""

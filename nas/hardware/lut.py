@@ -127,6 +127,11 @@ class LUT:
             raise NasError(f"{meta_path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
         if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
             raise NasError(f"{meta_path}: not a {SCHEMA} LUT (schema {meta.get('schema') if isinstance(meta, dict) else None!r})")
+        reference = meta.get("reference")
+        if reference is not None and not (isinstance(reference, dict) and isinstance(reference.get("ms"), (int, float))
+                                          and math.isfinite(reference["ms"]) and reference["ms"] > 0):
+            raise NasError(f"{meta_path}: 'reference' must hold the reference network's time as a positive 'ms', "
+                           f"got {reference!r}")
         entries: dict[str, tuple[LayerSpec, Summary]] = {}
         with open(csv_path, newline="") as fh:
             reader = csv.DictReader(fh)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from nas.hardware.measure import Protocol
 from nas.space.registry import space_from_dict
 
-FAST = Protocol(warmup=1, repeats=6, rounds=2)
+FAST = Protocol(warmup=1, repeats=6, rounds=2, passes=1)
 
 SMALL_SPACE = {
     "name": "small",

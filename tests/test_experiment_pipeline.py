@@ -27,7 +27,7 @@ TIMEOUT_S = 600
 TINY = {
     "name": "tiny", "seed": 0, "space": "tiny_mbconv",
     "dataset": {"source": "digits", "test_fraction": 0.9},
-    "devices": {"local-cpu": {"latency": {"profile": {"warmup": 2, "repeats": 300, "rounds": 3, "calibrate": 0}}},
+    "devices": {"local-cpu": {"latency": {"profile": {"warmup": 2, "repeats": 300, "rounds": 3, "passes": 1, "calibrate": 0}}},
                 "pi4-ort": {"latency": {"like": "local-cpu"}, "energy": "analytic"}},
     "objectives": ["max accuracy"],
     "budgets": ["latency@local-cpu <= 0.6 ms", "energy@pi4-ort <= 4 mJ"],

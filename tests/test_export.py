@@ -21,7 +21,7 @@ from nas.space import load_space
 
 torch.set_num_threads(1)
 
-QUICK = Protocol(warmup=1, repeats=4, rounds=2)
+QUICK = Protocol(warmup=1, repeats=4, rounds=2, passes=1)
 MICRO = """\
 name: micro_export
 input: {channels: 3, resolution: [12, 16]}

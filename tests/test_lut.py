@@ -18,7 +18,7 @@ import torch
 from nas.errors import NasError
 from nas.hardware.devices import load_device
 from nas.hardware.lut import LUT, LUTCost
-from nas.hardware.measure import Protocol, Yardstick
+from nas.hardware.measure import Protocol, Yardstick, chunk_factors, measure_models
 from nas.hardware.profiling import build_lut, reference_arch
 from nas.hardware.validation import validate_lut
 from nas.space import load_space
@@ -43,7 +43,7 @@ def test_build_writes_every_block_with_provenance(built) -> None:
     assert meta["complete"] is True and meta["space"] == "small" and meta["device"] == "local-cpu"
     assert meta["runtime"]["backend"] == "onnxruntime" and meta["runtime"]["threads"] == 1
     assert meta["runtime"]["versions"]["onnxruntime"]
-    assert meta["protocol"] == {"warmup": 1, "repeats": 6, "rounds": 2}
+    assert meta["protocol"] == {"warmup": 1, "repeats": 6, "rounds": 2, "passes": 1}
     assert 0 <= meta["noise"]["median_spread"] < 5
     cal = meta["calibration"]
     assert cal["n"] == 12 and len(cal["arch_ids"]) == 12 and cal["coef"]["lut_sum"] > 0
@@ -166,6 +166,21 @@ def test_a_garbled_reference_time_is_refused_on_load(built, tmp_path, reference)
         LUT.load(target)
 
 
+@pytest.mark.parametrize("change", [{"protocol": {**FAST.to_dict(), "passes": 2}}, {"reference": None}],
+                         ids=["other protocol", "no reference"])
+def test_a_lut_measured_on_another_scale_is_not_resumed(built, tmp_path, change) -> None:
+    """Entries measured under another protocol, or before the reference network existed,
+    must not be mixed with new ones: the build refuses, and --force starts afresh."""
+    space, device, _, lut = built
+    out = tmp_path / "old.csv"
+    LUT(dict(lut.meta, complete=False, **change), dict(list(lut.entries.items())[:5])).save(out)
+    with pytest.raises(NasError, match="built differently .* pass --force"):
+        build_lut(space, device, out=out, protocol=FAST, calibrate=0)
+    fresh = build_lut(space, device, out=out, protocol=FAST, calibrate=0, force=True)
+    assert fresh.meta["reference"]["ms"] > 0 and fresh.meta["protocol"] == FAST.to_dict()
+    assert all(fresh.entries[k] != v for k, v in list(lut.entries.items())[:5]), "old entries were kept"
+
+
 def test_a_kill_between_the_metadata_and_csv_writes_leaves_a_resumable_lut(built, tmp_path) -> None:
     """save() writes the JSON, then the CSV: a kill in between leaves the new metadata
     beside the previous chunk's CSV (or no CSV at all), and a build resumes from either."""
@@ -189,16 +204,58 @@ def test_yardstick_puts_chunks_measured_at_different_speeds_on_one_scale() -> No
     def model(ms: float):
         return lambda: time.sleep(ms * slowdown[0] / 1000)
 
-    protocol = Protocol(warmup=1, repeats=8, rounds=2)
-    yardstick = Yardstick(model(2.0))
-    fast = yardstick.measure([model(1.0), model(4.0)], protocol)
+    protocol = Protocol(warmup=1, repeats=8, rounds=2, passes=1)
+    yardstick = Yardstick(lambda: model(2.0))
+    models = [lambda: model(1.0), lambda: model(4.0)]
+    fast = measure_models(models, protocol, yardstick)
     slowdown[0] = 3.0
-    slow = yardstick.measure([model(1.0), model(4.0)], protocol)
+    slow = measure_models(models, protocol, yardstick)
     assert yardstick.baseline_ms == pytest.approx(2.0, rel=0.5)
-    assert yardstick.factors[0] == 1.0 and yardstick.factors[1] == pytest.approx(1 / 3, rel=0.25)
+    assert yardstick.factors[0] == pytest.approx(1.0) and yardstick.factors[1] == pytest.approx(1 / 3, rel=0.25)
     for before, after in zip(fast, slow):
         assert after.median == pytest.approx(before.median, rel=0.25)
     assert slow[1].median / slow[0].median == pytest.approx(4.0, rel=0.35)
+
+
+def test_passes_time_every_model_in_fresh_sessions_among_shuffled_company() -> None:
+    """Each pass builds every model and one reference per chunk afresh; samples of all passes pool."""
+    built: list[int | None] = []  # model indices in the order their sessions were built, None for a reference
+
+    def factory(i: int | None):
+        def make():
+            built.append(i)
+            return lambda: None
+        return make
+
+    protocol = Protocol(warmup=0, repeats=4, rounds=2, passes=3)
+    yardstick = Yardstick(factory(None))
+    timings = measure_models([factory(i) for i in range(10)], protocol, yardstick, chunk=4, seed=1)
+    chunks, current = [], []
+    for i in built:  # a chunk's models are built, then its reference
+        if i is None:
+            chunks.append(current)
+            current = []
+        else:
+            current.append(i)
+    assert len(chunks) == 3 * 3 and len(yardstick.factors) == 9 and all(1 <= len(c) <= 4 for c in chunks)
+    assert [sorted(sum(chunks[k:k + 3], [])) for k in (0, 3, 6)] == [list(range(10))] * 3
+    assert len({tuple(c) for c in chunks[::3]}) > 1, "every pass put the models in the same chunks"
+    assert all(t.n + t.rejected == 3 * 4 for t in timings)
+
+
+def test_chunk_offsets_come_from_all_members_not_the_reference_alone() -> None:
+    """6 models in 2 passes of 2 chunks; chunk 1 runs 1.5x slow, chunk 3 1.2x; the reference (model 6)
+    reads 20 % high by bad luck in chunk 2. The members' consensus recovers the offsets."""
+    level = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 2.5])
+    offset = np.array([1.0, 1.5, 1.0, 1.2])
+    members = [[0, 1, 2, 6], [3, 4, 5, 6], [0, 3, 4, 6], [1, 2, 5, 6]]
+    medians = [(m, c, level[m] * offset[c] * (1.2 if (m, c) == (6, 2) else 1.0)) for c in range(4) for m in members[c]]
+    clean = chunk_factors([(m, c, level[m] * offset[c]) for m, c, _ in medians], Yardstick(None, 2.5))
+    assert clean == pytest.approx(1 / offset)
+    lucky = chunk_factors(medians, Yardstick(None, 2.5))
+    reference_alone = 2.5 / (2.5 * 1.2)
+    assert abs(lucky[2] - 1.0) < abs(reference_alone - 1.0) / 1.5  # 3 members out-vote the reference
+    assert chunk_factors([(0, 0, 1.0), (1, 0, 2.0), (2, 1, 3.0)]) == pytest.approx([1.0, 1.0])  # nothing links the chunks
 
 
 def test_cli_errors_are_one_line(tmp_path) -> None:

@@ -26,7 +26,7 @@ from nas.space import load_space
 def measured(tmp_path_factory) -> Path:
     """24 tiny_mbconv archs timed end to end on this machine (a short protocol)."""
     out = tmp_path_factory.mktemp("measure") / "tiny.csv"
-    assert measure_table(load_space("tiny_mbconv"), "local-cpu", 24, 0, out, Protocol(2, 8, 2)) == 24
+    assert measure_table(load_space("tiny_mbconv"), "local-cpu", 24, 0, out, Protocol(2, 8, 2, 1)) == 24
     return out
 
 
@@ -42,7 +42,7 @@ def test_measure_writes_a_training_table(measured):
 
 def test_lut_residual_learns_the_lut_correction(measured, tmp_path, capsys):
     lut = tmp_path / "tiny_mbconv.csv"
-    build_lut(load_space("tiny_mbconv"), load_device("local-cpu"), out=lut, protocol=Protocol(1, 6, 2), calibrate=0)
+    build_lut(load_space("tiny_mbconv"), load_device("local-cpu"), out=lut, protocol=Protocol(1, 6, 2, 1), calibrate=0)
     out = tmp_path / "res.npz"
     code = main(["predictor", "fit", "--table", str(measured), "--space", "tiny_mbconv", "--target", "measured_ms",
                  "--n-train", "16", "--model", "lut_residual", "--lut", str(lut), "--device", "local-cpu",
@@ -97,7 +97,7 @@ def test_new_device_workflow(benchmarks, tmp_path, capsys):
     if not table.is_file():
         pytest.skip(f"public benchmark tables not found at {benchmarks} (set HWNAS_BENCHMARKS)")
     mine = tmp_path / "mine.csv"
-    assert measure_table(load_space("nb201"), "local-cpu", 8, 0, mine, Protocol(1, 4, 1), reference=True) == 8
+    assert measure_table(load_space("nb201"), "local-cpu", 8, 0, mine, Protocol(1, 4, 1, 1), reference=True) == 8
     out = tmp_path / "mine.npz"
     code = main(["predictor", "transfer", "--table", str(table), "--table", str(mine), "--space", "nb201",
                  "--source", "edgegpu_latency,raspi4_latency,pixel3_latency", "--target", "measured_ms", "--k", "8",

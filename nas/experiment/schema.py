@@ -35,6 +35,8 @@ from typing import Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    NonNegativeInt,
+    PositiveInt,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -97,10 +99,11 @@ def _existing_path(value: str, info: ValidationInfo) -> str:
 class Profile(Section):
     """Profile a LUT on this machine (nas.hardware.profiling.build_lut)."""
 
-    warmup: int = 10
-    repeats: int = 60
-    rounds: int = 6
-    calibrate: int = 30
+    warmup: NonNegativeInt = 10
+    repeats: PositiveInt = 60
+    rounds: PositiveInt = 6
+    passes: PositiveInt = 3
+    calibrate: NonNegativeInt = 30
     resolution: list[int] | None = None
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from nas.cli import positive_int, print_json
+from nas.hardware.measure import Protocol
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -26,7 +27,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     _space_device(p)
     p.add_argument("--resolution", type=positive_int, nargs="+", help="input resolution(s) to profile")
     p.add_argument("-o", "--out", type=Path, help="LUT path (default latency_luts/DEVICE/SPACE.csv)")
-    _protocol(p)
+    Protocol.add_arguments(p)
     p.add_argument("--calibrate", type=int, default=30, help="archs measured end to end for calibration (0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="replace a LUT at the path that was built differently")
@@ -92,11 +93,6 @@ def _space_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", required=True, help="device profile name (see 'hwnas devices list')")
 
 
-def _protocol(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--warmup", type=int, default=10, help="warm-up runs per model (default 10)")
-    p.add_argument("--repeats", type=positive_int, default=60, help="timed runs per model (default 60)")
-    p.add_argument("--rounds", type=positive_int, default=6, help="interleaved rounds (default 6)")
-
 
 def _devices_list(args: argparse.Namespace) -> None:
     from nas.hardware.devices import device_names, load_device
@@ -130,12 +126,10 @@ def _lut_path(args: argparse.Namespace, given: Path | None):
 
 
 def _lut_build(args: argparse.Namespace) -> None:
-    from nas.hardware.measure import Protocol
     from nas.hardware.profiling import build_lut
 
     space, device, out = _lut_path(args, args.out)
-    protocol = Protocol(args.warmup, args.repeats, args.rounds)
-    lut = build_lut(space, device, args.resolution or [None], out, protocol, args.calibrate, args.seed, args.force)
+    lut = build_lut(space, device, args.resolution or [None], out, Protocol.from_arguments(args), args.calibrate, args.seed, args.force)
     cal = lut.meta.get("calibration") or {}
     print(f"wrote {out} ({len(lut.entries)} blocks, median noise {lut.meta['noise']['median_spread']:.1%}"
           + (f", calibration residual {cal['residual_rmspe']:.1f} % RMSPE on {cal['n']} archs)" if cal else ")"))

@@ -4,7 +4,7 @@
 Needs only python3, numpy and onnxruntime. Unzip the kit, then run:
 
     python3 runner.py --threads 4 --out results.csv
-    (optional: --provider CUDAExecutionProvider --warmup 10 --repeats 60 --rounds 6)
+    (optional: --provider CUDAExecutionProvider --warmup 10 --repeats 60 --rounds 6 --passes 3)
 
 and bring results.csv back to `hwnas lut import results.csv --space SPACE --device DEVICE`.
 Measurement follows measure.py (shipped beside this file, the same code hwnas uses).
@@ -22,10 +22,11 @@ import onnxruntime as ort
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from measure import Protocol, Yardstick  # noqa: E402
+from measure import Protocol, Yardstick, measure_models  # noqa: E402
 
 RESULTS_SCHEMA = "hwnas.kit-results/1"
 CHUNK = 16
+BATCH = 3 * CHUNK  # models between two progress lines
 
 
 def session(path, provider, threads):
@@ -49,29 +50,27 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--provider", default="CPUExecutionProvider")
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=60)
-    parser.add_argument("--rounds", type=int, default=6)
+    Protocol.add_arguments(parser)
     parser.add_argument("--out", default="results.csv")
     args = parser.parse_args()
     if args.provider not in ort.get_available_providers():
         sys.exit(f"runner: onnxruntime here lacks {args.provider}; available: {', '.join(ort.get_available_providers())}")
     with open(os.path.join(HERE, "manifest.json")) as fh:
         manifest = json.load(fh)
-    protocol = Protocol(args.warmup, args.repeats, args.rounds)
+    protocol = Protocol.from_arguments(args)
     entries = manifest["entries"]
     rows = []
-    yardstick = Yardstick(runner(manifest["reference"], args))
-    for start in range(0, len(entries), CHUNK):
-        chunk = entries[start:start + CHUNK]
-        runners = [runner(e, args) for e in chunk]
-        for e, t in zip(chunk, yardstick.measure(runners, protocol)):
+    yardstick = Yardstick(lambda: runner(manifest["reference"], args))
+    for start in range(0, len(entries), BATCH):
+        batch = entries[start:start + BATCH]
+        timings = measure_models([lambda e=e: runner(e, args) for e in batch], protocol, yardstick, CHUNK, seed=start)
+        for e, t in zip(batch, timings):
             rows.append([e["id"], e["key"], t.median, t.p10, t.p90, t.mean, t.std, t.n, t.rejected])
         print(f"runner: {len(rows)}/{len(entries)} models timed", file=sys.stderr)
     header = {"schema": RESULTS_SCHEMA, "kit": manifest["kit_id"], "space": manifest["space"],
               "onnxruntime": ort.__version__, "provider": args.provider, "threads": args.threads,
               "batch": manifest["batch"], "resolutions": manifest["resolutions"], "machine": platform.machine(), "node": platform.node(),
-              "protocol": {"warmup": args.warmup, "repeats": args.repeats, "rounds": args.rounds},
+              "protocol": protocol.to_dict(),
               "reference": {**{k: manifest["reference"][k] for k in ("arch_id", "resolution")}, "ms": yardstick.baseline_ms},
               "drift_factor_range": [min(yardstick.factors), max(yardstick.factors)]}
     out = os.path.abspath(args.out)

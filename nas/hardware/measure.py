@@ -1,18 +1,26 @@
-"""The measurement protocol: warm-up, interleaved rounds, robust summaries.
+"""The measurement protocol: warm-up, interleaved rounds, passes, robust summaries.
 
 Runs are interleaved in rounds (every model runs a few times per round, all models
 each round) so that slow drift of the machine (frequency, other load) hits every
 model alike instead of biasing whichever was measured last. Interleaving only covers
-models measured together; a `Yardstick` (one fixed model timed with every chunk)
-carries that to chunks measured minutes or days apart. Each model's samples are
-summarised by the median with p10/p90; samples further than 5 scaled MADs from the
-median are rejected as outliers (interrupts, page faults) and counted.
+models measured together in one chunk; a `Yardstick` (one fixed model timed with
+every chunk) carries that to chunks measured minutes or days apart.
+
+One session of a model is not the model: where its buffers land in memory makes the
+same network run a few percent faster or slower for as long as that session lives,
+and a chunk's company and moment add their own offset. `measure_models` therefore
+times every model in several passes, each with a freshly built session, in a
+shuffled chunk, beside a freshly built reference, and pools the rescaled samples.
+Each model's samples are summarised by the median with p10/p90; samples further than
+5 scaled MADs from the median are rejected as outliers (interrupts, page faults) and
+counted.
 
 This module needs only numpy (tqdm when present): the profiling kit ships it as is, so
 remote devices measure with exactly this protocol.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -29,15 +37,42 @@ except ImportError:  # on a remote device with only onnxruntime and numpy
 @dataclass(frozen=True)
 class Protocol:
     warmup: int = 10
-    repeats: int = 60
+    repeats: int = 60  # per pass
     rounds: int = 6
+    passes: int = 3
 
     def __post_init__(self) -> None:
-        if self.warmup < 0 or self.repeats < 1 or self.rounds < 1:
-            raise ValueError("warmup >= 0, repeats >= 1 and rounds >= 1")
+        if self.warmup < 0 or self.repeats < 1 or self.rounds < 1 or self.passes < 1:
+            raise ValueError("warmup >= 0, repeats >= 1, rounds >= 1 and passes >= 1")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """The protocol as command-line options, shared by hwnas and the kit's runner."""
+        d = Protocol()
+        parser.add_argument("--warmup", type=_count(0), default=d.warmup, help=f"warm-up runs per model and pass (default {d.warmup})")
+        parser.add_argument("--repeats", type=_count(1), default=d.repeats, help=f"timed runs per model and pass (default {d.repeats})")
+        parser.add_argument("--rounds", type=_count(1), default=d.rounds, help=f"interleaved rounds per pass (default {d.rounds})")
+        parser.add_argument("--passes", type=_count(1), default=d.passes,
+                            help=f"passes, each with fresh sessions in a shuffled chunk (default {d.passes})")
+
+    @classmethod
+    def from_arguments(cls, args: argparse.Namespace) -> "Protocol":
+        return cls(args.warmup, args.repeats, args.rounds, args.passes)
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
+        return value
+    return parse
 
 
 @dataclass(frozen=True)
@@ -76,9 +111,9 @@ def summarize(samples: Sequence[float]) -> Summary:
     )
 
 
-def measure(runners: Sequence[Callable[[], object]], protocol: Protocol = Protocol(),
-            desc: str | None = None) -> list[Summary]:
-    """Time each runner (one inference per call) under the protocol, interleaved."""
+def sample(runners: Sequence[Callable[[], object]], protocol: Protocol = Protocol(),
+           desc: str | None = None) -> list[np.ndarray]:
+    """Raw timings (ms) of each runner (one inference per call), interleaved in rounds."""
     for run in runners:
         for _ in range(protocol.warmup):
             run()
@@ -98,30 +133,113 @@ def measure(runners: Sequence[Callable[[], object]], protocol: Protocol = Protoc
                 bar.update()
     if bar:
         bar.close()
-    return [summarize(s) for s in samples]
+    return [np.asarray(s) for s in samples]
+
+
+def measure(runners: Sequence[Callable[[], object]], protocol: Protocol = Protocol(),
+            desc: str | None = None) -> list[Summary]:
+    """Time each runner under the protocol's rounds, interleaved, as one chunk."""
+    return [summarize(s) for s in sample(runners, protocol, desc)]
 
 
 class Yardstick:
     """A fixed reference model timed inside every chunk, to put chunks on one scale.
 
     On a shared or thermally throttling machine the speed drifts by 10 % or more over
-    minutes, while models measured together in one chunk agree to a few percent. Each
-    chunk's timings are multiplied by baseline / (the reference's time in that chunk),
-    so a LUT's blocks, its calibration set and later validation measurements all read
-    as if taken at the moment the baseline was set. The factors are kept for reporting.
+    minutes, while models measured together in one chunk agree to a few percent. The
+    reference ties every chunk, and every run, to one baseline time: a LUT's blocks,
+    its calibration set and later validation measurements all read as if taken at the
+    moment the baseline was set. The reference is built afresh for every chunk
+    (`make_reference`), so no single session's luck in memory placement tilts a whole
+    run. The factors applied to each chunk are kept for reporting.
     """
 
-    def __init__(self, run: Callable[[], object], baseline_ms: float | None = None) -> None:
-        self.run = run
+    def __init__(self, make_reference: Callable[[], Callable[[], object]], baseline_ms: float | None = None) -> None:
+        self.make_reference = make_reference
         self.baseline_ms = baseline_ms
         self.factors: list[float] = []
 
-    def measure(self, runners: Sequence[Callable[[], object]], protocol: Protocol = Protocol(),
-                desc: str | None = None) -> list[Summary]:
-        """measure() with the reference interleaved; the first chunk sets a missing baseline."""
-        *summaries, reference = measure([*runners, self.run], protocol, desc)
-        if self.baseline_ms is None:
-            self.baseline_ms = reference.median
-        factor = self.baseline_ms / reference.median
-        self.factors.append(factor)
-        return [s.scaled(factor) for s in summaries]
+
+def measure_models(make_runners: Sequence[Callable[[], Callable[[], object]]], protocol: Protocol = Protocol(),
+                   yardstick: Yardstick | None = None, chunk: int = 16, seed: int = 0,
+                   desc: str | None = None) -> list[Summary]:
+    """Time models given as runner factories: protocol.passes passes, each in shuffled chunks.
+
+    Every pass builds each model's session afresh and puts it among different company,
+    so per-session offsets average out over the passes, and each chunk's offset can be
+    told from the models' own: it is what all members of the chunk (the reference
+    too) share. `chunk_factors` estimates it; each model's samples, rescaled by their
+    chunk's factor, are pooled over the passes into one Summary.
+    """
+    n = len(make_runners)
+    runs: list[tuple[int, int, np.ndarray]] = []  # (model, chunk, samples); model n is the reference
+    order_rng = np.random.default_rng(seed)
+    bar = tqdm(total=protocol.passes * n, desc=desc, unit="model", disable=desc is None) if tqdm else None
+    chunks = 0
+    for _ in range(protocol.passes):
+        order = order_rng.permutation(n)
+        for start in range(0, n, chunk):
+            members = [int(i) for i in order[start:start + chunk]]
+            runners = [make_runners[i]() for i in members]
+            if yardstick:
+                members.append(n)
+                runners.append(yardstick.make_reference())
+            runs += [(m, chunks, s) for m, s in zip(members, sample(runners, protocol))]
+            chunks += 1
+            if bar:
+                bar.update(len(runners) - bool(yardstick))
+    if bar:
+        bar.close()
+    factors = chunk_factors([(m, c, summarize(s).median) for m, c, s in runs], yardstick)
+    pooled: list[list[np.ndarray]] = [[] for _ in range(n)]
+    for m, c, s in runs:
+        if m < n:
+            pooled[m].append(s * factors[c])
+    return [summarize(np.concatenate(p)) for p in pooled]
+
+
+def chunk_factors(medians: Sequence[tuple[int, int, float]], yardstick: Yardstick | None = None) -> np.ndarray:
+    """Per chunk, the factor that puts its timings on the common scale.
+
+    Fits log(time of model m in chunk c) = level(m) + offset(c) by least squares over
+    all (model, chunk, median) triples: a chunk's offset is what its members share,
+    estimated from all of them rather than from the reference alone. With a yardstick
+    (its reference is the highest model index, in every chunk) the scale is its
+    baseline: a factor maps the reference's fitted time in the chunk onto it, and a
+    missing baseline is set to the reference's fitted level. Without one, offsets are
+    only comparable between chunks that share models, so they are centred within each
+    such group: chunks that share none (a single pass) keep factor 1.
+    """
+    models, chunk_ids, values = (np.array(v) for v in zip(*medians))
+    n_models, n_chunks = int(models.max()) + 1, int(chunk_ids.max()) + 1
+    design = np.zeros((len(values), n_models + n_chunks))
+    design[np.arange(len(values)), models] = 1.0
+    design[np.arange(len(values)), n_models + chunk_ids] = 1.0
+    fit, *_ = np.linalg.lstsq(design, np.log(values), rcond=None)
+    levels, offsets = fit[:n_models], fit[n_models:]
+    if yardstick is None:
+        group = _linked_chunks(models, chunk_ids, n_chunks)
+        centre = np.bincount(group, offsets) / np.bincount(group)
+        return np.exp(-(offsets - centre[group]))
+    reference_in_chunk = levels[-1] + offsets  # invariant under the fit's free shift between levels and offsets
+    if yardstick.baseline_ms is None:
+        yardstick.baseline_ms = float(np.exp(np.mean(reference_in_chunk)))
+    factors = yardstick.baseline_ms / np.exp(reference_in_chunk)
+    yardstick.factors += [float(f) for f in factors]
+    return factors
+
+
+def _linked_chunks(models: np.ndarray, chunk_ids: np.ndarray, n_chunks: int) -> np.ndarray:
+    """For every chunk, a label shared by all chunks linked to it through common models."""
+    parent = list(range(n_chunks))
+
+    def root(c: int) -> int:
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    first_chunk: dict[int, int] = {}
+    for m, c in zip(models.tolist(), chunk_ids.tolist()):
+        parent[root(c)] = root(first_chunk.setdefault(m, c))
+    return np.array([root(c) for c in range(n_chunks)])

@@ -1,13 +1,14 @@
 """Building LUTs by profiling, and measuring whole archs end to end.
 
 A build profiles every unique block the space can produce at the chosen resolutions,
-in chunks: each chunk is measured (interleaved) and then the whole LUT is rewritten
-atomically, so a killed build loses at most the chunk in flight and a rerun with the
-same output resumes where it stopped. Calibration and validation measure whole archs
-with the same backend and protocol as the blocks. Every chunk, of blocks or of whole
-archs, is timed beside the LUT's reference network (the space's middle arch) and
-rescaled to its baseline time, so drift of the machine between chunks and between the
-build and later measurements cancels (see measure.Yardstick).
+in batches: each batch is measured (all passes, see measure.measure_models) and then
+the whole LUT is rewritten atomically, so a killed build loses at most the batch in
+flight and a rerun with the same output resumes where it stopped. Calibration and
+validation measure whole archs with the same backend and protocol as the blocks.
+Every chunk, of blocks or of whole archs, is timed beside the LUT's reference network
+(the space's middle arch) and rescaled to its baseline time, so drift of the machine
+between chunks and between the build and later measurements cancels (see
+measure.Yardstick).
 """
 from __future__ import annotations
 
@@ -23,13 +24,14 @@ from nas.hardware.backends import Backend, make_backend
 from nas.hardware.calibration import block_features, fit_calibration
 from nas.hardware.devices import Device, host_facts
 from nas.hardware.lut import LUT, LUTCost, lut_blocks, new_meta
-from nas.hardware.measure import Protocol, Summary, Yardstick, measure
+from nas.hardware.measure import Protocol, Summary, Yardstick, measure_models
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
 from nas.space.layers import LayerSpec
 from nas.space.tables import SpecTable
 
-CHUNK = 16
+CHUNK = 16  # models timed together, interleaved
+BATCH = 3 * CHUNK  # blocks measured between two saves of a LUT build
 
 
 def default_lut_path(device: Device, space: SearchSpace) -> Path:
@@ -50,21 +52,19 @@ def lut_yardstick(lut: LUT, space: SearchSpace, backend: Backend, resolution: in
     """The LUT's reference network on this backend, with the LUT's baseline when it has one."""
     reference = lut.meta.get("reference") or {}
     layers = space.layers(reference_arch(space), reference.get("resolution", resolution))
-    return Yardstick(backend.runner(layers), reference.get("ms"))
+    return Yardstick(lambda: backend.runner(layers), reference.get("ms"))
+
+
+def _reference_meta(space: SearchSpace, resolution: int | None, yardstick: Yardstick) -> dict:
+    """What a LUT keeps of its yardstick, so later measurements read on its scale."""
+    return {"arch_id": reference_arch(space).arch_id, "resolution": resolution, "ms": yardstick.baseline_ms}
 
 
 def measure_archs(backend: Backend, space: SearchSpace, archs: Sequence[Arch], resolution: int | None,
                   protocol: Protocol, desc: str | None = None, yardstick: Yardstick | None = None) -> list[Summary]:
-    """End-to-end timings of whole archs, interleaved in chunks of CHUNK models."""
-    timings: list[Summary] = []
-    bar = tqdm(total=len(archs), desc=desc, unit="arch", disable=desc is None)
-    for start in range(0, len(archs), CHUNK):
-        chunk = archs[start:start + CHUNK]
-        runners = [backend.runner(space.layers(a, resolution), seed=i) for i, a in enumerate(chunk)]
-        timings += yardstick.measure(runners, protocol) if yardstick else measure(runners, protocol)
-        bar.update(len(chunk))
-    bar.close()
-    return timings
+    """End-to-end timings of whole archs, interleaved in chunks of CHUNK models, over the protocol's passes."""
+    factories = [lambda a=a, i=i: backend.runner(space.layers(a, resolution), seed=i) for i, a in enumerate(archs)]
+    return measure_models(factories, protocol, yardstick, CHUNK, desc=desc)
 
 
 def build_lut(space: SearchSpace, device: Device, resolutions: Sequence[int | None] = (None,), out: Path | None = None,
@@ -79,19 +79,20 @@ def build_lut(space: SearchSpace, device: Device, resolutions: Sequence[int | No
     specs = lut_blocks(space, resolutions)
     todo = [s for s in specs if s.key not in lut.entries]
     bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=f"LUT {space.name}@{device.name}", unit="layer")
-    for start in range(0, len(todo), CHUNK):
-        chunk = todo[start:start + CHUNK]
-        runners = [backend.runner([s], seed=seed) for s in chunk]
-        for spec, timing in zip(chunk, yardstick.measure(runners, protocol)):
+    for start in range(0, len(todo), BATCH):
+        batch = todo[start:start + BATCH]
+        factories = [lambda s=s: backend.runner([s], seed=seed) for s in batch]
+        for spec, timing in zip(batch, measure_models(factories, protocol, yardstick, CHUNK, seed=start)):
             lut.entries[spec.key] = (spec, timing)
-        lut.meta["reference"] = {"arch_id": reference_arch(space).arch_id, "resolution": resolutions[0],
-                                 "ms": yardstick.baseline_ms}
+        lut.meta["reference"] = _reference_meta(space, resolutions[0], yardstick)
         lut.save(out)
-        bar.update(len(chunk))
+        bar.update(len(batch))
     bar.close()
     spreads = np.array([t.spread for _, t in lut.entries.values()])
     lut.meta["noise"] = {"median_spread": float(np.median(spreads)), "p90_spread": float(np.percentile(spreads, 90))}
-    lut.meta["overhead_ms"] = yardstick.measure([backend.runner([LayerSpec("skip", 1, 1, 1)])], protocol)[0].median
+    lut.meta["overhead_ms"] = measure_models([lambda: backend.runner([LayerSpec("skip", 1, 1, 1)])], protocol,
+                                             yardstick)[0].median
+    lut.meta["reference"] = _reference_meta(space, resolutions[0], yardstick)
     if calibrate:
         calibrate_lut(lut, space, backend, calibrate, seed, protocol)
     lut.meta["complete"] = True
@@ -132,14 +133,15 @@ def _resume(out: Path, meta: dict, force: bool) -> LUT:
         if force:
             return LUT(meta, {})
         raise NasError(f"cannot resume from {out}: {exc}; pass --force to replace it") from None
-    if all(old.meta.get(k) == meta[k] for k in ("space", "space_fingerprint", "device", "runtime", "resolutions")):
+    same = all(old.meta.get(k) == meta[k] for k in ("space", "space_fingerprint", "device", "runtime", "resolutions", "protocol"))
+    if same and (old.meta.get("reference") or not old.entries):  # without a reference its timings have no common scale
         meta["created"] = old.meta.get("created", meta["created"])
         meta["reference"] = old.meta.get("reference")  # resumed chunks are rescaled to the same baseline
         return LUT(meta, old.entries)
     if force:
         return LUT(meta, {})
-    raise NasError(f"{out} holds a LUT built differently (space, device, runtime or resolutions differ); "
-                   "pass --force to replace it or choose another -o path")
+    raise NasError(f"{out} holds a LUT built differently (space, device, runtime, resolutions or protocol differ, or it "
+                   "predates the reference network); pass --force to replace it or choose another -o path")
 
 
 def validation_archs(lut: LUT, space: SearchSpace, n: int, seed: int) -> list[Arch]:

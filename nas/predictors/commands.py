@@ -9,6 +9,7 @@ from pathlib import Path
 
 from nas.cli import positive_int, print_json
 from nas.errors import NasError
+from nas.hardware.measure import Protocol
 
 FIT_MODELS = ("auto", "ridge", "gbt", "forest", "mlp", "boosted", "ensemble", "lut_residual")
 BENCH_MODELS = FIT_MODELS[:-1]  # lut_residual needs a LUT of the benchmark's device
@@ -89,9 +90,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("-o", "--out", type=Path,
                    help="CSV to write (arch_id, measured_ms, p10_ms, p90_ms, arch); "
                         "default runs/measure/SPACE_DEVICE.csv")
-    p.add_argument("--repeats", type=positive_int, default=60)
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--rounds", type=positive_int, default=6)
+    Protocol.add_arguments(p)
     p.set_defaults(run=_measure)
 
     p = bench.add_parser("predictors", help="predictor accuracy and speed on public device tables")
@@ -225,13 +224,12 @@ def _reference(args: argparse.Namespace) -> None:
 
 
 def _measure(args: argparse.Namespace) -> None:
-    from nas.hardware.measure import Protocol
     from nas.predictors.measure import measure_table
     from nas.space import load_space
 
     space = load_space(args.space)
     out = args.out or Path("runs") / "measure" / f"{space.name}_{args.device}.csv"
-    n = measure_table(space, args.device, args.n, args.seed, out, Protocol(args.warmup, args.repeats, args.rounds),
+    n = measure_table(space, args.device, args.n, args.seed, out, Protocol.from_arguments(args),
                       args.reference)
     print(f"wrote {out}: {n} archs of {space.name} measured on {args.device}; "
           f"fit with 'hwnas predictor fit --table {out} --space {space.name} --target measured_ms ...'")

@@ -89,7 +89,7 @@ def _latency(exp: Experiment, space: SearchSpace, name: str, out: Path) -> dict[
         from nas.hardware.profiling import build_lut
 
         p = spec.profile
-        build_lut(space, load_device(name), p.resolution or [None], lut_path, Protocol(p.warmup, p.repeats, p.rounds),
+        build_lut(space, load_device(name), p.resolution or [None], lut_path, Protocol(p.warmup, p.repeats, p.rounds, p.passes),
                   p.calibrate, exp.seed)
     elif spec.kind == "kit":
         _kit(space, name, spec.kit, spec.allow_mismatch, lut_path, out)

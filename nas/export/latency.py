@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.hardware.measure import Protocol, measure
+from nas.hardware.measure import Protocol, measure_models
 
 
 def local_device():
@@ -28,17 +28,19 @@ def local_device():
 
 def measure_onnx(path: Path, input_shape: tuple[int, ...], protocol: Protocol) -> dict[str, Any]:
     """Median latency (ms) of one inference of the ONNX file with the local profile's settings."""
-    import onnxruntime as ort
-
     from nas.hardware.backends import OnnxRuntimeBackend
     from nas.hardware.devices import host_facts
 
     device = local_device()
     backend = OnnxRuntimeBackend(device)  # checks the provider is there; its session options are the LUT's
-    session = ort.InferenceSession(str(path), backend.session_options(), providers=[device.provider])
     x = np.random.default_rng(0).standard_normal((device.batch, *input_shape[1:]), dtype=np.float32)
     feeds = {"input": x}
-    summary = measure([lambda: session.run(None, feeds)], protocol)[0]
+
+    def make_runner():
+        session = backend.session(str(path))
+        return lambda: session.run(None, feeds)
+
+    summary = measure_models([make_runner], protocol)[0]
     return {"device": device.name, "median_ms": summary.median, "p10_ms": summary.p10, "p90_ms": summary.p90,
             "samples": summary.n, "rejected": summary.rejected, "protocol": protocol.to_dict(),
             "runtime": device.runtime(), "cpu": host_facts().get("cpu")}

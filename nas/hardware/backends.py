@@ -40,24 +40,28 @@ class OnnxRuntimeBackend(Backend):
                            f"(available: {', '.join(available)}); profile it on the device with 'hwnas lut kit'")
         self._ort = ort
 
-    def session_options(self):
-        opts = self._ort.SessionOptions()
-        opts.intra_op_num_threads = self.device.threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        return opts
+    def session(self, model: bytes | str):
+        """An InferenceSession of ONNX bytes or a file, with the device's provider and threads."""
+        return ort_session(self._ort, model, self.device.provider, self.device.threads)
 
     def runner(self, layers: Sequence[LayerSpec], seed: int = 0) -> Runner:
         from nas.hardware.onnx_graph import input_shape, network_model
 
-        model = network_model(layers, self.device.batch, seed)
-        session = self._ort.InferenceSession(model.SerializeToString(), self.session_options(),
-                                             providers=[self.device.provider])
+        session = self.session(network_model(layers, self.device.batch, seed).SerializeToString())
         x = np.random.default_rng(seed).standard_normal(input_shape(layers[0], self.device.batch)).astype(np.float32)
         feeds = {"input": x}
         return lambda: session.run(None, feeds)
+
+
+def ort_session(ort, model: bytes | str, provider: str, threads: int):
+    """onnxruntime as every hwnas measurement runs it: pinned intra-op threads, sequential, full optimisation."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model, opts, providers=[provider])
 
 
 class TorchBackend(Backend):

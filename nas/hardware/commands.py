@@ -1,4 +1,4 @@
-"""`hwnas devices ...`, `hwnas lut ...` and `hwnas bench lut`."""
+"""`hwnas devices ...`, `hwnas lut ...`, `hwnas energy ...`, `hwnas memory check` and `hwnas bench lut`."""
 from __future__ import annotations
 
 import argparse
@@ -56,6 +56,16 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("-o", "--out", type=Path, help="LUT path (default latency_luts/DEVICE/SPACE.csv)")
     p.add_argument("--allow-mismatch", action="store_true", help="accept results measured with other threads/provider")
     p.set_defaults(run=_lut_import)
+
+    memory = commands.add_parser("memory", help="the memory model against ONNX graphs and measured memory")
+    memory_cmds = memory.add_subparsers(title="memory commands", metavar="ACTION", required=True)
+    p = memory_cmds.add_parser("check", help="weights and activations vs ONNX initializers and process memory, random archs")
+    _space_device(p)
+    p.add_argument("--resolution", type=positive_int, help="input resolution (default the space's)")
+    p.add_argument("--n", type=positive_int, default=20, help="random archs (default 20)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="the report with every arch's figures")
+    p.set_defaults(run=_memory_check)
 
     energy = commands.add_parser("energy", help="energy per inference: estimate, measure, import")
     energy_cmds = energy.add_subparsers(title="energy commands", metavar="ACTION", required=True)
@@ -188,6 +198,28 @@ def _bench_lut(args: argparse.Namespace) -> None:
     else:
         print(f"{space.name}@{device.name}: {row['archs_per_s']:,.0f} archs/s of LUT latency "
               f"({args.n:,} archs, {'calibrated' if row['calibrated'] else 'raw sum'}, {pinned})")
+
+
+def _memory_check(args: argparse.Namespace) -> None:
+    from nas.hardware.devices import load_device
+    from nas.hardware.memory import check_memory
+    from nas.space import load_space
+
+    report = check_memory(load_space(args.space), load_device(args.device), args.n, args.seed, args.resolution)
+    if args.json:
+        print_json(report)
+        return
+    load, run = report["load_over_weights"], report["run_over_peak_activation"]
+    print(f"{report['space']} on {report['device']}, {report['n']} random archs, memory measured in a fresh process each")
+    print(f"  ONNX initializers equal the model's weight bytes: {'yes' if report['initializers_match_weights'] else 'NO'}")
+    print(f"  resident growth while loading / weight bytes:     median {load['median']:.2f} (range {load['min']:.2f}-{load['max']:.2f})")
+    print(f"  resident growth while running / peak activation:  median {run['median']:.2f} (range {run['min']:.2f}-{run['max']:.2f})")
+    print(f"  Spearman, weights vs loading growth:               {_optional(report['spearman_weights_vs_load'])}")
+    print(f"  Spearman, weights + activations vs total growth:   {_optional(report['spearman_model_vs_measured'])}")
+
+
+def _optional(value: float | None) -> str:
+    return "n/a (no spread)" if value is None else f"{value:.3f}"
 
 
 def _energy_estimate(args: argparse.Namespace) -> None:

@@ -111,8 +111,7 @@ def summarize(samples: Sequence[float]) -> Summary:
     )
 
 
-def sample(runners: Sequence[Callable[[], object]], protocol: Protocol = Protocol(),
-           desc: str | None = None) -> list[np.ndarray]:
+def sample(runners: Sequence[Callable[[], object]], protocol: Protocol = Protocol()) -> list[np.ndarray]:
     """Raw timings (ms) of each runner (one inference per call), interleaved in rounds."""
     for run in runners:
         for _ in range(protocol.warmup):
@@ -120,8 +119,6 @@ def sample(runners: Sequence[Callable[[], object]], protocol: Protocol = Protoco
     per_round = math.ceil(protocol.repeats / protocol.rounds)
     samples: list[list[float]] = [[] for _ in runners]
     clock = time.perf_counter_ns
-    bar = tqdm(total=protocol.rounds * len(runners), desc=desc, unit="model", leave=False,
-               disable=desc is None) if tqdm else None
     for _ in range(protocol.rounds):
         for i, run in enumerate(runners):
             times = samples[i]
@@ -129,17 +126,7 @@ def sample(runners: Sequence[Callable[[], object]], protocol: Protocol = Protoco
                 start = clock()
                 run()
                 times.append((clock() - start) / 1e6)
-            if bar:
-                bar.update()
-    if bar:
-        bar.close()
     return [np.asarray(s) for s in samples]
-
-
-def measure(runners: Sequence[Callable[[], object]], protocol: Protocol = Protocol(),
-            desc: str | None = None) -> list[Summary]:
-    """Time each runner under the protocol's rounds, interleaved, as one chunk."""
-    return [summarize(s) for s in sample(runners, protocol, desc)]
 
 
 class Yardstick:

@@ -103,7 +103,7 @@ def build_lut(space: SearchSpace, device: Device, resolutions: Sequence[int | No
 def calibrate_lut(lut: LUT, space: SearchSpace, backend: Backend, n: int, seed: int, protocol: Protocol) -> None:
     """Fit and store the end-to-end calibration on n random archs (ids kept for validation)."""
     resolution = LUTCost(lut, space, calibrated=False).resolution
-    archs = _distinct_archs(space, n, arch_rng(seed, "calibration"))
+    archs = distinct_archs(space, n, arch_rng(seed, "calibration"))
     codes = space.encode_batch(archs)
     features = {name: SpecTable(space, fn, "sum", resolution)(codes) for name, fn in block_features(lut.value).items()}
     timings = measure_archs(backend, space, archs, resolution, protocol, desc="calibration",
@@ -112,7 +112,8 @@ def calibrate_lut(lut: LUT, space: SearchSpace, backend: Backend, n: int, seed: 
     lut.meta["calibration"] = {**fit_calibration(features, measured), "arch_ids": [a.arch_id for a in archs], "seed": seed}
 
 
-def _distinct_archs(space: SearchSpace, n: int, rng: np.random.Generator, exclude: set[str] = frozenset()) -> list[Arch]:
+def distinct_archs(space: SearchSpace, n: int, rng: np.random.Generator, exclude: set[str] = frozenset()) -> list[Arch]:
+    """n different random archs (fewer when the space holds fewer), none of them in exclude."""
     archs: dict[str, Arch] = {}
     for _ in range(100):
         for arch in space.decode_batch(space.sample_codes(rng, n)):
@@ -147,4 +148,4 @@ def _resume(out: Path, meta: dict, force: bool) -> LUT:
 def validation_archs(lut: LUT, space: SearchSpace, n: int, seed: int) -> list[Arch]:
     """n random archs not used for the LUT's calibration."""
     used = set((lut.meta.get("calibration") or {}).get("arch_ids", []))
-    return _distinct_archs(space, n, arch_rng(seed, "validation"), exclude=used)
+    return distinct_archs(space, n, arch_rng(seed, "validation"), exclude=used)

@@ -95,10 +95,6 @@ class Summary:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def scaled(self, factor: float) -> "Summary":
-        return Summary(self.median * factor, self.p10 * factor, self.p90 * factor, self.mean * factor,
-                       self.std * factor, self.n, self.rejected)
-
 
 def summarize(samples: Sequence[float]) -> Summary:
     x = np.asarray(samples, dtype=np.float64)
@@ -198,12 +194,8 @@ def chunk_factors(medians: Sequence[tuple[int, int, float]], yardstick: Yardstic
     such group: chunks that share none (a single pass) keep factor 1.
     """
     models, chunk_ids, values = (np.array(v) for v in zip(*medians))
-    n_models, n_chunks = int(models.max()) + 1, int(chunk_ids.max()) + 1
-    design = np.zeros((len(values), n_models + n_chunks))
-    design[np.arange(len(values)), models] = 1.0
-    design[np.arange(len(values)), n_models + chunk_ids] = 1.0
-    fit, *_ = np.linalg.lstsq(design, np.log(values), rcond=None)
-    levels, offsets = fit[:n_models], fit[n_models:]
+    levels, offsets = _fit_levels_and_offsets(models, chunk_ids, np.log(values))
+    n_chunks = len(offsets)
     if yardstick is None:
         group = _linked_chunks(models, chunk_ids, n_chunks)
         centre = np.bincount(group, offsets) / np.bincount(group)
@@ -214,6 +206,27 @@ def chunk_factors(medians: Sequence[tuple[int, int, float]], yardstick: Yardstic
     factors = yardstick.baseline_ms / np.exp(reference_in_chunk)
     yardstick.factors += [float(f) for f in factors]
     return factors
+
+
+def _fit_levels_and_offsets(models: np.ndarray, chunk_ids: np.ndarray, y: np.ndarray,
+                            tol: float = 1e-10, max_iter: int = 20_000) -> tuple[np.ndarray, np.ndarray]:
+    """Least squares of y = level[model] + offset[chunk] by alternating exact updates.
+
+    Each half-step is the exact least-squares answer given the other half, so the
+    squared error falls monotonically to its minimum; it costs O(observations) per
+    step and needs only numpy (kits ship this module), where a dense solve would grow
+    with the square of the number of models.
+    """
+    per_model, per_chunk = np.bincount(models), np.bincount(chunk_ids)
+    offsets = np.zeros(len(per_chunk))
+    for _ in range(max_iter):
+        levels = np.bincount(models, y - offsets[chunk_ids], len(per_model)) / per_model
+        updated = np.bincount(chunk_ids, y - levels[models], len(per_chunk)) / per_chunk
+        done = np.max(np.abs(updated - offsets)) < tol
+        offsets = updated
+        if done:
+            break
+    return levels, offsets
 
 
 def _linked_chunks(models: np.ndarray, chunk_ids: np.ndarray, n_chunks: int) -> np.ndarray:

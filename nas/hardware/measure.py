@@ -155,6 +155,8 @@ def measure_models(make_runners: Sequence[Callable[[], Callable[[], object]]], p
     chunk's factor, are pooled over the passes into one Summary.
     """
     n = len(make_runners)
+    if n == 0:
+        return []
     runs: list[tuple[int, int, np.ndarray]] = []  # (model, chunk, samples); model n is the reference
     order_rng = np.random.default_rng(seed)
     bar = tqdm(total=protocol.passes * n, desc=desc, unit="model", disable=desc is None) if tqdm else None

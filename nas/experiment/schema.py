@@ -316,14 +316,10 @@ class Experiment(Section):
 
 def load_experiment(path: str | Path) -> Experiment:
     """Read and validate an experiment YAML; every problem is a one-line NasError."""
-    from nas.space.registry import read_yaml
+    from nas.space.registry import read_config
 
     path = Path(path)
-    if not path.is_file():
-        raise NasError(f"experiment config {path} does not exist")
-    data = read_yaml(path)
-    if not isinstance(data, dict):
-        raise NasError(f"{path}: an experiment config must be a mapping of settings")
+    data = read_config(path, "experiment config")
     data.setdefault("name", path.stem)
     return experiment_from_dict(data, str(path), path.parent)
 

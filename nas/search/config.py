@@ -77,14 +77,10 @@ class SearchConfig:
 
 def load_search_config(path: Path | str, overrides: Mapping[str, Any] | None = None) -> SearchConfig:
     """Read and validate a YAML config; `overrides` (storage, study, budget, seed, out) win."""
-    from nas.space.registry import read_yaml
+    from nas.space.registry import read_config
 
     path = Path(path)
-    if not path.is_file():
-        raise NasError(f"search config {path} does not exist")
-    data = read_yaml(path)
-    if not isinstance(data, dict):
-        raise NasError(f"{path}: a search config must be a mapping of settings")
+    data = read_config(path, "search config")
     data = {**data, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     data.setdefault("study", path.stem)
     return config_from_dict(data, str(path), path.parent)

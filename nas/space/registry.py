@@ -66,6 +66,19 @@ def read_yaml(path: Path) -> Any:
         raise NasError(f"{path}: cannot read: {exc.strerror}") from None
 
 
+def read_config(path: Path, what: str) -> dict[str, Any]:
+    """A YAML config file, which must hold a mapping of settings (an empty file holds none);
+    `what` names it in errors."""
+    if not path.is_file():
+        raise NasError(f"{what} {path} does not exist")
+    data = read_yaml(path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise NasError(f"{path}: the {what} must be a mapping of settings")
+    return data
+
+
 def space_from_dict(data: Any, source: str = "<dict>") -> SearchSpace:
     if not isinstance(data, dict):
         raise NasError(f"{source}: a space file must hold a mapping, got {type(data).__name__}")

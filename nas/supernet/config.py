@@ -117,13 +117,9 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None,
     overrides ('data.source'); overrides that are None are ignored."""
     data: dict[str, Any] = copy.deepcopy(base or {})
     if path is not None:
-        from nas.space.registry import read_yaml
+        from nas.space.registry import read_config
 
-        if not Path(path).is_file():
-            raise NasError(f"config file {path} does not exist")
-        data = read_yaml(Path(path)) or {}
-        if not isinstance(data, dict):
-            raise NasError(f"{path}: a config must be a mapping of settings")
+        data = read_config(Path(path), "training config")
     for key, value in (overrides or {}).items():
         if value is None:
             continue

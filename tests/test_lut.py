@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from nas.errors import NasError
+from nas.hardware.calibration import fit_calibration
 from nas.hardware.devices import load_device
 from nas.hardware.lut import LUT, LUTCost
 from nas.hardware.measure import Protocol, Yardstick, chunk_factors, measure_models
@@ -215,6 +216,23 @@ def test_yardstick_puts_chunks_measured_at_different_speeds_on_one_scale() -> No
     for before, after in zip(fast, slow):
         assert after.median == pytest.approx(before.median, rel=0.25)
     assert slow[1].median / slow[0].median == pytest.approx(4.0, rel=0.35)
+
+
+def test_calibration_recovers_its_terms_and_falls_back_when_noise_makes_them_unphysical() -> None:
+    rng = np.random.default_rng(0)
+    lut_sum, blocks, weight_mb = rng.uniform(1, 3, 30), rng.integers(10, 20, 30).astype(float), rng.uniform(5, 25, 30)
+    features = {"lut_sum": lut_sum, "blocks": blocks, "weight_mb": weight_mb}
+    exact = fit_calibration(features, 0.9 * lut_sum - 0.01 * blocks + 0.02 * weight_mb + 0.1)
+    assert exact["coef"] == pytest.approx({"lut_sum": 0.9, "blocks": -0.01, "weight_mb": 0.02})
+    assert exact["intercept"] == pytest.approx(0.1) and exact["residual_rmspe"] < 1e-9
+    assert exact["used"] == ["lut_sum", "blocks", "weight_mb"]
+    # time that follows weight MB, and the LUT sum only weakly against it: the full fit's LUT term turns negative
+    tangled = {"lut_sum": weight_mb / 10 + rng.normal(0, 0.01, 30), "blocks": blocks, "weight_mb": weight_mb}
+    fallback = fit_calibration(tangled, 0.05 * weight_mb - 0.3 * (tangled["lut_sum"] - weight_mb / 10) + 1.0)
+    assert fallback["used"] == ["lut_sum"] and fallback["coef"]["lut_sum"] > 0
+    assert fallback["coef"]["blocks"] == fallback["coef"]["weight_mb"] == 0.0
+    with pytest.raises(NasError, match="LUT sums differ"):
+        fit_calibration({"lut_sum": np.ones(30), "blocks": blocks, "weight_mb": weight_mb}, weight_mb)
 
 
 def test_passes_time_every_model_in_fresh_sessions_among_shuffled_company() -> None:

@@ -33,20 +33,30 @@ def block_features(lut_value: BlockValue) -> dict[str, BlockValue]:
 
 
 def fit_calibration(features: Mapping[str, np.ndarray], measured: np.ndarray) -> dict:
-    """Coefficients per feature (0 for features that do not vary) and an intercept."""
+    """Coefficients per feature (0 for features left out) and an intercept.
+
+    Features that do not vary are left out. When a few noisy archs make the full fit
+    unphysical (end-to-end time falling as the LUT sum grows: the terms are
+    correlated, and noise can trade one against another), the fit falls back to the
+    LUT sum and the intercept alone; `used` says which features the fit kept.
+    """
     y = np.asarray(measured, dtype=np.float64)
     names = list(features)
     if len(y) < len(names) + 2:
         raise NasError(f"calibration needs at least {len(names) + 2} measured archs, got {len(y)}")
-    used = [f for f in names if np.ptp(features[f]) > 0]
-    design = np.column_stack([np.asarray(features[f], dtype=np.float64) for f in used] + [np.ones_like(y)])
-    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-    coefficients = {f: 0.0 for f in names} | {f: float(c) for f, c in zip(used, coef)}
-    if coefficients["lut_sum"] <= 0:
+    varying = [f for f in names if np.ptp(features[f]) > 0]
+    if "lut_sum" not in varying:
+        raise NasError("calibration needs archs whose LUT sums differ; these all sum to the same latency")
+    for used in (varying, ["lut_sum"]):
+        design = np.column_stack([np.asarray(features[f], dtype=np.float64) for f in used] + [np.ones_like(y)])
+        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+        if "lut_sum" in used and coef[used.index("lut_sum")] > 0:
+            break
+    else:
         raise NasError("calibration failed: end-to-end latency does not grow with the LUT sum (too few or too noisy archs)")
     fitted = design @ coef
-    return {"coef": coefficients, "intercept": float(coef[-1]), "n": int(len(y)),
-            "residual_rmspe": float(np.sqrt(np.mean(((fitted - y) / y) ** 2)) * 100)}
+    return {"coef": {f: 0.0 for f in names} | {f: float(c) for f, c in zip(used, coef)}, "intercept": float(coef[-1]),
+            "used": used, "n": int(len(y)), "residual_rmspe": float(np.sqrt(np.mean(((fitted - y) / y) ** 2)) * 100)}
 
 
 def calibrated_block_value(calibration: Mapping, lut_value: BlockValue) -> BlockValue:

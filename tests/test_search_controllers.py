@@ -151,6 +151,28 @@ def test_same_seed_same_search_other_seed_other_search():
     assert np.array_equal(t1.codes, t2.codes)
 
 
+def test_optuna_follows_a_known_network_with_a_fresh_neighbour():
+    """A converged sampler proposes queried networks again and again; each such trial is
+    answered from the study and the next trial is a network nobody has queried."""
+    problem = Problem.build(load_space("nb201"), [parse_objective("max proxy", "t"), parse_objective("min params", "t")],
+                            [], {"proxy": {"counter": "macs", "queried": True}})
+    ledger = Ledger(problem, None, "t", {})
+    result = search(problem, "optuna-tpe", {}, 0, 300, ledger, progress=False)
+    kinds = ["known" if t.user_attrs.get("skipped") == "known" else "query" for t in ledger.study.get_trials()]
+    assert result.stats["known"] > 20 and result.stats["neighbours"] == result.stats["known"]
+    assert all(after == "query" for before, after in zip(kinds, kinds[1:]) if before == "known")
+    assert kinds.count("query") == 300 and len(np.unique(result.codes, axis=0)) == 300
+
+
+@pytest.mark.parametrize("controller", ["evolution", "random", "optuna-tpe", "optuna-nsga2"])
+def test_a_problem_with_only_queried_metrics_runs(controller):
+    """No cheap metric at all (accuracy only, no budget): every arch passes the cheap filter."""
+    problem = Problem.build(load_space("nb201"), [parse_objective("max proxy", "t")], [],
+                            {"proxy": {"counter": "macs", "queried": True}})
+    result = run(problem, controller, 0, 12)
+    assert len(result.codes) == 12 and result.feasible.all()
+
+
 def test_multi_objective_evolution_returns_a_pareto_front():
     problem = Problem.build(load_space("nb201"), [parse_objective("max proxy", "t"), parse_objective("min params", "t")],
                             [], {"proxy": {"counter": "macs", "queried": True}})

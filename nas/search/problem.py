@@ -96,15 +96,16 @@ class Problem:
         n = len(next(iter(values.values()))) if values else 0
         return np.stack(cols, axis=1) if cols else np.zeros((n, 0))
 
-    def cheap_ok(self, cheap: Mapping[str, np.ndarray], codes: np.ndarray | None = None) -> np.ndarray:
-        """Candidates whose cheap metrics are all known and meet the cheap budgets; the archs
-        (`codes`) whose cheap metrics are NaN are remembered for the run's report."""
-        known = np.ones(len(next(iter(cheap.values()))), dtype=bool) if cheap else None
-        if known is None:
-            return np.ones(0, dtype=bool)
+    def cheap_ok(self, cheap: Mapping[str, np.ndarray], codes: np.ndarray, remember: bool = True) -> np.ndarray:
+        """Which of the archs (`codes`) have all cheap metrics known and meet the cheap
+        budgets (all of them, when there are no cheap metrics); archs whose cheap metrics
+        are NaN are remembered for the run's report unless `remember` is False."""
+        known = np.ones(len(codes), dtype=bool)
+        if not cheap:
+            return known
         for name, v in cheap.items():
             missing = np.isnan(v)
-            if missing.any() and codes is not None:
+            if missing.any() and remember:
                 self.nan_archs.setdefault(name, set()).update(packed_rows(codes[missing], self.space.radices))
             known &= ~missing
         with np.errstate(invalid="ignore"):
@@ -138,7 +139,8 @@ class Problem:
                                f"relax the budget to at least that")
         cheap = [str(c) for c in self.constraints if not self.metrics[c.metric].queried]
         if len(cheap) > 1 and self.space.size <= ENUMERATE_LIMIT and \
-                not any(self.cheap_ok(self.cheap(chunk)).any() for chunk in enumerate_codes(self.space)):
+                not any(self.cheap_ok(self.cheap(chunk), chunk, remember=False).any()
+                        for chunk in enumerate_codes(self.space)):
             raise NasError(f"no arch of space {self.space.name} meets all of {'; '.join(cheap)} at once, "
                            "though each alone can be met")
 

@@ -4,8 +4,12 @@ Each trial suggests one choice per decision. Cheap metrics come first: a trial t
 breaks a cheap budget is closed at once with its constraint violations (Optuna's
 constrained samplers read them through `Trial.set_constraint`, which replaces the
 `constraints_func` argument deprecated in Optuna 5) and spends no query; a trial whose
-network was already queried is closed with the stored metrics. Only then is the arch
-claimed (see nas.search.ledger) and evaluated. Workers started on several machines with
+network was already queried is closed with the stored metrics, and a feasible network
+nobody has queried, a few random changes away from it, is enqueued as the next trial.
+Without that, a sampler that has converged (TPE on a two-objective front) proposes
+known networks over and over: every repeat is a trial the sampler must refit on, and
+a 300-query search grew to thousands of trials and minutes per query. Only then is the
+arch claimed (see nas.search.ledger) and evaluated. Workers started on several machines with
 the same storage URL and study name share the study and the budget.
 """
 from __future__ import annotations
@@ -52,9 +56,11 @@ def worker_seed(seed: int, first: bool) -> int:
 def optuna_search(problem: Problem, ledger: Ledger, name: str, settings: dict[str, Any], seed: int, budget: int,
                   bar: tqdm | None = None) -> dict[str, int]:
     """Run trials until the study holds `budget` queries; returns counts of this worker's trials."""
-    ledger.study.sampler = make_sampler(name, settings, worker_seed(seed, ledger.created))
+    own_seed = worker_seed(seed, ledger.created)
+    ledger.study.sampler = make_sampler(name, settings, own_seed)
     decisions = problem.space.decisions
-    stats = {"trials": 0, "queries": 0, "infeasible": 0, "known": 0, "yielded": 0}
+    stats = {"trials": 0, "queries": 0, "infeasible": 0, "known": 0, "yielded": 0, "neighbours": 0}
+    rng = np.random.default_rng([own_seed, 1])  # for neighbours of known networks
     while True:
         ledger.fail_stale()
         done, running = ledger.progress()
@@ -83,6 +89,10 @@ def optuna_search(problem: Problem, ledger: Ledger, name: str, settings: dict[st
         if key in known:
             _close(ledger, trial, known[key], "known")
             stats["known"] += 1
+            neighbour = _fresh_neighbour(problem, ledger, codes[0], known, rng)
+            if neighbour is not None:
+                ledger.study.enqueue_trial(ledger.params(neighbour))
+                stats["neighbours"] += 1
             continue
         if not ledger.claim(trial, key, budget):
             stats["yielded"] += 1
@@ -100,7 +110,33 @@ def optuna_search(problem: Problem, ledger: Ledger, name: str, settings: dict[st
         else:
             ledger.study.tell(trial, objectives)
         stats["queries"] += 1
+    _close_waiting(ledger)
     return stats
+
+
+def _close_waiting(ledger: Ledger) -> None:
+    """Close the enqueued neighbours no worker took before the budget was spent, so a
+    finished study holds no trial still waiting (they yield, like a lost claim)."""
+    waiting = (optuna.trial.TrialState.WAITING,)
+    while ledger.study.get_trials(deepcopy=False, states=waiting):
+        trial = ledger.ask()
+        trial.set_user_attr("yielded", True)
+        ledger.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+
+def _fresh_neighbour(problem: Problem, ledger: Ledger, codes: np.ndarray, known: dict[bytes, Any],
+                     rng: np.random.Generator, tries: int = 64) -> np.ndarray | None:
+    """A feasible network nobody has queried, one random change away from `codes` (more
+    changes after every 16 failed tries), or None when none turns up."""
+    radices = np.asarray(problem.space.radices)
+    for attempt in range(tries):
+        candidate = codes.copy()
+        changed = rng.choice(len(radices), size=min(len(radices), 1 + attempt // 16), replace=False)
+        candidate[changed] = rng.integers(radices[changed])
+        candidate = problem.identical(candidate[None])
+        if ledger.key(candidate[0]) not in known and problem.cheap_ok(problem.cheap(candidate), candidate, remember=False)[0]:
+            return candidate[0]
+    return None
 
 
 def _close(ledger: Ledger, trial: optuna.Trial, values: dict[str, float], why: str) -> None:

@@ -9,8 +9,8 @@ nobody has queried, a few random changes away from it, is enqueued as the next t
 Without that, a sampler that has converged (TPE on a two-objective front) proposes
 known networks over and over: every repeat is a trial the sampler must refit on, and
 a 300-query search grew to thousands of trials and minutes per query. Only then is the
-arch claimed (see nas.search.ledger) and evaluated. Workers started on several machines with
-the same storage URL and study name share the study and the budget.
+arch claimed (see nas.search.ledger) and evaluated. Workers started on several machines
+with the same storage URL and study name share the study and the budget.
 """
 from __future__ import annotations
 
@@ -134,7 +134,9 @@ def _fresh_neighbour(problem: Problem, ledger: Ledger, codes: np.ndarray, known:
         changed = rng.choice(len(radices), size=min(len(radices), 1 + attempt // 16), replace=False)
         candidate[changed] = rng.integers(radices[changed])
         candidate = problem.identical(candidate[None])
-        if ledger.key(candidate[0]) not in known and problem.cheap_ok(problem.cheap(candidate), candidate, remember=False)[0]:
+        if ledger.key(candidate[0]) in known:
+            continue
+        if problem.cheap_ok(problem.cheap(candidate), candidate, remember=False)[0]:
             return candidate[0]
     return None
 

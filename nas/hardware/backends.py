@@ -15,6 +15,7 @@ import numpy as np
 
 from nas.errors import NasError
 from nas.hardware.devices import Device
+from nas.hardware.measure import ort_session
 from nas.space.layers import LayerSpec
 
 Runner = Callable[[], object]
@@ -51,17 +52,6 @@ class OnnxRuntimeBackend(Backend):
         x = np.random.default_rng(seed).standard_normal(input_shape(layers[0], self.device.batch)).astype(np.float32)
         feeds = {"input": x}
         return lambda: session.run(None, feeds)
-
-
-def ort_session(ort, model: bytes | str, provider: str, threads: int):
-    """onnxruntime as every hwnas measurement runs it: pinned intra-op threads, sequential, full optimisation."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model, opts, providers=[provider])
 
 
 class TorchBackend(Backend):

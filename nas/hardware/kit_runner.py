@@ -22,26 +22,16 @@ import onnxruntime as ort
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from measure import Protocol, Yardstick, measure_models  # noqa: E402
+from measure import Protocol, Yardstick, measure_models, ort_session  # noqa: E402
 
 RESULTS_SCHEMA = "hwnas.kit-results/1"
 CHUNK = 16
 BATCH = 3 * CHUNK  # models between two progress lines
 
 
-def session(path, provider, threads):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(path, opts, providers=[provider])
-
-
 def runner(entry, args):
     """One inference of the entry's model per call, on a fixed random input."""
-    sess = session(os.path.join(HERE, entry["file"]), args.provider, args.threads)
+    sess = ort_session(ort, os.path.join(HERE, entry["file"]), args.provider, args.threads)
     feeds = {"input": np.random.default_rng(0).standard_normal(entry["input"]).astype(np.float32)}
     return lambda: sess.run(None, feeds)
 

@@ -125,6 +125,19 @@ def sample(runners: Sequence[Callable[[], object]], protocol: Protocol = Protoco
     return [np.asarray(s) for s in samples]
 
 
+def ort_session(ort, model: bytes | str, provider: str, threads: int):
+    """An onnxruntime session as every measurement runs one: pinned intra-op threads,
+    sequential execution, full graph optimisation. `ort` is the onnxruntime module,
+    passed in so that this module still imports with numpy alone."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model, opts, providers=[provider])
+
+
 class Yardstick:
     """A fixed reference model timed inside every chunk, to put chunks on one scale.
 

@@ -35,7 +35,7 @@ def _reset_peak() -> None:
 def main(argv: list[str]) -> None:
     import onnxruntime as ort
 
-    from nas.hardware.backends import ort_session
+    from nas.hardware.measure import ort_session
 
     model, provider, threads = argv[0], argv[1], int(argv[2])
     _reset_peak()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.atomic import write_atomic
+from nas.cli import set_torch_threads
 from nas.errors import NasError
 from nas.experiment.cache import StepCache, step_key
 from nas.experiment.rundir import Run, now
@@ -61,7 +62,7 @@ def run_experiment(config: Path, root: Path = Path("runs"), *, new: bool = False
         echo(f"{'resuming' if resumed else 'new'} run {run.path}")
         run.log(f"{'resumed' if resumed else 'started'} by pid {os.getpid()}")
         run.update(status="running", started=now(), error=None)
-        _set_threads(exp.threads)
+        set_torch_threads(exp.threads)  # also for the search workers it starts
         pipeline = Pipeline(exp, run, StepCache(root / ".cache"), resolved_space(exp, config.parent), progress, echo)
         forced = STEPS[STEPS.index(from_step):] if from_step else ()
         try:
@@ -167,18 +168,6 @@ def _space_file(space: str) -> str:
     from nas.space import space_files
 
     return space if space.endswith((".yaml", ".yml")) else str(space_files()[space])
-
-
-def _set_threads(threads: int | None) -> None:
-    """Torch threads for this process and the search workers it starts. On a machine shared
-    with other jobs, OpenMP threads that wait for each other at every layer slow training
-    down many times over; one thread per process avoids that."""
-    if threads is None:
-        return
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by worker processes
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def _finished(folder: Path) -> dict[str, Any] | None:

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from nas.cli import positive_int, print_json
+from nas.cli import add_threads_argument, positive_int, print_json, set_torch_threads
 from nas.errors import NasError
 
 
@@ -26,8 +26,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--split", choices=("val", "test"), default="val", help="split the supernet accuracy is on")
     p.add_argument("--no-measure", action="store_true", help="skip measuring the latency on this machine")
     p.add_argument("--force", action="store_true", help="replace OUT if it is not empty")
-    p.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: torch's choice; 1 on a "
-                                                        "busy machine)")
+    add_threads_argument(p)
     p.add_argument("--json", action="store_true", help="print the card as JSON")
     p.set_defaults(run=_export)
 
@@ -41,8 +40,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--lr", type=float, default=0.01, help="peak learning rate of the cosine schedule (default 0.01)")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--split", choices=("val", "test"), default="val", help="split the accuracy is reported on")
-    p.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: torch's choice; 1 on a "
-                                                        "busy machine)")
+    add_threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=_finetune)
@@ -65,21 +63,11 @@ def read_budgets(text: str | None):
     return read_yaml(path)  # YAML reads JSON too
 
 
-def _set_threads(args: argparse.Namespace) -> None:
-    """--threads: torch's default of one thread per core thrashes when other jobs share the
-    cores (on the busy 2-core VM a tiny_mbconv fine-tune ran over ten times slower with 2
-    threads than with 1)."""
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-
-
 def _export(args: argparse.Namespace) -> None:
     from nas.export.card import read_card
     from nas.export.export import DEFAULT_PROTOCOL, export_arch
 
-    _set_threads(args)
+    set_torch_threads(args.threads)
     budgets = read_budgets(args.budgets)
     out = export_arch(args.space, args.arch, args.out, args.supernet, budgets,
                       {"search_run": args.search_run} if args.search_run else None, seed=args.seed, split=args.split,
@@ -102,7 +90,7 @@ def _export(args: argparse.Namespace) -> None:
 def _finetune(args: argparse.Namespace) -> None:
     from nas.export.finetuning import finetune
 
-    _set_threads(args)
+    set_torch_threads(args.threads)
     result = finetune(args.out, args.data, args.epochs, seed=args.seed, distill_from=args.distill_from, lr=args.lr,
                       batch_size=args.batch_size, split=args.split, progress=not args.quiet)
     if args.json:

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from nas.cli import positive_int, print_json
+from nas.cli import add_threads_argument, positive_int, print_json, set_torch_threads
 from nas.errors import NasError
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
@@ -29,7 +29,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                    help="max, min, or a file of archs: JSON lines (as 'hwnas space sample' writes) or a JSON list")
     p.add_argument("--split", choices=("val", "test"), default="val", help="data split to score on (default val)")
     p.add_argument("--calib-images", type=positive_int, help="BN recalibration images (default: the run's config)")
-    p.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: torch's choice)")
+    add_threads_argument(p)
     p.add_argument("--json", action="store_true", help="JSON output: a list of {arch_id, accuracy, arch}")
     p.set_defaults(run=_eval)
 
@@ -57,8 +57,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="seed of weights, batches, augmentation and sampled subnets")
     p.add_argument("--batch-size", type=positive_int, help="global batch size")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="run folder (resumes if it holds one)")
-    p.add_argument("--threads", type=positive_int,
-                   help="torch intra-op threads per process (default: torch's choice; 1 on a busy machine)")
+    add_threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -67,20 +66,11 @@ def _overrides(args: argparse.Namespace) -> dict:
             "batch_size": args.batch_size}
 
 
-def _set_threads(args: argparse.Namespace) -> None:
-    """--threads: two OpenMP threads contending with other work on a shared 2-core machine
-    made training about 30x slower than one."""
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-
-
 def _train(args: argparse.Namespace) -> None:
     from nas.supernet.config import load_config
     from nas.supernet.trainer import train
 
-    _set_threads(args)
+    set_torch_threads(args.threads)
     history = train(load_config(args.config, _overrides(args)), args.out, progress=not args.quiet)
     if history:
         last = history[-1]
@@ -120,7 +110,7 @@ def read_archs(space: SearchSpace, text: str) -> list[Arch]:
 def _eval(args: argparse.Namespace) -> None:
     from nas.supernet.oracle import SupernetAccuracy
 
-    _set_threads(args)
+    set_torch_threads(args.threads)
     oracle = SupernetAccuracy(args.run_dir, args.split, args.calib_images)
     archs = read_archs(oracle.space, args.archs)
     rows = [{"arch_id": a.arch_id, "accuracy": float(acc), "arch": dict(a)}
@@ -136,7 +126,7 @@ def _bench_ranking(args: argparse.Namespace) -> None:
     from nas.supernet.bench import RANKING_CONFIG, ranking_fidelity
     from nas.supernet.config import load_config
 
-    _set_threads(args)
+    set_torch_threads(args.threads)
     config = load_config(args.config, _overrides(args), base=RANKING_CONFIG)
     report = ranking_fidelity(config, args.out, args.archs, progress=not args.quiet)
     if args.json:

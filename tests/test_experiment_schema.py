@@ -77,6 +77,8 @@ def test_misspelled_training_and_controller_settings_are_caught_by_their_owners(
     ("search.budget", 2.5, "search.budget: input should be a valid integer, got 2.5"),
     ("export", {"measure_latency": "yes"}, "export.measure_latency: input should be a valid boolean, got 'yes'"),
     ("budgets", "latency@local-cpu <= 1 ms", "budgets: input should be a valid list"),
+    ("devices.local-cpu.latency", {"profile": {"passes": 0}},
+     "devices.local-cpu.latency.profile.passes: input should be greater than 0, got 0"),
 ])
 def test_wrong_types_name_the_key_and_the_value(path: str, value, expected: str) -> None:
     assert expected in error_of(with_(path, value))
@@ -183,6 +185,9 @@ def test_load_experiment_names_the_file_and_defaults_the_name(tmp_path: Path) ->
     assert load_experiment(path).name == "my-exp"
     path.write_text("- a list\n")
     with pytest.raises(NasError, match="must be a mapping"):
+        load_experiment(path)
+    path.write_text("")  # an empty file holds no settings: the missing ones are named
+    with pytest.raises(NasError, match="space"):
         load_experiment(path)
     with pytest.raises(NasError, match="does not exist"):
         load_experiment(tmp_path / "missing.yaml")

@@ -286,6 +286,11 @@ def test_cli_errors_are_one_line(tmp_path) -> None:
         assert r.returncode == 2, r.stderr
         assert r.stderr.count("\n") == 1 and message in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "t.csv").exists()
+    for bad, message in (("0", "argument --passes: 0 must be at least 1"), ("two", "argument --passes: 'two' is not an integer")):
+        r = subprocess.run([sys.executable, "-m", "nas.cli", "lut", "build", "--space", "tiny_mbconv", "--device", "local-cpu",
+                            "-o", str(tmp_path / "p.csv"), "--passes", bad], cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "p.csv").exists()
 
 
 def test_local_lut_from_another_cpu_is_refused(built) -> None:

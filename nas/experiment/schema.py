@@ -33,16 +33,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     NonNegativeInt,
     PositiveInt,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from nas.config import Section, validate
 from nas.errors import NasError, closest
 
 STEPS = ("profile", "train", "search", "export")
@@ -51,22 +49,6 @@ COUNTER_METRICS = ("params", "macs", "weight_bytes", "peak_memory", "peak_activa
 METRIC_DIMENSIONS = {"latency": "time", "energy": "energy", "weight_bytes": "bytes", "peak_memory": "bytes",
                      "peak_activation_bytes": "bytes", "accuracy": "fraction", "params": None, "macs": None}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class Section(BaseModel):
-    """A config mapping: strict types, no unknown keys (each reported with the closest known one)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            known = list(cls.model_fields)
-            for key in data:
-                if key not in known:
-                    raise ValueError(f"unknown key {key!r}{closest(str(key), known)}; known: {', '.join(known)}")
-        return data
 
 
 def _expand(value: str) -> str:
@@ -326,35 +308,12 @@ def load_experiment(path: str | Path) -> Experiment:
 
 def experiment_from_dict(data: dict[str, Any], where: str = "experiment", base: Path | None = None) -> Experiment:
     """Validate a config mapping: the schema, then names, budgets and the delegated sections."""
-    try:
-        exp = Experiment.model_validate(data, context={"base": base})
-    except ValidationError as exc:
-        raise NasError(f"{where}: {_first_error(exc)}") from None
+    exp = validate(Experiment, data, where, {"base": base})
     _check_space(exp, where, base)
     _check_devices(exp, where)
     _check_metrics(exp, where)
     _check_delegated(exp, where)
     return exp
-
-
-def _first_error(exc: ValidationError) -> str:
-    """The first validation error as 'dotted.key: message'."""
-    err = exc.errors(include_url=False)[0]
-    loc = ""
-    for part in err["loc"]:
-        if isinstance(part, int):
-            loc += f"[{part}]"
-        elif part not in ("function-after", "function-before") and not str(part).startswith(("function-", "lax-")):
-            loc += f".{part}" if loc else str(part)
-    kind, msg = err["type"], err["msg"]
-    if kind == "missing":
-        return f"missing required key {loc!r}" if loc else "missing a required key"
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-        return f"{loc}: {msg}" if loc else msg
-    got = err.get("input")
-    text = msg[0].lower() + msg[1:]
-    return f"{loc}: {text}, got {got!r}" if loc else f"{text}, got {got!r}"
 
 
 def _check_space(exp: Experiment, where: str, base: Path | None) -> None:

@@ -1,0 +1,61 @@
+"""The one configuration layer: pydantic models with strict types and no unknown keys.
+
+Every config hwnas reads (experiment, search, controller settings, supernet training,
+device profiles) is a `Section` subclass and is checked with `validate`, so a mistake
+always reads the same way: one line, the dotted key, the closest known key for a typo.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from nas.errors import ConfigError, unknown_key
+
+
+class Section(BaseModel):
+    """A config mapping: strict types, no unknown keys (each reported with the closest known one)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = [f.alias or name for name, f in cls.model_fields.items()]
+            for key in data:
+                if key not in known:
+                    raise ValueError(unknown_key(key, known))
+        return data
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], data: Any, where: str, context: Mapping[str, Any] | None = None) -> M:
+    """`model` from `data`, or a ConfigError 'where: dotted.key: message' for the first fault."""
+    try:
+        return model.model_validate(data, context=dict(context or {}))
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {first_error(exc)}") from None
+
+
+def first_error(exc: ValidationError) -> str:
+    """The first validation error as 'dotted.key: message'."""
+    err = exc.errors(include_url=False)[0]
+    loc = ""
+    for part in err["loc"]:
+        if isinstance(part, int):
+            loc += f"[{part}]"
+        elif part not in ("function-after", "function-before") and not str(part).startswith(("function-", "lax-")):
+            loc += f".{part}" if loc else str(part)
+    kind, msg = err["type"], err["msg"]
+    if kind == "missing":
+        return f"missing required key {loc!r}" if loc else "missing a required key"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+        return f"{loc}: {msg}" if loc else msg
+    got = err.get("input")
+    text = msg[0].lower() + msg[1:]
+    return f"{loc}: {text}, got {got!r}" if loc else f"{text}, got {got!r}"

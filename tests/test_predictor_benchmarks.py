@@ -1,5 +1,5 @@
 """What the predictors reach on the public device tables: a quick check of a few columns
-in the default run, and the whole README benchmark (issue 4's goals) under -m slow."""
+in the default run, and the whole benchmark of docs/benchmarks.md (issue 4's goals) under -m slow."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -53,7 +53,7 @@ def test_twenty_measurements_of_a_left_out_device(nb201):
 
 @pytest.mark.slow
 def test_issue_goals_on_every_cost_column(benchmarks):
-    """hwnas bench predictors on all public tables: the README's figures."""
+    """hwnas bench predictors on all public tables: the figures in docs/benchmarks.md."""
     results = bench_predictors(_paths(benchmarks, NB201 + FBNET), (100, 900), (20,), 5, ("auto",), log=lambda s: None)
     assert len(results["cost"]) == 15
     fit, few = results["summary"]["fit"], results["summary"]["few_shot"]

@@ -11,11 +11,13 @@ so "why did this step run again?" has an answer in the files.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Any
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 SKIP_SUFFIXES = (".tmp", ".lock")
+RECORD_FILES = ("step.json", ".key")  # what the runner writes about a step, not what the step produced
 
 
 def digest(data: Any) -> str:
@@ -90,11 +93,42 @@ def link_tree(src: Path, dst: Path) -> None:
             shutil.copy2(path, target)
 
 
+def output_digest(folder: Path, result: Any) -> str:
+    """Hash of what a finished step produced: its result and every file it wrote.
+
+    Downstream keys hash this, not the upstream key, so a step whose work is not
+    reproducible (profiling times the machine) can never be paired with another run's
+    downstream outputs: equal upstream keys with different outputs give different keys."""
+    files = {str(p.relative_to(folder)): file_digest(p) for p in sorted(Path(folder).rglob("*"))
+             if p.is_file() and p.name not in RECORD_FILES and not p.name.endswith(SKIP_SUFFIXES)}
+    return digest({"result": result, "files": files})
+
+
 class StepCache:
     """Finished step folders by (step, key) under one root (runs/.cache)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+
+    @contextmanager
+    def claim(self, step: str, key: str, waiting: Callable[[], None] | None = None) -> Iterator[None]:
+        """Hold (step, key) exclusively while looking it up, computing and publishing it.
+
+        A second run of the same work at the same time waits here (`waiting` is told once)
+        and then finds the first run's result in the cache instead of computing its own."""
+        path = self.root / step / f"{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if waiting is not None:
+                    waiting()
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def entry(self, step: str, key: str) -> Path:
         return self.root / step / key

@@ -29,7 +29,7 @@ from typing import Any
 from nas.atomic import write_atomic
 from nas.cli import set_torch_threads
 from nas.errors import NasError
-from nas.experiment.cache import StepCache, step_key
+from nas.experiment.cache import StepCache, output_digest, step_key
 from nas.experiment.rundir import Run, now
 from nas.experiment.schema import STEPS, Experiment, load_experiment, resolved_space
 from nas.experiment.steps import export as export_step
@@ -87,14 +87,14 @@ class Pipeline:
     def __init__(self, exp: Experiment, run: Run, cache: StepCache, space: str, progress: bool,
                  echo: Callable[[str], None]) -> None:
         self.exp, self.run, self.cache, self.space, self.progress, self.echo = exp, run, cache, space, progress, echo
-        self.keys: dict[str, str] = {}
+        self.outputs: dict[str, str] = {}  # step -> digest of what it produced (downstream keys hash these)
 
     def needed(self, step: str) -> bool:
         return {"train": self.exp.uses_supernet, "export": self.exp.export is not None}.get(step, True)
 
     def key(self, step: str) -> tuple[str, dict[str, Any]]:
         adapter = ADAPTERS[step]
-        upstream = {s: self.keys[s] for s in adapter.READS if s in self.keys}
+        upstream = {s: self.outputs[s] for s in adapter.READS if s in self.outputs}
         files = [_space_file(self.space)] + (profile_step.input_files(self.exp) if step == "profile" else [])
         if step == "train" and self.exp.dataset.get("source", "digits") != "digits":
             files.append(self.exp.dataset["source"])
@@ -106,21 +106,27 @@ class Pipeline:
             self.run.update_step(step, status="skipped")
             return
         key, record = self.key(step)
-        self.keys[step] = key
         folder = self.run.path / step
         finished = _finished(folder)
         if finished is not None and finished.get("key") == key and not force:
+            self.outputs[step] = _outputs(folder, finished)
             self.run.update_step(step, status="done", key=key)
             self.echo(f"[{step}] already done in this run ({key})")
             return
-        cached = None if force else self.cache.lookup(step, key)
-        if cached is not None:
-            self.cache.restore(step, key, folder)
-            source = json.loads((folder / "step.json").read_text()).get("run")
-            self.run.update_step(step, status="cached", key=key, cached_from=source, finished=now())
-            self.run.log(f"{step}: cached ({key}, from run {source})")
-            self.echo(f"[{step}] cached: outputs of run {source} ({key})")
-            return
+        with self.cache.claim(step, key, lambda: self.echo(f"[{step}] waiting for another run doing the same work")):
+            cached = None if force else self.cache.lookup(step, key)
+            if cached is not None:
+                self.cache.restore(step, key, folder)
+                finished = _finished(folder)
+                self.outputs[step] = _outputs(folder, finished)
+                source = finished.get("run")
+                self.run.update_step(step, status="cached", key=key, cached_from=source, finished=now())
+                self.run.log(f"{step}: cached ({key}, from run {source})")
+                self.echo(f"[{step}] cached: outputs of run {source} ({key})")
+                return
+            self._compute(step, key, record, folder, force)
+
+    def _compute(self, step: str, key: str, record: dict[str, Any], folder: Path, force: bool) -> None:
         marker = folder / ".key"
         if folder.exists() and (not marker.is_file() or marker.read_text() != key or force):
             self.run.log(f"{step}: discarding partial work made for other inputs")
@@ -134,9 +140,12 @@ class Pipeline:
         start = time.perf_counter()
         result = self.call(step, folder)
         seconds = time.perf_counter() - start
+        outputs = output_digest(folder, result)
         write_atomic(folder / "step.json", json.dumps({"step": step, "key": key, "run": self.run.id,
                                                        "finished": now(), "seconds": seconds, "inputs": record,
-                                                       "result": result}, indent=2, default=str) + "\n")
+                                                       "result": result, "outputs": outputs},
+                                                      indent=2, default=str) + "\n")
+        self.outputs[step] = outputs
         self.cache.publish(step, key, folder)
         self.run.update_step(step, status="finished", key=key, seconds=seconds, finished=now())
         self.run.log(f"{step}: finished in {seconds:.1f} s")
@@ -168,6 +177,11 @@ def _space_file(space: str) -> str:
     from nas.space import space_files
 
     return space if space.endswith((".yaml", ".yml")) else str(space_files()[space])
+
+
+def _outputs(folder: Path, finished: dict[str, Any]) -> str:
+    """The output digest a finished step recorded (computed for a folder from before it was recorded)."""
+    return finished.get("outputs") or output_digest(folder, finished.get("result"))
 
 
 def _finished(folder: Path) -> dict[str, Any] | None:

@@ -1,6 +1,6 @@
 """The export folder: its file names, arch.json, and how the folder is written and read.
 
-    OUT/arch.json          space name (+ file), space hash, arch, the arch's LayerSpecs, input, file hashes
+    OUT/arch.json          space name (+ file), space fingerprint, arch, the arch's LayerSpecs, input, file hashes
     OUT/model.safetensors  weights (tensors only: nothing in it can run code)
     OUT/model.onnx         the same network for deployment runtimes, verified with onnxruntime
     OUT/card.json          the model card as data; OUT/MODEL_CARD.md the same for people
@@ -25,7 +25,6 @@ from typing import Any
 
 from nas.atomic import write_atomic
 from nas.errors import NasError
-from nas.space.base import SearchSpace
 from nas.space.layers import LayerSpec
 
 SCHEMA = "hwnas.export/1"
@@ -36,13 +35,6 @@ FINETUNED_WEIGHTS, FINETUNED_ONNX, FINETUNE_DIR = "finetuned.safetensors", "fine
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def space_hash(space: SearchSpace) -> str:
-    """Hash of what a space is: name, decisions with their choices, and the blocks of its
-    largest and smallest archs (so a change of widths or ops shows, not only of choices)."""
-    layers = [s.key for arch in (space.extreme(True), space.extreme(False)) for s in space.layers(arch)]
-    return _digest(json.dumps([space.name, space.describe()["decisions"], layers], sort_keys=True))
 
 
 def layers_hash(layers: Sequence[LayerSpec]) -> str:

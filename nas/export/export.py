@@ -16,7 +16,6 @@ from nas.export.bundle import (
     WEIGHTS_FILE,
     layers_hash,
     record_file,
-    space_hash,
     staged_folder,
     write_json,
 )
@@ -34,11 +33,10 @@ DEFAULT_PROTOCOL = Protocol()  # the LUTs' measurement protocol
 def resolve(space: SearchSpace | str, arch: Arch | Mapping[str, Any] | str) -> tuple[SearchSpace, Arch]:
     """The space (object, name or YAML path) and the arch (Arch, mapping, JSON/NB201 text, max, min)."""
     from nas.space import load_space
-    from nas.space.commands import resolve_arch
 
     space = load_space(space) if isinstance(space, (str, Path)) else space
     if isinstance(arch, str):
-        return space, resolve_arch(space, arch)
+        return space, space.resolve_arch(arch)
     return space, space.validate(arch)
 
 
@@ -79,7 +77,7 @@ def export_arch(space: SearchSpace | str, arch: Arch | Mapping[str, Any] | str, 
 
             measured = measure_onnx(tmp / ONNX_FILE, input_shape, latency_protocol)
         record = {"schema": SCHEMA, "space": space.name, "space_file": getattr(space, "source", None),
-                  "space_hash": space_hash(space), "arch": dict(arch), "arch_id": arch.arch_id,
+                  "space_fingerprint": space.fingerprint(), "arch": dict(arch), "arch_id": arch.arch_id,
                   "layers": [s.to_dict() for s in layers], "layers_hash": layers_hash(layers),
                   "input": {"shape": list(input_shape), "channels": space.in_channels, "resolution": resolution,
                             "preprocessing": inherited.preprocessing if inherited else None},

@@ -225,10 +225,9 @@ def _optional(value: float | None) -> str:
 def _energy_estimate(args: argparse.Namespace) -> None:
     from nas.hardware.energy import AnalyticEnergy
     from nas.hardware.lut import LUT, LUTCost
-    from nas.space.commands import resolve_arch
 
     space, device, path = _lut_path(args, args.lut)
-    arch = resolve_arch(space, args.arch)
+    arch = space.resolve_arch(args.arch)
     model = AnalyticEnergy(space, device, LUTCost(LUT.load(path), space, device=device))
     out = {"arch_id": arch.arch_id, "energy_mj": float(model.predict([arch])[0]), **model.describe()}
     if args.json:
@@ -243,10 +242,9 @@ def _energy_measure(args: argparse.Namespace) -> None:
     from nas.hardware.devices import load_device
     from nas.hardware.energy import find_energy_counter, measure_energy
     from nas.space import load_space
-    from nas.space.commands import resolve_arch
 
     space, device = load_space(args.space), load_device(args.device)
-    arch = resolve_arch(space, args.arch)
+    arch = space.resolve_arch(args.arch)
     counter = find_energy_counter()
     out = {"arch_id": arch.arch_id, "device": device.name,
            **measure_energy(make_backend(device).runner(space.layers(arch)), counter, args.seconds)}

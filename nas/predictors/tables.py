@@ -114,19 +114,6 @@ class ArchTable:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def parse_arch_text(space: SearchSpace, text: str) -> Arch:
-    """An arch from canonical JSON, the space's own string form (NB201 strings) or its
-    choices joined by '-' in decision order (HELP's FBNet strings)."""
-    text = text.strip()
-    if text.startswith("{") or text.startswith("|"):
-        return space.parse_arch(text)
-    parts = text.split("-")
-    if len(parts) == len(space.decisions) and all(isinstance(c, str) for d in space.decisions for c in d.choices):
-        return space.arch(dict(zip([d.name for d in space.decisions], parts)))
-    raise NasError(f"arch {text[:60]!r} is neither arch JSON nor {len(space.decisions)} choices of space "
-                   f"{space.name} joined by '-'")
-
-
 def read_table(path: Path | str, space: SearchSpace) -> ArchTable:
     """One table: a CSV with an arch column (see the module doc) and value columns, or a
     JSON list of objects with an "arch" (an arch mapping or string) and value fields."""
@@ -148,7 +135,7 @@ def read_table(path: Path | str, space: SearchSpace) -> ArchTable:
         key = arch_ref if isinstance(arch_ref, str) else json.dumps(arch_ref, sort_keys=True)
         if key not in cache:
             try:
-                arch = parse_arch_text(space, arch_ref) if isinstance(arch_ref, str) else space.arch(arch_ref)
+                arch = space.parse_arch(arch_ref) if isinstance(arch_ref, str) else space.arch(arch_ref)
             except NasError as exc:
                 raise NasError(f"{path}:{line}: {exc}") from None
             cache[key] = (space.encode(arch), arch.arch_id)
@@ -243,13 +230,7 @@ def read_archs(path: Path | str, space: SearchSpace) -> list[Arch]:
         if not row.strip():
             continue
         try:
-            if row.strip().startswith("{"):
-                data = json.loads(row)
-                archs.append(space.arch(data))
-            else:
-                archs.append(parse_arch_text(space, row))
-        except json.JSONDecodeError as exc:
-            raise NasError(f"{path}:{line}: not valid JSON ({exc.msg})") from None
+            archs.append(space.parse_arch(row))
         except NasError as exc:
             raise NasError(f"{path}:{line}: {exc}") from None
     if not archs:

@@ -8,8 +8,7 @@ from typing import Any
 
 from nas.cli import positive_int, print_json
 from nas.errors import NasError
-from nas.space.arch import Arch
-from nas.space.base import SearchSpace
+from nas.space.base import size_text
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -67,11 +66,7 @@ def _space_list(args: argparse.Namespace) -> None:
         return
     print(f"{'space':<22} {'type':<12} {'decisions':>9}  {'size':>15}  distinct networks")
     for r in rows:
-        print(f"{r['name']:<22} {r['type']:<12} {r['decisions']:>9}  {_size(r['size']):>15}  {_size(r['distinct_size'])}")
-
-
-def _size(n: int) -> str:
-    return f"{n:,}" if n < 10**12 else f"{n:.3e}"
+        print(f"{r['name']:<22} {r['type']:<12} {r['decisions']:>9}  {size_text(r['size']):>15}  {size_text(r['distinct_size'])}")
 
 
 def _space_show(args: argparse.Namespace) -> None:
@@ -82,8 +77,8 @@ def _space_show(args: argparse.Namespace) -> None:
     if args.json:
         print_json(info)
         return
-    print(f"{info['name']} ({info['type']}): {_size(info['size'])} decision assignments, "
-          f"{_size(info['distinct_size'])} distinct networks, {len(info['decisions'])} decisions")
+    print(f"{info['name']} ({info['type']}): {size_text(info['size'])} decision assignments, "
+          f"{size_text(info['distinct_size'])} distinct networks, {len(info['decisions'])} decisions")
     if info["description"]:
         print(info["description"])
     for d in info["decisions"]:
@@ -103,30 +98,12 @@ def _space_sample(args: argparse.Namespace) -> None:
         print(json.dumps(line))
 
 
-def resolve_arch(space: SearchSpace, text: str | None) -> Arch:
-    """ARCH on the command line: inline JSON, a JSON file, an NB201 string, max or min."""
-    if text is None:
-        if space.size != 1:
-            raise NasError(f"space {space.name} has {_size(space.size)} architectures: give ARCH "
-                           "(inline JSON, a JSON file, max or min)")
-        return space.from_index(0)
-    if text in ("max", "min"):
-        return space.extreme(largest=text == "max")
-    stripped = text.strip()
-    if stripped.startswith(("{", "|")):
-        return space.parse_arch(stripped)
-    path = Path(text)
-    if not path.is_file():
-        raise NasError(f"ARCH {text!r} is neither inline JSON, an NB201 string, max, min nor an existing file")
-    return space.parse_arch(path.read_text())
-
-
 def _space_stats(args: argparse.Namespace) -> None:
     from nas.space import load_space
     from nas.space.counters import dtype_bytes, layer_macs, layer_params, layer_peak_elements
 
     space = load_space(args.space)
-    arch = resolve_arch(space, args.arch)
+    arch = space.resolve_arch(args.arch)
     out: dict[str, Any] = {"space": space.name, **space.counts(arch, args.resolution, args.dtype), "dtype": args.dtype,
                            "arch": dict(arch)}
     if args.layers:

@@ -20,10 +20,11 @@ from nas.export.bundle import (
     write_json,
 )
 from nas.export.card import SCHEMA as CARD_SCHEMA
-from nas.export.card import card_metrics, library_versions, now, write_card
+from nas.export.card import CARD_LIBRARIES, card_metrics, now, write_card
 from nas.export.onnx_export import write_onnx
 from nas.export.weights import fresh_model, save_weights
 from nas.hardware.measure import Protocol
+from nas.provenance import library_versions
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
 
@@ -111,7 +112,7 @@ def _card(space, arch, record, onnx_check, measured, inherited, budgets, provena
         "finetune": None, "budgets": [],
         "provenance": {"search_run": extra.pop("search_run", None), "seeds": seeds,
                        "weights": "inherited from supernet" if inherited else f"fresh initialisation (seed {seed})",
-                       "versions": library_versions(), "created": record["created"], **extra},
+                       "versions": library_versions(CARD_LIBRARIES), "created": record["created"], **extra},
     }
     card["budgets"] = check_budgets(budgets, card_metrics(card))
     return card

@@ -5,7 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from nas.cli import add_threads_argument, positive_int, print_json, set_torch_threads
+from nas.cli import add_threads_argument, positive_int, print_json
+from nas.threads import set_torch_threads
 from nas.errors import NasError
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.atomic import write_atomic
-from nas.errors import CompatibilityError, NasError
+from nas.errors import CompatibilityError, DataError, NasError
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
 from nas.supernet.config import RUNTIME_KEYS, TrainConfig, config_from_dict
@@ -59,9 +59,9 @@ class RunDir:
             raise NasError(f"{self.path} is not a training run (no config.json); train one with "
                            "'hwnas supernet train ... --out DIR'") from None
         except json.JSONDecodeError as exc:
-            raise NasError(f"{self.config_file}: not valid JSON ({exc.msg})") from None
+            raise DataError(f"{self.config_file}: not valid JSON ({exc.msg})") from None
         if not isinstance(found, dict) or found.get("schema") != SCHEMA:
-            raise NasError(f"{self.config_file}: not a {SCHEMA} file")
+            raise DataError(f"{self.config_file}: not a {SCHEMA} file")
         return found
 
     def config(self) -> TrainConfig:

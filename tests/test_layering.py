@@ -1,4 +1,5 @@
-"""Layering: library modules never import the CLI (nas.cli or a subsystem's commands module).
+"""Layering: library modules never import the CLI (nas.cli or a subsystem's commands
+module), warnings carry hwnas categories, and the CLI alone prints command results.
 
 The CLI is a thin layer over the library (docs/ARCHITECTURE.md, decision 14); a library
 module that imports it drags argparse wiring into every API user and makes the CLI
@@ -7,7 +8,10 @@ functions count too.
 """
 from __future__ import annotations
 
+import argparse
 import ast
+import json
+import typing
 from pathlib import Path
 
 import pytest
@@ -73,3 +77,31 @@ def test_every_warning_hwnas_issues_has_an_hwnas_category() -> None:
                 calls.append((f"{module_name(path)}:{node.lineno}", ast.unparse(given) if given else None))
     assert calls, "the walk found no warnings.warn at all"
     assert [c for c in calls if c[1] not in categories] == []
+
+
+def test_commands_return_results_and_only_the_cli_prints() -> None:
+    """Every command handler returns a nas.cli.Result, rendered by nas.cli (JSON with
+    --json, text otherwise); a commands module prints only progress to stderr."""
+    from nas.cli import Result, build_parser
+
+    handlers = []
+    for path in sorted(PACKAGE.rglob("commands.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "print":
+                assert any(k.arg == "file" and ast.unparse(k.value) == "sys.stderr" for k in node.keywords), \
+                    f"{module_name(path)}:{node.lineno} prints to stdout; return a Result instead"
+    parser = build_parser()
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        if "run" in p._defaults:
+            handlers.append(p._defaults["run"])
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+    assert len(handlers) > 30
+    for handler in handlers:
+        assert typing.get_type_hints(handler)["return"] is Result, handler.__qualname__
+    assert Result({"a": 1}, "one").render(as_json=False) == "one"
+    assert json.loads(Result({"a": 1}, "one").render(as_json=True)) == {"a": 1}
+    assert json.loads(Result([1, 2]).render(as_json=False)) == [1, 2]  # no text: JSON either way

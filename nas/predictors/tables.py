@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nas.errors import NasError, closest
+from nas.errors import DataError, NasError, closest
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
 
@@ -215,24 +215,43 @@ def read_tables(paths: Sequence[Path | str], space: SearchSpace) -> ArchTable:
 
 
 def read_archs(path: Path | str, space: SearchSpace) -> list[Arch]:
-    """Archs to score: a .csv file with an arch column, else one arch per line (JSON,
-    as 'hwnas space sample' writes, or the space's string form)."""
+    """Archs to score or evaluate: a .csv file with an arch column, a JSON list of archs,
+    or one arch per line (JSON, as 'hwnas space sample' writes, or the space's string
+    form). Each arch is a decision mapping, a {"space", "arch"} object or arch text."""
     path = Path(path)
     if path.suffix.lower() == ".csv":
         table = read_table(path, space)
         return table.archs(range(len(table.arch_ids)))
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NasError(f"{path}: cannot read ({exc})") from None
-    archs = []
-    for line, row in enumerate(text.splitlines(), start=1):
-        if not row.strip():
-            continue
-        try:
-            archs.append(space.parse_arch(row))
-        except NasError as exc:
-            raise NasError(f"{path}:{line}: {exc}") from None
+        body = path.read_text().strip()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text file; expected JSON lines or a JSON list of archs") from None
+    except OSError as exc:
+        raise NasError(f"{path}: cannot read ({exc.strerror})") from None
+    if body.startswith("["):
+        items = [(f"{path}: arch {i}", item) for i, item in enumerate(_json(body, f"{path}"), start=1)]
+    else:
+        items = [(f"{path}:{line}", _json(row, f"{path}:{line}") if row.strip()[:1] in ("{", '"') else row.strip())
+                 for line, row in enumerate(body.splitlines(), start=1) if row.strip()]
+    archs = [_arch_item(space, item, where) for where, item in items]
     if not archs:
-        raise NasError(f"{path}: no archs")
+        raise DataError(f"{path}: holds no archs")
     return archs
+
+
+def _json(text: str, where: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: not valid JSON ({exc.msg}, column {exc.colno}); expected JSON lines or a JSON "
+                        "list of archs") from None
+
+
+def _arch_item(space: SearchSpace, item, where: str) -> Arch:
+    if not isinstance(item, (str, dict)):
+        raise DataError(f"{where} is {json.dumps(item)[:40]}; expected a decision mapping, "
+                        "a {\"space\", \"arch\"} object or the space's string form")
+    try:
+        return space.parse_arch(item) if isinstance(item, str) else space.arch(item)
+    except NasError as exc:
+        raise DataError(f"{where}: {exc}") from None

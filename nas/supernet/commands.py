@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from nas.cli import Result, add_threads_argument, positive_int
@@ -81,32 +80,14 @@ def _train(args: argparse.Namespace) -> Result:
 
 
 def read_archs(space: SearchSpace, text: str) -> list[Arch]:
-    """--archs: max, min, or a file of JSON lines / a JSON list of archs (objects or NB201 strings)."""
+    """--archs: max, min, or a file of archs (JSON lines, a JSON list, the space's strings)."""
+    from nas.predictors.tables import read_archs as read_arch_file
+
     if text in ("max", "min"):
         return [space.extreme(largest=text == "max")]
-    path = Path(text)
-    if not path.is_file():
+    if not Path(text).is_file():
         raise NasError(f"--archs {text!r} is neither max, min nor an existing file")
-    try:
-        body = path.read_text().strip()
-    except UnicodeDecodeError:
-        raise NasError(f"{path}: not a text file; expected JSON lines or a JSON list of archs") from None
-    try:
-        items = json.loads(body) if body.startswith("[") else [json.loads(line) for line in body.splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise NasError(f"{path}: expected JSON lines or a JSON list of archs ({exc.msg}, line {exc.lineno})") from None
-    archs = []
-    for i, item in enumerate(items, 1):
-        if not isinstance(item, (str, dict)):
-            raise NasError(f"{path}: arch {i} is {json.dumps(item)[:40]}; expected a decision mapping, "
-                           "a {\"space\", \"arch\"} object or the space's string form")
-        try:
-            archs.append(space.parse_arch(item) if isinstance(item, str) else space.arch(item))
-        except NasError as exc:
-            raise NasError(f"{path}: arch {i}: {exc}") from None
-    if not archs:
-        raise NasError(f"{path}: holds no archs")
-    return archs
+    return read_arch_file(text, space)
 
 
 def _eval(args: argparse.Namespace) -> Result:

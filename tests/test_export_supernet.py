@@ -239,3 +239,10 @@ def test_a_lut_a_supernet_run_and_an_export_of_one_space_share_its_fingerprint(t
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         LUTCost(lut, space, device=device)  # the current fingerprint: no warning
+
+    edited = tmp_path / "micro_sn.yaml"
+    edited.write_text(MICRO.replace("out: 32", "out: 40"))
+    run = RunDir(run_dir)
+    with pytest.raises(CompatibilityError, match="another version of space micro_sn") as caught:
+        run.prepare(run.config(), load_space(edited), None)
+    assert space.fingerprint() in str(caught.value) and load_space(edited).fingerprint() in str(caught.value)

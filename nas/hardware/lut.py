@@ -232,7 +232,7 @@ class LUTCost(CostModel):
         self.resolution = resolution
         missing = lut.missing(unique_layers(space, resolution))
         if missing:
-            raise NasError(f"LUT lacks {len(missing)} of the space's blocks, e.g. {missing[0].key!r}; "
+            raise CompatibilityError(f"LUT lacks {len(missing)} of the space's blocks, e.g. {missing[0].key!r}; "
                            f"run 'hwnas lut build --space {space.name} --device {lut.meta.get('device')}' to fill them in")
         self.calibration = lut.meta.get("calibration") if calibrated else None
         value = calibrated_block_value(self.calibration, lut.value) if self.calibration else lut.value

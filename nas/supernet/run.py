@@ -45,12 +45,12 @@ class RunDir:
                                      "now); use another --out folder or delete it")
         for key in ("space", "arch"):
             if found.get(key) != wanted[key]:
-                raise NasError(f"{self.path} holds a run with another {key.replace('_', ' ')}; "
-                               "use another --out folder or delete it")
+                raise CompatibilityError(f"{self.path} holds a run with another {key}; "
+                                         "use another --out folder or delete it")
         differences = _differences(found["config"], wanted["config"])
         if differences:
-            raise NasError(f"{self.path} holds a run with other settings ({'; '.join(differences[:3])}); "
-                           "use another --out folder or delete it to start over")
+            raise CompatibilityError(f"{self.path} holds a run with other settings ({'; '.join(differences[:3])}); "
+                                     "use another --out folder or delete it to start over")
 
     def read(self) -> dict[str, Any]:
         try:

@@ -124,10 +124,12 @@ class SearchSpace(ABC):
         """An arch from text: canonical JSON (a decision mapping or the {"space", "arch"}
         form) or the space's own string form (`parse_arch_string`)."""
         text = text.strip()
-        if text[:1] not in ('{', '[', '"'):
+        if text[:1] not in ("{", "[", '"'):
             arch = self.parse_arch_string(text)
             if arch is None:
-                raise NasError(f"arch {text[:60]!r} is neither arch JSON nor {self._string_form()}")
+                form = self._string_form()
+                raise NasError(f"arch {text[:60]!r} is " + (f"neither arch JSON nor {form}" if form else
+                                                           "not arch JSON (an object of decision -> value)"))
             return arch
         try:
             data = json.loads(text)
@@ -172,12 +174,14 @@ class SearchSpace(ABC):
                 raise NasError(f"ARCH file {ref}: not a text file") from None
         arch = self.parse_arch_string(stripped)
         if arch is None:
-            raise NasError(f"ARCH {ref!r} is neither inline JSON, {self._string_form()}, max, min nor an existing file")
+            form = self._string_form()
+            raise NasError(f"ARCH {ref!r} is neither inline JSON, {form + ', ' if form else ''}max, min nor an "
+                           "existing file")
         return arch
 
-    def _string_form(self) -> str:
-        return (f"{len(self.decisions)} choices of space {self.name} joined by '-'" if self._string_choices
-                else f"an arch string of space {self.name}")
+    def _string_form(self) -> str | None:
+        """How the space's own string form reads, for messages; None when it has none."""
+        return f"{len(self.decisions)} choices joined by '-'" if self._string_choices else None
 
     @functools.cached_property
     def _string_choices(self) -> bool:
@@ -190,7 +194,7 @@ class SearchSpace(ABC):
 
         It hashes the decisions (names and choices, in code order), the input channels, and
         every slot in network order as the decisions it reads plus the key of the LayerSpec
-        it makes for each combination of their values (None where inactive): the whole
+        it makes for each combination of their values ('-' where inactive): the whole
         map from arch to network, which is what a LUT's blocks, a checkpoint's weight
         shapes and codes, and an export's layers all depend on. The name and description
         are left out (every consumer checks the name beside the fingerprint), so a

@@ -150,7 +150,7 @@ class NB201Space(SearchSpace):
     def format_arch(self, arch: Arch) -> str:
         return self.to_string(arch)
 
-    def _string_form(self) -> str:
+    def _string_form(self) -> str | None:
         return "an NB201 arch string"
 
     def nb201_index(self, arch: Arch) -> int:

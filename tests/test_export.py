@@ -274,6 +274,21 @@ def test_an_edited_arch_is_told_apart_from_a_changed_space(micro, edit) -> None:
     assert str(caught.value).count(load_space(path).fingerprint()) == 1
 
 
+def test_an_export_without_a_fingerprint_loads_by_its_layers(micro) -> None:
+    """arch.json of an hwnas before space fingerprints: the layers decide, silently."""
+    import warnings
+
+    _, out = micro
+    reference = load(out).state_dict()
+    record = json.loads((out / ARCH_FILE).read_text())
+    del record["space_fingerprint"]
+    (out / ARCH_FILE).write_text(json.dumps(record))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = load(out).state_dict()
+    assert all(torch.equal(loaded[k], reference[k]) for k in reference)
+
+
 def test_a_space_changed_elsewhere_warns_and_a_missing_space_still_loads(micro) -> None:
     path, out = micro
     reference = load(out).state_dict()

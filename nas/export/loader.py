@@ -34,7 +34,8 @@ def export_layers(out: Path, record: dict[str, Any]) -> list[LayerSpec]:
     The space's fingerprint tells the two ways an arch can stop matching its layers
     apart: if it equals the recorded one the space is as exported, so arch.json's arch
     was edited (DataError); if not, the space changed (CompatibilityError when this arch's
-    network changed with it, a CompatibilityWarning when only other archs did).
+    network changed with it, a CompatibilityWarning when only other archs did). An
+    export written before fingerprints has only its layers to compare.
     """
     file = Path(out) / ARCH_FILE
     try:
@@ -48,6 +49,7 @@ def export_layers(out: Path, record: dict[str, Any]) -> list[LayerSpec]:
         return stored
     recorded, now = record.get("space_fingerprint"), space.fingerprint()
     unchanged = recorded == now
+    then = f"fingerprint {recorded} then, {now} now" if recorded else "the export predates space fingerprints"
     try:
         layers = space.layers(space.arch(record["arch"]))
     except NasError as exc:
@@ -55,14 +57,14 @@ def export_layers(out: Path, record: dict[str, Any]) -> list[LayerSpec]:
             raise DataError(f"{file}: its arch does not fit space {space.name} ({exc}), which is as exported "
                             f"(fingerprint {now}); the file was edited, export again") from None
         raise CompatibilityError(f"{out}: the arch no longer fits space {space.name} ({exc}); the space has changed "
-                                 f"since export (fingerprint {recorded} then, {now} now)") from None
+                                 f"since export ({then})") from None
     if layers_hash(layers) != record["layers_hash"]:
         if unchanged:
             raise DataError(f"{file}: its arch builds another network than its recorded layers in space {space.name}, "
                             f"which is as exported (fingerprint {now}); the file was edited, export again")
         raise CompatibilityError(f"{out}: space {space.name} has changed since export and now builds another network "
-                                 f"for this arch (fingerprint {recorded} then, {now} now)")
-    if not unchanged:
+                                 f"for this arch ({then})")
+    if recorded and not unchanged:
         warnings.warn(f"space {space.name} has changed since {out} was exported (fingerprint {recorded} then, {now} "
                       "now); this arch's network is unchanged", CompatibilityWarning, stacklevel=3)
     return layers

@@ -74,7 +74,7 @@ def test_every_consumer_handles_or_refuses_every_op(name) -> None:
     handled, refused = set(module.SUPPORTED_OPS), set(module.REFUSED_OPS)
     assert not handled & refused, f"{name} both handles and refuses {sorted(handled & refused)}"
     assert handled | refused == set(OPS), (f"{name}: ops neither handled nor refused: "
-                                          f"{sorted(set(OPS) - handled - refused)}; unknown: {sorted(handled | refused - set(OPS))}")
+                                          f"{sorted(set(OPS) - handled - refused)}; unknown: {sorted((handled | refused) - set(OPS))}")
 
 
 def test_every_op_has_an_example() -> None:

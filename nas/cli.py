@@ -3,6 +3,8 @@
 Each subsystem registers its own subcommands (a `register(commands, bench)` function in
 its `commands` module), so the root only wires them together and turns user mistakes
 (NasError) into one line on stderr and exit code 2; argparse usage errors also exit 2.
+Every command returns a `Result`, and only this module writes it to stdout: its data
+as JSON with --json, its text otherwise.
 """
 from __future__ import annotations
 
@@ -11,9 +13,23 @@ import importlib
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from nas.errors import NasError
+
+@dataclass(frozen=True)
+class Result:
+    """What a command hands back: its data (JSON-ready; printed as JSON with --json) and
+    its rendering for people (printed otherwise; None: the data as JSON either way, for
+    commands whose output is JSON by nature)."""
+
+    data: Any
+    text: str | None = None
+
+    def render(self, as_json: bool) -> str:
+        return json.dumps(self.data, indent=2) if as_json or self.text is None else self.text
+
 
 COMMAND_MODULES = ("nas.space.commands", "nas.hardware.commands", "nas.supernet.commands", "nas.predictors.commands",
                    "nas.search.commands", "nas.experiment.commands", "nas.export.commands")
@@ -26,7 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        args.run(args)
+        result: Result = args.run(args)
+        text = result.render(getattr(args, "json", False))
+        if text:
+            print(text)
     except NasError as exc:
         print(f"hwnas: error: {exc}", file=sys.stderr)
         return 2
@@ -62,25 +81,6 @@ def positive_int(text: str) -> int:
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int,
                         help="torch intra-op threads per process (default: torch's choice; 1 on a busy machine)")
-
-
-def set_torch_threads(threads: int | None) -> None:
-    """`--threads` and an experiment's `threads:`. torch's default of one OpenMP thread per
-    core thrashes when other jobs share the cores: on the busy 2-core VM, training with 2
-    threads ran up to 30x slower than with 1. Also exported as OMP_NUM_THREADS, so worker
-    processes started from here inherit it."""
-    if threads is None:
-        return
-    import os
-
-    import torch
-
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    torch.set_num_threads(threads)
-
-
-def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nas.cli import main
-from nas.errors import NasError
+from nas.errors import CompatibilityWarning, DataError, NasError
 from nas.export import check_budgets, export_arch, finetune, load, read_card
 from nas.export.bundle import ARCH_FILE, CARD_FILE, ONNX_FILE, WEIGHTS_FILE, file_sha256
 from nas.export.weights import fresh_model
@@ -259,6 +259,36 @@ def test_a_changed_space_is_detected(micro) -> None:
         load(out)
 
 
+@pytest.mark.parametrize("edit", ["another choice", "no such choice"])
+def test_an_edited_arch_is_told_apart_from_a_changed_space(micro, edit) -> None:
+    """The space is as exported, so the fault is in arch.json: the message says so, and
+    does not claim the space changed while printing equal fingerprints (issue 14)."""
+    path, out = micro
+    record = json.loads((out / ARCH_FILE).read_text())
+    kernel = record["arch"]["s1.0.kernel"]
+    record["arch"]["s1.0.kernel"] = (5 if kernel == 3 else 3) if edit == "another choice" else 4
+    (out / ARCH_FILE).write_text(json.dumps(record))
+    with pytest.raises(DataError, match="the file was edited") as caught:
+        load(out)
+    assert "has changed" not in str(caught.value)
+    assert str(caught.value).count(load_space(path).fingerprint()) == 1
+
+
+def test_an_export_without_a_fingerprint_loads_by_its_layers(micro) -> None:
+    """arch.json of an hwnas before space fingerprints: the layers decide, silently."""
+    import warnings
+
+    _, out = micro
+    reference = load(out).state_dict()
+    record = json.loads((out / ARCH_FILE).read_text())
+    del record["space_fingerprint"]
+    (out / ARCH_FILE).write_text(json.dumps(record))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = load(out).state_dict()
+    assert all(torch.equal(loaded[k], reference[k]) for k in reference)
+
+
 def test_a_space_changed_elsewhere_warns_and_a_missing_space_still_loads(micro) -> None:
     path, out = micro
     reference = load(out).state_dict()
@@ -266,8 +296,10 @@ def test_a_space_changed_elsewhere_warns_and_a_missing_space_still_loads(micro) 
     record = json.loads((out / ARCH_FILE).read_text())
     if record["arch"]["s1.0.se"] == 0.5:
         pytest.skip("the sampled arch uses the new choice")
-    with pytest.warns(UserWarning, match="has changed"):
+    with pytest.warns(CompatibilityWarning, match="has changed") as caught:
         load(out)
+    fingerprints = (record["space_fingerprint"], load_space(path).fingerprint())
+    assert fingerprints[0] != fingerprints[1] and all(f in str(caught[0].message) for f in fingerprints)
     path.unlink()  # the export works without its space file: the stored LayerSpecs build it
     loaded = load(out).state_dict()
     assert all(torch.equal(loaded[k], reference[k]) for k in reference)

@@ -201,3 +201,48 @@ def test_a_damaged_supernet_checkpoint_is_refused(trained, tmp_path, damage) -> 
     with pytest.raises(NasError, match="checkpoint"):
         export_arch(space, "min", tmp_path / "out", supernet=copy, latency_protocol=None)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_lut_a_supernet_run_and_an_export_of_one_space_share_its_fingerprint(trained, tmp_path) -> None:
+    """One identity: the LUT's metadata, the run's config.json (beside its checkpoint) and
+    the export's arch.json all record space.fingerprint(), and a LUT that predates it (the
+    old block-only fingerprint) is still used while it holds every block, with a warning."""
+    import warnings
+
+    from nas.errors import CompatibilityError, CompatibilityWarning
+    from nas.hardware.devices import load_device
+    from nas.hardware.lut import LUT, LUTCost
+    from nas.hardware.profiling import build_lut
+    from nas.supernet.run import RunDir
+    from tests.hw_helpers import FAST
+
+    run_dir, space = trained
+    device = load_device("local-cpu")
+    lut = build_lut(space, device, out=tmp_path / "micro.csv", protocol=FAST, calibrate=0)
+    out = export_arch(space, "min", tmp_path / "out", supernet=run_dir, latency_protocol=None,
+                      luts={"local-cpu": tmp_path / "micro.csv"})
+    fingerprints = {"lut": LUT.load(tmp_path / "micro.csv").meta["space_fingerprint"],
+                    "run": RunDir(run_dir).read()["space_fingerprint"],
+                    "export": json.loads((out / ARCH_FILE).read_text())["space_fingerprint"]}
+    assert fingerprints == dict.fromkeys(fingerprints, space.fingerprint())
+    assert load_space(run_dir.parent / "micro_sn.yaml").fingerprint() == space.fingerprint()  # stable across loads
+
+    old = LUT({**lut.meta, "space_fingerprint": "0123456789abcdef"}, lut.entries)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        LUTCost(old, space, device=device)
+    assert [w.category for w in caught] == [CompatibilityWarning]
+    assert "0123456789abcdef" in str(caught[0].message) and space.fingerprint() in str(caught[0].message)
+    gone = next(iter(lut.entries))
+    with pytest.raises(CompatibilityError, match=f"another version of space micro_sn.*lacks 1 of its blocks, e.g. {gone!r}"):
+        LUTCost(LUT(old.meta, {k: v for k, v in lut.entries.items() if k != gone}), space, device=device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LUTCost(lut, space, device=device)  # the current fingerprint: no warning
+
+    edited = tmp_path / "micro_sn.yaml"
+    edited.write_text(MICRO.replace("out: 32", "out: 40"))
+    run = RunDir(run_dir)
+    with pytest.raises(CompatibilityError, match="another version of space micro_sn") as caught:
+        run.prepare(run.config(), load_space(edited), None)
+    assert space.fingerprint() in str(caught.value) and load_space(edited).fingerprint() in str(caught.value)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nas.errors import NasError
-from nas.predictors.tables import parse_arch_text, read_archs, read_table, read_tables
+from nas.predictors.tables import read_archs, read_table, read_tables
 from nas.space import load_space
 
 
@@ -62,11 +62,13 @@ def test_public_fbnet_table_maps_onto_fbnet_cifar(benchmarks):
 def test_arch_forms(nb201_table):
     space = nb201_table.space
     arch = space.decode(nb201_table.codes[5])
-    assert parse_arch_text(space, arch.to_json()) == arch
-    assert parse_arch_text(space, space.to_string(arch)) == arch
+    assert space.parse_arch(arch.to_json()) == arch
+    assert space.parse_arch(space.to_string(arch)) == arch
+    assert space.parse_arch(space.format_arch(arch)) == arch and space.format_arch(arch) == space.to_string(arch)
     fb = load_space("fbnet_cifar")
     a = fb.sample(0)
-    assert parse_arch_text(fb, "-".join(a.values())) == a
+    assert fb.parse_arch("-".join(a.values())) == a
+    assert fb.parse_arch(fb.format_arch(a)) == a and fb.resolve_arch("-".join(a.values())) == a
 
 
 def _write(path: Path, rows: list[list[str]]) -> Path:

@@ -16,12 +16,13 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from nas.provenance import library_versions
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 SKIP_SUFFIXES = (".tmp", ".lock")
@@ -55,16 +56,6 @@ def code_digest(folders: tuple[str, ...]) -> str:
         for f in sorted((PACKAGE_ROOT / folder).rglob("*.py")):
             h.update(str(f.relative_to(PACKAGE_ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
-
-
-def library_versions(names: Iterable[str]) -> dict[str, str]:
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
 
 
 def step_key(step: str, inputs: Mapping[str, Any], upstream: Mapping[str, str], code: Sequence[str],

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from nas.cli import print_json
+from nas.cli import Result
 
 STEP_NAMES = ("profile", "train", "search", "export")
 
@@ -44,54 +43,43 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     q.set_defaults(run=_compare)
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace) -> Result:
     if args.check:
         from nas.experiment.plan import plan_lines
         from nas.experiment.schema import load_experiment
 
         exp = load_experiment(args.config)
-        print("\n".join(plan_lines(exp, args.config)))
-        return
+        lines = plan_lines(exp, args.config)
+        return Result(lines, "\n".join(lines))
     from nas.experiment.runner import run_experiment
 
     run = run_experiment(args.config, args.runs, new=args.new, from_step=args.from_step, progress=not args.quiet,
                          echo=lambda line: print(line, file=sys.stderr, flush=True))
-    from nas.experiment.runs import show_lines
+    from nas.experiment.runs import run_facts, show_lines
 
-    print("\n".join(show_lines(run)))
+    return Result(run_facts(run), "\n".join(show_lines(run)))
 
 
-def _list(args: argparse.Namespace) -> None:
+def _list(args: argparse.Namespace) -> Result:
     from nas.experiment.rundir import all_runs
     from nas.experiment.runs import format_table, list_table, run_facts
 
     runs = all_runs(args.runs)
-    if args.json:
-        print_json([run_facts(r) for r in runs])
-        return
-    if not runs:
-        print(f"no runs under {args.runs}")
-        return
-    print("\n".join(format_table(*list_table(runs))))
+    return Result([run_facts(r) for r in runs],
+                  "\n".join(format_table(*list_table(runs))) if runs else f"no runs under {args.runs}")
 
 
-def _show(args: argparse.Namespace) -> None:
+def _show(args: argparse.Namespace) -> Result:
     from nas.experiment.rundir import find_run
     from nas.experiment.runs import run_facts, show_lines
 
     run = find_run(args.runs, args.run_ref)
-    if args.json:
-        print(json.dumps(run_facts(run), indent=2))
-        return
-    print("\n".join(show_lines(run)))
+    return Result(run_facts(run), "\n".join(show_lines(run)))
 
 
-def _compare(args: argparse.Namespace) -> None:
+def _compare(args: argparse.Namespace) -> Result:
     from nas.experiment.rundir import find_run
     from nas.experiment.runs import compare_table, format_table, run_facts
 
     runs = [find_run(args.runs, ref) for ref in args.run_refs]
-    if args.json:
-        print_json([run_facts(r) for r in runs])
-        return
-    print("\n".join(format_table(*compare_table(runs))))
+    return Result([run_facts(r) for r in runs], "\n".join(format_table(*compare_table(runs))))

@@ -176,7 +176,7 @@ def find_run(root: Path, ref: str) -> Run:
 
 def environment() -> dict[str, Any]:
     """What a run ran on: Python, OS, CPU, GPU, library versions and the hwnas commit."""
-    from nas.experiment.cache import library_versions
+    from nas.provenance import library_versions
     from nas.hardware.devices import host_facts
 
     return {"python": platform.python_version(), "platform": platform.platform(), "host": platform.node(),

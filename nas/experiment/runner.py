@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.atomic import write_atomic
-from nas.cli import set_torch_threads
+from nas.threads import set_torch_threads
 from nas.errors import NasError
 from nas.experiment.cache import StepCache, output_digest, step_key
 from nas.experiment.rundir import Run, now

@@ -1,6 +1,6 @@
 """The export folder: its file names, arch.json, and how the folder is written and read.
 
-    OUT/arch.json          space name (+ file), space hash, arch, the arch's LayerSpecs, input, file hashes
+    OUT/arch.json          space name (+ file), space fingerprint, arch, the arch's LayerSpecs, input, file hashes
     OUT/model.safetensors  weights (tensors only: nothing in it can run code)
     OUT/model.onnx         the same network for deployment runtimes, verified with onnxruntime
     OUT/card.json          the model card as data; OUT/MODEL_CARD.md the same for people
@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.atomic import write_atomic
-from nas.errors import NasError
-from nas.space.base import SearchSpace
+from nas.errors import DataError, NasError
 from nas.space.layers import LayerSpec
 
 SCHEMA = "hwnas.export/1"
@@ -36,13 +35,6 @@ FINETUNED_WEIGHTS, FINETUNED_ONNX, FINETUNE_DIR = "finetuned.safetensors", "fine
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def space_hash(space: SearchSpace) -> str:
-    """Hash of what a space is: name, decisions with their choices, and the blocks of its
-    largest and smallest archs (so a change of widths or ops shows, not only of choices)."""
-    layers = [s.key for arch in (space.extreme(True), space.extreme(False)) for s in space.layers(arch)]
-    return _digest(json.dumps([space.name, space.describe()["decisions"], layers], sort_keys=True))
 
 
 def layers_hash(layers: Sequence[LayerSpec]) -> str:
@@ -66,11 +58,11 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
         raise NasError(f"{path}: missing; {what}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         detail = f"{exc.msg}, line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
-        raise NasError(f"{path}: not valid JSON ({detail}); the file is damaged, export again") from None
+        raise DataError(f"{path}: not valid JSON ({detail}); the file is damaged, export again") from None
     except OSError as exc:
         raise NasError(f"{path}: cannot read ({exc.strerror})") from None
     if not isinstance(data, dict):
-        raise NasError(f"{path}: expected a JSON object; the file is damaged, export again")
+        raise DataError(f"{path}: expected a JSON object; the file is damaged, export again")
     return data
 
 
@@ -85,11 +77,11 @@ def read_record(out: Path) -> dict[str, Any]:
         raise NasError(f"{out}: no such export folder; create one with 'hwnas export --space S --arch A -o {out}'")
     record = read_json(out / ARCH_FILE, "not an hwnas export folder (hwnas export writes arch.json)")
     if record.get("schema") != SCHEMA:
-        raise NasError(f"{out / ARCH_FILE}: schema {record.get('schema')!r} is not {SCHEMA!r}")
+        raise DataError(f"{out / ARCH_FILE}: schema {record.get('schema')!r} is not {SCHEMA!r}")
     for key, kind in (("space", str), ("arch", dict), ("layers", list), ("layers_hash", str), ("files", dict),
                       ("input", dict)):
         if not isinstance(record.get(key), kind):
-            raise NasError(f"{out / ARCH_FILE}: field {key!r} is missing or not a {kind.__name__}; export again")
+            raise DataError(f"{out / ARCH_FILE}: field {key!r} is missing or not a {kind.__name__}; export again")
     return record
 
 
@@ -98,11 +90,11 @@ def checked_file(out: Path, record: dict[str, Any], name: str) -> Path:
     path = Path(out) / name
     expected = record["files"].get(name)
     if expected is None:
-        raise NasError(f"{out / ARCH_FILE} records no file {name!r}")
+        raise DataError(f"{out / ARCH_FILE} records no file {name!r}")
     if not path.is_file():
-        raise NasError(f"{path}: missing from the export; export again")
+        raise DataError(f"{path}: missing from the export; export again")
     if file_sha256(path) != expected:
-        raise NasError(f"{path}: damaged or changed since export (SHA-256 differs from {ARCH_FILE}); export again")
+        raise DataError(f"{path}: damaged or changed since export (SHA-256 differs from {ARCH_FILE}); export again")
     return path
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import platform
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,18 +22,7 @@ COUNTERS = {"params": ("params", "count"), "macs": ("macs", "count"), "weight_by
             "peak_memory": ("peak_activation_bytes", "bytes")}
 
 
-def library_versions() -> dict[str, str]:
-    import numpy
-    import onnx
-    import onnxruntime
-    import safetensors
-    import torch
-
-    import nas
-
-    return {"hwnas": nas.__version__, "python": platform.python_version(), "torch": torch.__version__,
-            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "safetensors": safetensors.__version__,
-            "numpy": numpy.__version__}
+CARD_LIBRARIES = ("hwnas", "python", "torch", "onnx", "onnxruntime", "safetensors", "numpy")
 
 
 def now() -> str:

@@ -5,7 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from nas.cli import add_threads_argument, positive_int, print_json, set_torch_threads
+from nas.cli import Result, add_threads_argument, positive_int
+from nas.threads import set_torch_threads
 from nas.errors import NasError
 
 
@@ -63,7 +64,7 @@ def read_budgets(text: str | None):
     return read_yaml(path)  # YAML reads JSON too
 
 
-def _export(args: argparse.Namespace) -> None:
+def _export(args: argparse.Namespace) -> Result:
     from nas.export.card import read_card
     from nas.export.export import DEFAULT_PROTOCOL, export_arch
 
@@ -73,28 +74,24 @@ def _export(args: argparse.Namespace) -> None:
                       {"search_run": args.search_run} if args.search_run else None, seed=args.seed, split=args.split,
                       latency_protocol=None if args.no_measure else DEFAULT_PROTOCOL, force=args.force)
     card = read_card(out)
-    if args.json:
-        print_json(card)
-        return
     c = card["costs"]
-    print(f"{out}: {card['space']} arch {card['arch_id']}, {c['params']:,} params, {c['macs']:,} MACs; ONNX max abs "
-          f"diff {card['onnx']['max_abs_diff']:.2e}")
+    lines = [f"{out}: {card['space']} arch {card['arch_id']}, {c['params']:,} params, {c['macs']:,} MACs; ONNX max abs "
+             f"diff {card['onnx']['max_abs_diff']:.2e}"]
     if card["accuracy"]:
-        print(f"  supernet accuracy {card['accuracy']['value']:.4f} ({card['accuracy']['split']})")
+        lines.append(f"  supernet accuracy {card['accuracy']['value']:.4f} ({card['accuracy']['split']})")
     if card["measured_latency"]:
-        print(f"  measured latency {card['measured_latency']['median_ms']:.4g} ms on {card['measured_latency']['device']}")
-    for b in card["budgets"]:
-        print(f"  budget {b['budget']}: {'met' if b['met'] else 'unknown' if b['met'] is None else 'NOT met'}")
+        lines.append(f"  measured latency {card['measured_latency']['median_ms']:.4g} ms on "
+                     f"{card['measured_latency']['device']}")
+    lines += [f"  budget {b['budget']}: {'met' if b['met'] else 'unknown' if b['met'] is None else 'NOT met'}"
+              for b in card["budgets"]]
+    return Result(card, "\n".join(lines))
 
 
-def _finetune(args: argparse.Namespace) -> None:
+def _finetune(args: argparse.Namespace) -> Result:
     from nas.export.finetuning import finetune
 
     set_torch_threads(args.threads)
     result = finetune(args.out, args.data, args.epochs, seed=args.seed, distill_from=args.distill_from, lr=args.lr,
                       batch_size=args.batch_size, split=args.split, progress=not args.quiet)
-    if args.json:
-        print_json(result)
-        return
-    print(f"{args.out}: fine-tuned {result['epochs']} epochs on {result['data']}: {result['split']} accuracy "
-          f"{result['accuracy_before']:.4f} -> {result['accuracy']:.4f}")
+    return Result(result, f"{args.out}: fine-tuned {result['epochs']} epochs on {result['data']}: {result['split']} "
+                          f"accuracy {result['accuracy_before']:.4f} -> {result['accuracy']:.4f}")

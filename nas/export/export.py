@@ -16,15 +16,15 @@ from nas.export.bundle import (
     WEIGHTS_FILE,
     layers_hash,
     record_file,
-    space_hash,
     staged_folder,
     write_json,
 )
 from nas.export.card import SCHEMA as CARD_SCHEMA
-from nas.export.card import card_metrics, library_versions, now, write_card
+from nas.export.card import CARD_LIBRARIES, card_metrics, now, write_card
 from nas.export.onnx_export import write_onnx
 from nas.export.weights import fresh_model, save_weights
 from nas.hardware.measure import Protocol
+from nas.provenance import library_versions
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
 
@@ -34,11 +34,10 @@ DEFAULT_PROTOCOL = Protocol()  # the LUTs' measurement protocol
 def resolve(space: SearchSpace | str, arch: Arch | Mapping[str, Any] | str) -> tuple[SearchSpace, Arch]:
     """The space (object, name or YAML path) and the arch (Arch, mapping, JSON/NB201 text, max, min)."""
     from nas.space import load_space
-    from nas.space.commands import resolve_arch
 
     space = load_space(space) if isinstance(space, (str, Path)) else space
     if isinstance(arch, str):
-        return space, resolve_arch(space, arch)
+        return space, space.resolve_arch(arch)
     return space, space.validate(arch)
 
 
@@ -79,7 +78,7 @@ def export_arch(space: SearchSpace | str, arch: Arch | Mapping[str, Any] | str, 
 
             measured = measure_onnx(tmp / ONNX_FILE, input_shape, latency_protocol)
         record = {"schema": SCHEMA, "space": space.name, "space_file": getattr(space, "source", None),
-                  "space_hash": space_hash(space), "arch": dict(arch), "arch_id": arch.arch_id,
+                  "space_fingerprint": space.fingerprint(), "arch": dict(arch), "arch_id": arch.arch_id,
                   "layers": [s.to_dict() for s in layers], "layers_hash": layers_hash(layers),
                   "input": {"shape": list(input_shape), "channels": space.in_channels, "resolution": resolution,
                             "preprocessing": inherited.preprocessing if inherited else None},
@@ -113,7 +112,7 @@ def _card(space, arch, record, onnx_check, measured, inherited, budgets, provena
         "finetune": None, "budgets": [],
         "provenance": {"search_run": extra.pop("search_run", None), "seeds": seeds,
                        "weights": "inherited from supernet" if inherited else f"fresh initialisation (seed {seed})",
-                       "versions": library_versions(), "created": record["created"], **extra},
+                       "versions": library_versions(CARD_LIBRARIES), "created": record["created"], **extra},
     }
     card["budgets"] = check_budgets(budgets, card_metrics(card))
     return card

@@ -15,8 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas.errors import NasError
-from nas.export.bundle import space_hash
+from nas.errors import CompatibilityError, NasError
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
 
@@ -49,9 +48,10 @@ def load_matching_supernet(path: Path, space: SearchSpace, device: torch.device 
     run_dir = supernet_run_dir(path)
     config, supernet = load_supernet(run_dir, device)
     theirs = supernet.space
-    if theirs.name != space.name or space_hash(theirs) != space_hash(space):
-        raise NasError(f"supernet {run_dir} was trained on space {theirs.name!r} ({space_hash(theirs)}), "
-                       f"not on {space.name!r} ({space_hash(space)}); export with --space {config.space}")
+    if theirs.name != space.name or theirs.fingerprint() != space.fingerprint():
+        raise CompatibilityError(f"supernet {run_dir} was trained on space {theirs.name!r} (fingerprint "
+                                 f"{theirs.fingerprint()}), not on {space.name!r} ({space.fingerprint()}); "
+                                 f"export with --space {config.space}")
     return config, supernet
 
 

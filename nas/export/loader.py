@@ -1,7 +1,7 @@
 """`load(OUT)`: the exported network as a plain torch module, without unpickling anything.
 
 The module is built by the space's own builder from the arch's LayerSpecs, then filled
-from safetensors. arch.json names the space and records its hash and the hash of the
+from safetensors. arch.json names the space and records its fingerprint and the hash of the
 arch's layers: if the space can be found and has changed so that this arch now builds
 a different network, loading fails; if it has changed elsewhere, a warning says so. A
 space that cannot be found (an export moved to a machine without the space's YAML) is
@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from nas.errors import NasError
+from nas.errors import CompatibilityError, CompatibilityWarning, DataError, NasError
 from nas.export.bundle import (
     ARCH_FILE,
     FINETUNED_WEIGHTS,
@@ -24,33 +24,49 @@ from nas.export.bundle import (
     checked_file,
     layers_hash,
     read_record,
-    space_hash,
 )
 from nas.space.layers import LayerSpec
 
 
 def export_layers(out: Path, record: dict[str, Any]) -> list[LayerSpec]:
-    """The arch's LayerSpecs, from its space when that is available, checked against arch.json."""
+    """The arch's LayerSpecs, from its space when that is available, checked against arch.json.
+
+    The space's fingerprint tells the two ways an arch can stop matching its layers
+    apart: if it equals the recorded one the space is as exported, so arch.json's arch
+    was edited (DataError); if not, the space changed (CompatibilityError when this arch's
+    network changed with it, a CompatibilityWarning when only other archs did). An
+    export written before fingerprints has only its layers to compare.
+    """
+    file = Path(out) / ARCH_FILE
     try:
         stored = [LayerSpec.from_dict(d) for d in record["layers"]]
     except (NasError, TypeError) as exc:
-        raise NasError(f"{Path(out) / ARCH_FILE}: garbled layer list ({exc}); export again") from None
+        raise DataError(f"{file}: garbled layer list ({exc}); export again") from None
     if layers_hash(stored) != record["layers_hash"]:
-        raise NasError(f"{Path(out) / ARCH_FILE}: its layer list does not match its layers_hash; the file is damaged")
+        raise DataError(f"{file}: its layer list does not match its layers_hash; the file is damaged")
     space = find_space(record)
     if space is None:
         return stored
+    recorded, now = record.get("space_fingerprint"), space.fingerprint()
+    unchanged = recorded == now
+    then = f"fingerprint {recorded} then, {now} now" if recorded else "the export predates space fingerprints"
     try:
         layers = space.layers(space.arch(record["arch"]))
     except NasError as exc:
-        raise NasError(f"{out}: the arch no longer fits space {space.name} ({exc}); the space has changed since "
-                       "export") from None
+        if unchanged:
+            raise DataError(f"{file}: its arch does not fit space {space.name} ({exc}), which is as exported "
+                            f"(fingerprint {now}); the file was edited, export again") from None
+        raise CompatibilityError(f"{out}: the arch no longer fits space {space.name} ({exc}); the space has changed "
+                                 f"since export ({then})") from None
     if layers_hash(layers) != record["layers_hash"]:
-        raise NasError(f"{out}: space {space.name} has changed since export and now builds another network for "
-                       f"this arch (space hash {space_hash(space)}, exported with {record.get('space_hash')})")
-    if space_hash(space) != record.get("space_hash"):
-        warnings.warn(f"space {space.name} has changed since {out} was exported; this arch's network is unchanged",
-                      stacklevel=3)
+        if unchanged:
+            raise DataError(f"{file}: its arch builds another network than its recorded layers in space {space.name}, "
+                            f"which is as exported (fingerprint {now}); the file was edited, export again")
+        raise CompatibilityError(f"{out}: space {space.name} has changed since export and now builds another network "
+                                 f"for this arch ({then})")
+    if recorded and not unchanged:
+        warnings.warn(f"space {space.name} has changed since {out} was exported (fingerprint {recorded} then, {now} "
+                      "now); this arch's network is unchanged", CompatibilityWarning, stacklevel=3)
     return layers
 
 

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from nas.cli import positive_int, print_json
+from nas.cli import Result, positive_int
 from nas.hardware.measure import Protocol
 
 
@@ -104,26 +104,20 @@ def _space_device(p: argparse.ArgumentParser) -> None:
 
 
 
-def _devices_list(args: argparse.Namespace) -> None:
+def _devices_list(args: argparse.Namespace) -> Result:
     from nas.hardware.devices import device_names, load_device
 
     rows = [load_device(n).runtime() | {"name": n} for n in device_names()]
-    if args.json:
-        print_json(rows)
-        return
-    for r in rows:
-        print(f"{r['name']:<14} {r['backend']:<12} {r['provider'] or '':<28} threads={r['threads']} batch={r['batch']}")
+    return Result(rows, "\n".join(f"{r['name']:<14} {r['backend']:<12} {r['provider'] or '':<28} threads={r['threads']} "
+                                  f"batch={r['batch']}" for r in rows))
 
 
-def _devices_show(args: argparse.Namespace) -> None:
+def _devices_show(args: argparse.Namespace) -> Result:
     from nas.hardware.devices import load_device
 
     info = load_device(args.device).describe()
-    if args.json:
-        print_json(info)
-        return
-    for key, value in info.items():
-        print(f"{key:<12} {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+    return Result(info, "\n".join(f"{key:<12} {json.dumps(value) if isinstance(value, (dict, list)) else value}"
+                                  for key, value in info.items()))
 
 
 def _lut_path(args: argparse.Namespace, given: Path | None):
@@ -135,54 +129,55 @@ def _lut_path(args: argparse.Namespace, given: Path | None):
     return space, device, given or default_lut_path(device, space)
 
 
-def _lut_build(args: argparse.Namespace) -> None:
+def _lut_build(args: argparse.Namespace) -> Result:
     from nas.hardware.profiling import build_lut
 
     space, device, out = _lut_path(args, args.out)
     lut = build_lut(space, device, args.resolution or [None], out, Protocol.from_arguments(args), args.calibrate, args.seed, args.force)
     cal = lut.meta.get("calibration") or {}
-    print(f"wrote {out} ({len(lut.entries)} blocks, median noise {lut.meta['noise']['median_spread']:.1%}"
-          + (f", calibration residual {cal['residual_rmspe']:.1f} % RMSPE on {cal['n']} archs)" if cal else ")"))
+    return Result({"wrote": str(out), "meta": lut.meta},
+                  f"wrote {out} ({len(lut.entries)} blocks, median noise {lut.meta['noise']['median_spread']:.1%}"
+                  + (f", calibration residual {cal['residual_rmspe']:.1f} % RMSPE on {cal['n']} archs)" if cal else ")"))
 
 
-def _lut_validate(args: argparse.Namespace) -> None:
+def _lut_validate(args: argparse.Namespace) -> Result:
     from nas.hardware.lut import LUT
     from nas.hardware.validation import validate_lut
 
     space, device, path = _lut_path(args, args.lut)
     report = validate_lut(space, device, LUT.load(path), args.n, args.seed, args.out, args.allow_mismatch)
-    if args.json:
-        print_json(report)
-        return
     raw, ceiling = report["uncalibrated"], report["repeatability"]
-    print(f"{space.name} on {device.name}, {report['n']} archs:")
+    lines = [f"{space.name} on {device.name}, {report['n']} archs:"]
     for label, r in (("calibrated", report), ("sum of blocks", raw), ("re-measured", ceiling)):
-        print(f"  {label:<14} within ±5/10/15 %: {r['within_5']:.1%} / {r['within_10']:.1%} / {r['within_15']:.1%}"
-              f"  RMSPE {r['rmspe']:.2f} %  bias {r['bias']:+.2f} %  Kendall τ {r['kendall_tau']:.3f}"
-              f"  Spearman ρ {r['spearman_rho']:.3f}")
-    print(f"  ('re-measured' compares two measurements of {ceiling['n']} of the archs: the best any predictor can do "
-          "on this machine now)")
-    print("  wrote " + ", ".join(report.get("files", [])))
+        lines.append(f"  {label:<14} within ±5/10/15 %: {r['within_5']:.1%} / {r['within_10']:.1%} / {r['within_15']:.1%}"
+                     f"  RMSPE {r['rmspe']:.2f} %  bias {r['bias']:+.2f} %  Kendall τ {r['kendall_tau']:.3f}"
+                     f"  Spearman ρ {r['spearman_rho']:.3f}")
+    lines.append(f"  ('re-measured' compares two measurements of {ceiling['n']} of the archs: the best any predictor can "
+                 "do on this machine now)")
+    lines.append("  wrote " + ", ".join(report.get("files", [])))
+    return Result(report, "\n".join(lines))
 
 
-def _lut_kit(args: argparse.Namespace) -> None:
+def _lut_kit(args: argparse.Namespace) -> Result:
     from nas.hardware.kit import write_kit
     from nas.space import load_space
 
     manifest = write_kit(load_space(args.space), args.out, args.resolution or [None], args.batch)
-    print(f"wrote {args.out}: {len(manifest['entries'])} micro-models; on the device: "
-          "unzip it, run 'python3 runner.py --threads N --out results.csv', then 'hwnas lut import results.csv ...'")
+    return Result({"wrote": str(args.out), "manifest": manifest},
+                  f"wrote {args.out}: {len(manifest['entries'])} micro-models; on the device: unzip it, run "
+                  "'python3 runner.py --threads N --out results.csv', then 'hwnas lut import results.csv ...'")
 
 
-def _lut_import(args: argparse.Namespace) -> None:
+def _lut_import(args: argparse.Namespace) -> Result:
     from nas.hardware.kit import import_results
 
     space, device, out = _lut_path(args, args.out)
     lut = import_results(args.results, space, device, out, args.allow_mismatch)
-    print(f"wrote {out} ({len(lut.entries)} blocks from {args.results})")
+    return Result({"wrote": str(out), "blocks": len(lut.entries)},
+                  f"wrote {out} ({len(lut.entries)} blocks from {args.results})")
 
 
-def _bench_lut(args: argparse.Namespace) -> None:
+def _bench_lut(args: argparse.Namespace) -> Result:
     from nas.bench.space import median_seconds, pin_one_core
     from nas.hardware.lut import LUT, LUTCost
 
@@ -193,71 +188,58 @@ def _bench_lut(args: argparse.Namespace) -> None:
     seconds = median_seconds(lambda: cost.predict(codes), args.repeats)
     row = {"space": space.name, "device": device.name, "n": args.n, "archs_per_s": args.n / seconds,
            "calibrated": cost.calibration is not None, "cpu": pinned}
-    if args.json:
-        print_json(row)
-    else:
-        print(f"{space.name}@{device.name}: {row['archs_per_s']:,.0f} archs/s of LUT latency "
-              f"({args.n:,} archs, {'calibrated' if row['calibrated'] else 'raw sum'}, {pinned})")
+    return Result(row, f"{space.name}@{device.name}: {row['archs_per_s']:,.0f} archs/s of LUT latency "
+                       f"({args.n:,} archs, {'calibrated' if row['calibrated'] else 'raw sum'}, {pinned})")
 
 
-def _memory_check(args: argparse.Namespace) -> None:
+def _memory_check(args: argparse.Namespace) -> Result:
     from nas.hardware.devices import load_device
     from nas.hardware.memory import check_memory
     from nas.space import load_space
 
     report = check_memory(load_space(args.space), load_device(args.device), args.n, args.seed, args.resolution)
-    if args.json:
-        print_json(report)
-        return
     load, run = report["load_over_weights"], report["run_over_peak_activation"]
-    print(f"{report['space']} on {report['device']}, {report['n']} random archs, memory measured in a fresh process each")
-    print(f"  ONNX initializers equal the model's weight bytes: {'yes' if report['initializers_match_weights'] else 'NO'}")
-    print(f"  resident growth while loading / weight bytes:     median {load['median']:.2f} (range {load['min']:.2f}-{load['max']:.2f})")
-    print(f"  resident growth while running / peak activation:  median {run['median']:.2f} (range {run['min']:.2f}-{run['max']:.2f})")
-    print(f"  Spearman, weights vs loading growth:               {_optional(report['spearman_weights_vs_load'])}")
-    print(f"  Spearman, weights + activations vs total growth:   {_optional(report['spearman_model_vs_measured'])}")
+    return Result(report, "\n".join([
+        f"{report['space']} on {report['device']}, {report['n']} random archs, memory measured in a fresh process each",
+        f"  ONNX initializers equal the model's weight bytes: {'yes' if report['initializers_match_weights'] else 'NO'}",
+        f"  resident growth while loading / weight bytes:     median {load['median']:.2f} (range {load['min']:.2f}-{load['max']:.2f})",
+        f"  resident growth while running / peak activation:  median {run['median']:.2f} (range {run['min']:.2f}-{run['max']:.2f})",
+        f"  Spearman, weights vs loading growth:               {_optional(report['spearman_weights_vs_load'])}",
+        f"  Spearman, weights + activations vs total growth:   {_optional(report['spearman_model_vs_measured'])}"]))
 
 
 def _optional(value: float | None) -> str:
     return "n/a (no spread)" if value is None else f"{value:.3f}"
 
 
-def _energy_estimate(args: argparse.Namespace) -> None:
+def _energy_estimate(args: argparse.Namespace) -> Result:
     from nas.hardware.energy import AnalyticEnergy
     from nas.hardware.lut import LUT, LUTCost
-    from nas.space.commands import resolve_arch
 
     space, device, path = _lut_path(args, args.lut)
-    arch = resolve_arch(space, args.arch)
+    arch = space.resolve_arch(args.arch)
     model = AnalyticEnergy(space, device, LUTCost(LUT.load(path), space, device=device))
     out = {"arch_id": arch.arch_id, "energy_mj": float(model.predict([arch])[0]), **model.describe()}
-    if args.json:
-        print_json(out)
-    else:
-        print(f"{space.name} arch {arch.arch_id} on {device.name}: {out['energy_mj']:.4f} mJ per inference "
-              f"(ESTIMATE: {out['formula']} with {out['coefficients']})")
+    return Result(out, f"{space.name} arch {arch.arch_id} on {device.name}: {out['energy_mj']:.4f} mJ per inference "
+                       f"(ESTIMATE: {out['formula']} with {out['coefficients']})")
 
 
-def _energy_measure(args: argparse.Namespace) -> None:
+def _energy_measure(args: argparse.Namespace) -> Result:
     from nas.hardware.backends import make_backend
     from nas.hardware.devices import load_device
     from nas.hardware.energy import find_energy_counter, measure_energy
     from nas.space import load_space
-    from nas.space.commands import resolve_arch
 
     space, device = load_space(args.space), load_device(args.device)
-    arch = resolve_arch(space, args.arch)
+    arch = space.resolve_arch(args.arch)
     counter = find_energy_counter()
     out = {"arch_id": arch.arch_id, "device": device.name,
            **measure_energy(make_backend(device).runner(space.layers(arch)), counter, args.seconds)}
-    if args.json:
-        print_json(out)
-    else:
-        print(f"{space.name} arch {arch.arch_id}: {out['energy_mj']:.4f} mJ per inference "
-              f"({out['runs']} runs, {out['counter']}, idle power included)")
+    return Result(out, f"{space.name} arch {arch.arch_id}: {out['energy_mj']:.4f} mJ per inference "
+                       f"({out['runs']} runs, {out['counter']}, idle power included)")
 
 
-def _energy_import(args: argparse.Namespace) -> None:
+def _energy_import(args: argparse.Namespace) -> Result:
     from nas.hardware.devices import load_device
     from nas.hardware.energy import import_arch_energy, import_layer_energy
     from nas.space import load_space
@@ -265,6 +247,7 @@ def _energy_import(args: argparse.Namespace) -> None:
     space, device = load_space(args.space), load_device(args.device)
     if args.by == "layer":
         lut = import_layer_energy(args.csv, space, device, args.out, args.resolution or [None])
-        print(f"wrote energy LUT {args.out} ({len(lut.entries)} blocks)")
-    else:
-        print(f"wrote {args.out} ({import_arch_energy(args.csv, space, args.out)} archs)")
+        return Result({"wrote": str(args.out), "blocks": len(lut.entries)},
+                      f"wrote energy LUT {args.out} ({len(lut.entries)} blocks)")
+    n = import_arch_energy(args.csv, space, args.out)
+    return Result({"wrote": str(args.out), "archs": n}, f"wrote {args.out} ({n} archs)")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import NasError, closest
+from nas.provenance import library_versions
 
 BACKENDS = ("onnxruntime", "torch")
 KEYS = ("name", "description", "backend", "provider", "threads", "batch", "dtype", "detect", "hardware", "power", "versions")
@@ -46,7 +47,8 @@ class Device:
 
     def runtime(self) -> dict[str, Any]:
         """What a measurement depends on: backend, provider, threads, batch, dtype, versions."""
-        versions = self.versions or (local_versions(self.backend) if self.detect else {})
+        runtime_library = "onnxruntime" if self.backend == "onnxruntime" else "torch"
+        versions = self.versions or (library_versions(["python", "numpy", runtime_library]) if self.detect else {})
         return {"backend": self.backend, "provider": self.provider if self.backend == "onnxruntime" else None,
                 "threads": self.threads, "batch": self.batch, "dtype": self.dtype, "versions": versions}
 
@@ -56,21 +58,6 @@ class Device:
         if self.detect:
             info["hardware"] = {**host_facts(), **info["hardware"]}
         return info
-
-
-def local_versions(backend: str) -> dict[str, str]:
-    import numpy
-
-    versions = {"python": platform.python_version(), "numpy": numpy.__version__}
-    if backend == "onnxruntime":
-        import onnxruntime
-
-        versions["onnxruntime"] = onnxruntime.__version__
-    else:
-        import torch
-
-        versions["torch"] = torch.__version__
-    return versions
 
 
 def host_facts() -> dict[str, Any]:

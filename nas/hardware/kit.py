@@ -19,7 +19,7 @@ from nas.atomic import atomic_path
 from nas.errors import NasError
 from nas.hardware import kit_runner, measure
 from nas.hardware.devices import Device
-from nas.hardware.lut import LUT, lut_blocks, new_meta, space_fingerprint, summary_from_row
+from nas.hardware.lut import LUT, lut_blocks, new_meta, summary_from_row
 from nas.hardware.onnx_graph import input_shape, layer_model, network_model
 from nas.hardware.profiling import reference_arch
 from nas.space.base import SearchSpace
@@ -32,7 +32,7 @@ def write_kit(space: SearchSpace, out: Path, resolutions: Sequence[int | None] =
     """Write the kit zip atomically; returns its manifest."""
     specs = lut_blocks(space, resolutions)
     reference = space.layers(reference_arch(space), resolutions[0])
-    manifest: dict[str, Any] = {"schema": KIT_SCHEMA, "space": space.name, "kit_id": space_fingerprint(specs),
+    manifest: dict[str, Any] = {"schema": KIT_SCHEMA, "space": space.name, "kit_id": space.fingerprint(),
                                 "resolutions": list(resolutions), "batch": batch, "entries": [],
                                 "reference": {"file": "models/reference.onnx", "input": input_shape(reference[0], batch),
                                               "arch_id": reference_arch(space).arch_id, "resolution": resolutions[0]}}
@@ -85,9 +85,10 @@ def import_results(results: Path, space: SearchSpace, device: Device, out: Path,
     header, rows = read_results(results)
     resolutions = header.get("resolutions", [None])
     specs = {s.key: s for s in lut_blocks(space, resolutions)}
-    if header.get("space") != space.name or header.get("kit") != space_fingerprint(specs.values()):
+    if header.get("space") != space.name or header.get("kit") != space.fingerprint():
         raise NasError(f"{results}: results are from a kit of space {header.get('space')!r} "
-                       f"(kit {header.get('kit')}), not of {space.name!r} as it is now; make a new kit")
+                       f"(kit {header.get('kit')}), not of {space.name!r} as it is now (fingerprint {space.fingerprint()}); "
+                       "make a new kit")
     runtime_problems = [f"{k} {header.get(k)!r} vs device {getattr(device, k)!r}"
                         for k in ("provider", "threads", "batch") if header.get(k) != getattr(device, k)]
     if runtime_problems and not allow_mismatch:

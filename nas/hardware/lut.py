@@ -2,7 +2,7 @@
 
 `<name>.csv` holds one row per block: its LayerSpec fields (so the block can be rebuilt
 and featurised) and the timing summary. `<name>.json` holds what the numbers depend
-on: schema, metric and unit, space and its layer fingerprint, device and runtime
+on: schema, metric and unit, space and its fingerprint (SearchSpace.fingerprint), device and runtime
 (backend, provider, threads, batch, dtype, library versions), protocol, host, date,
 measurement noise and the end-to-end calibration. Loading parses text only.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import hashlib
 import io
 import json
 import math
@@ -24,7 +23,7 @@ import numpy as np
 
 from nas.atomic import write_atomic
 from nas.costs import CostModel, as_codes
-from nas.errors import NasError
+from nas.errors import CompatibilityError, CompatibilityWarning, NasError
 from nas.hardware.calibration import calibrated_block_value
 from nas.hardware.devices import Device, host_facts
 from nas.hardware.measure import Summary
@@ -38,12 +37,6 @@ SPEC_COLUMNS = [f.name for f in fields(LayerSpec)]
 VALUE_COLUMNS = [f.name for f in fields(Summary)]
 BOOL_COLUMNS = {"shuffle", "bn", "bias", "preact"}
 INT_COLUMNS = {"in_ch", "out_ch", "in_size", "kernel", "stride", "mid_ch", "groups", "se_ch"}
-
-
-def space_fingerprint(specs: Iterable[LayerSpec]) -> str:
-    """Hash of the set of block keys: two spaces with the same blocks share LUTs."""
-    digest = hashlib.sha256("\n".join(sorted(s.key for s in specs)).encode()).hexdigest()
-    return digest[:16]
 
 
 def spec_to_row(spec: LayerSpec) -> dict[str, Any]:
@@ -148,10 +141,18 @@ class LUT:
 
     # ------------------------------------------------------------------ compatibility
     def check(self, space: SearchSpace, device: Device | None = None, allow_mismatch: bool = False) -> None:
-        """Refuse a LUT made for another space, device, backend or library version."""
+        """Refuse a LUT made for another space, device, backend or library version.
+
+        A LUT of another version of the space (its fingerprint differs, or it was written
+        by an older hwnas whose fingerprint hashed only the blocks) is still right for
+        every block it holds, so it is used with a CompatibilityWarning while it holds
+        all of the space's blocks, and refused when it lacks some.
+        """
         problems = []
         if self.meta.get("space") != space.name:
             problems.append(f"it was built for space {self.meta.get('space')!r}, not {space.name!r}")
+        else:
+            self._check_fingerprint(space)
         if device is not None:
             if self.meta.get("device") != device.name:
                 problems.append(f"it was built on device {self.meta.get('device')!r}, not {device.name!r}")
@@ -168,8 +169,22 @@ class LUT:
             return
         message = f"LUT for {self.meta.get('space')}@{self.meta.get('device')} does not fit: " + "; ".join(problems)
         if not allow_mismatch:
-            raise NasError(message + " (rebuild it, or pass --allow-mismatch to use it anyway)")
-        warnings.warn(message, stacklevel=2)
+            raise CompatibilityError(message + " (rebuild it, or pass --allow-mismatch to use it anyway)")
+        warnings.warn(message, CompatibilityWarning, stacklevel=2)
+
+    def _check_fingerprint(self, space: SearchSpace) -> None:
+        theirs = self.meta.get("space_fingerprint")
+        if theirs == space.fingerprint():
+            return
+        what = (f"LUT for {space.name}@{self.meta.get('device')} was built for another version of space {space.name} "
+                f"or by an older hwnas (space fingerprint {theirs} there, {space.fingerprint()} now)")
+        missing = self.missing(lut_blocks(space, self.meta.get("resolutions") or [None]))
+        if missing:
+            raise CompatibilityError(f"{what} and lacks {len(missing)} of its blocks, e.g. {missing[0].key!r}; run "
+                                     f"'hwnas lut build --space {space.name} --device {self.meta.get('device')}' "
+                                     "to rebuild it")
+        warnings.warn(f"{what}; it holds every block of the space, so it is used (rebuild it to record the "
+                      "current fingerprint)", CompatibilityWarning, stacklevel=3)
 
 
 def summary_from_row(row: dict[str, str], where: str) -> Summary:
@@ -192,10 +207,9 @@ def lut_blocks(space: SearchSpace, resolutions: Sequence[int | None]) -> list[La
 
 def new_meta(space: SearchSpace, device: Device, resolutions: Sequence[int | None], metric: str = "latency",
              unit: str = "ms", **extra: Any) -> dict[str, Any]:
-    specs = lut_blocks(space, resolutions)
     return {
         "schema": SCHEMA, "metric": metric, "unit": unit, "space": space.name,
-        "space_fingerprint": space_fingerprint(specs), "resolutions": list(resolutions), "device": device.name,
+        "space_fingerprint": space.fingerprint(), "resolutions": list(resolutions), "device": device.name,
         "runtime": device.runtime(), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "complete": False, "calibration": None, **extra,
     }
@@ -218,7 +232,7 @@ class LUTCost(CostModel):
         self.resolution = resolution
         missing = lut.missing(unique_layers(space, resolution))
         if missing:
-            raise NasError(f"LUT lacks {len(missing)} of the space's blocks, e.g. {missing[0].key!r}; "
+            raise CompatibilityError(f"LUT lacks {len(missing)} of the space's blocks, e.g. {missing[0].key!r}; "
                            f"run 'hwnas lut build --space {space.name} --device {lut.meta.get('device')}' to fill them in")
         self.calibration = lut.meta.get("calibration") if calibrated else None
         value = calibrated_block_value(self.calibration, lut.value) if self.calibration else lut.value

@@ -92,7 +92,7 @@ class _Graph:
 
     # -- blocks -----------------------------------------------------------------
     def layer(self, x: str, s: LayerSpec) -> str:
-        return getattr(self, f"_{s.op}")(x, s)
+        return EMITTERS[s.op](self, x, s)
 
     def _conv(self, x: str, s: LayerSpec) -> str:
         return self.conv_layer(x, s)
@@ -163,6 +163,13 @@ class _Graph:
         body = self.conv_layer(self.conv_layer(x, conv_a), conv_b)
         pooled = self.node("AveragePool", [x], kernel_shape=[2, 2], strides=[2, 2])
         return self.node("Add", [body, self.conv_layer(pooled, shortcut)])
+
+
+EMITTERS = {"conv": _Graph._conv, "mbconv": _Graph._mbconv, "skip": _Graph._skip, "gap": _Graph._gap,
+            "linear": _Graph._linear, "norm": _Graph._norm, "avgpool": _Graph._avgpool,
+            "nb201_cell": _Graph._nb201_cell, "resblock": _Graph._resblock}
+SUPPORTED_OPS = frozenset(EMITTERS)
+REFUSED_OPS: frozenset[str] = frozenset()
 
 
 def input_shape(spec: LayerSpec, batch: int = 1) -> list[int]:

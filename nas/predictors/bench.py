@@ -26,7 +26,7 @@ from nas.errors import NasError
 from nas.metrics import regression_report
 from nas.predictors.features import get_featurizer
 from nas.predictors.predictor import fit_predictor, infer_metric
-from nas.predictors.tables import ARCH_COLUMNS, ArchTable, parse_arch_text, read_tables
+from nas.predictors.tables import ARCH_COLUMNS, ArchTable, read_tables
 from nas.predictors.transfer import N_PRETRAIN, pretrain, transfer_predictor
 from nas.space import load_space, space_files
 from nas.space.base import SearchSpace
@@ -48,7 +48,7 @@ def detect_space(path: Path) -> SearchSpace:
     for name in names:
         try:
             space = load_space(name)
-            parse_arch_text(space, text)
+            space.parse_arch(text)
             return space
         except NasError:
             continue

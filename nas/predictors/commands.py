@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
+import io
 from pathlib import Path
 
-from nas.cli import positive_int, print_json
+from nas.cli import Result, positive_int
 from nas.errors import NasError
 from nas.hardware.measure import Protocol
 
@@ -110,7 +110,7 @@ def _tables(p: argparse.ArgumentParser) -> None:
                    help="CSV with an arch column (repeat to merge several tables)")
 
 
-def _fit(args: argparse.Namespace) -> None:
+def _fit(args: argparse.Namespace) -> Result:
     from nas.predictors.predictor import fit_predictor
     from nas.predictors.tables import read_tables
     from nas.space import load_space
@@ -123,9 +123,10 @@ def _fit(args: argparse.Namespace) -> None:
     predictor.save(args.out)
     training = predictor.meta["training"]
     dropped = f", {training['dropped_missing']} rows without a value dropped" if training["dropped_missing"] else ""
-    print(f"wrote {args.out}: {predictor.meta['model']} predictor of {args.target} ({predictor.metric}, "
-          f"{predictor.unit or 'no unit'}) for {space.name}, trained on {training['n_train']} archs "
-          f"(seed {args.seed}{dropped})")
+    return Result({"wrote": str(args.out), "training": training},
+                  f"wrote {args.out}: {predictor.meta['model']} predictor of {args.target} ({predictor.metric}, "
+                  f"{predictor.unit or 'no unit'}) for {space.name}, trained on {training['n_train']} archs "
+                  f"(seed {args.seed}{dropped})")
 
 
 def _lut_values(path: Path, space) -> dict[str, float]:
@@ -136,22 +137,20 @@ def _lut_values(path: Path, space) -> dict[str, float]:
     return {key: lut.value(spec) for key, (spec, _) in lut.entries.items()}
 
 
-def _eval(args: argparse.Namespace) -> None:
+def _eval(args: argparse.Namespace) -> Result:
     from nas.predictors.predictor import Predictor, evaluate
     from nas.predictors.tables import read_tables
 
     predictor = Predictor.load(args.file)
     report = evaluate(predictor, read_tables(args.table, predictor.space), args.target)
-    if args.json:
-        print_json(report)
-        return
-    print(f"{args.file} on {args.target}: {report['n']} archs ({report['excluded']} training archs left out)")
-    print(f"  within ±5/10/15 %: {report['within_5']:.1%} / {report['within_10']:.1%} / {report['within_15']:.1%}  "
-          f"RMSE {report['rmse']:.4g}  RMSPE {report['rmspe']:.2f} %  Kendall τ {report['kendall_tau']:.3f}  "
-          f"Spearman ρ {report['spearman_rho']:.3f}")
+    return Result(report, "\n".join([
+        f"{args.file} on {args.target}: {report['n']} archs ({report['excluded']} training archs left out)",
+        f"  within ±5/10/15 %: {report['within_5']:.1%} / {report['within_10']:.1%} / {report['within_15']:.1%}  "
+        f"RMSE {report['rmse']:.4g}  RMSPE {report['rmspe']:.2f} %  Kendall τ {report['kendall_tau']:.3f}  "
+        f"Spearman ρ {report['spearman_rho']:.3f}"]))
 
 
-def _transfer(args: argparse.Namespace) -> None:
+def _transfer(args: argparse.Namespace) -> Result:
     from nas.predictors.reference import load_reference
     from nas.predictors.tables import read_tables
     from nas.predictors.transfer import transfer_predictor
@@ -165,11 +164,12 @@ def _transfer(args: argparse.Namespace) -> None:
                                    device=args.device)
     predictor.save(args.out)
     t = predictor.meta["transfer"]
-    print(f"wrote {args.out}: {args.target} from {len(sources)} source column(s), adapted on {args.k} archs "
-          f"({t['adapted_on']}); their ids are in the file and 'hwnas predictor eval' leaves them out")
+    return Result({"wrote": str(args.out), "transfer": t},
+                  f"wrote {args.out}: {args.target} from {len(sources)} source column(s), adapted on {args.k} archs "
+                  f"({t['adapted_on']}); their ids are in the file and 'hwnas predictor eval' leaves them out")
 
 
-def _predict(args: argparse.Namespace) -> None:
+def _predict(args: argparse.Namespace) -> Result:
     from nas.predictors.predictor import Predictor
     from nas.predictors.tables import read_archs
 
@@ -177,13 +177,15 @@ def _predict(args: argparse.Namespace) -> None:
     archs = read_archs(args.archs, predictor.space)
     values, std = predictor.predict(archs, return_std=True)
     column = f"{predictor.metric}_{predictor.unit}" if predictor.unit else predictor.metric
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["arch_id", column, *(["relative_std"] if args.std else []), "arch"])
-    for arch, value, spread in zip(archs, values, std):
-        writer.writerow([arch.arch_id, f"{value:.6g}", *([f"{spread:.4f}"] if args.std else []), arch.to_json()])
+    header = ["arch_id", column, *(["relative_std"] if args.std else []), "arch"]
+    rows = [[arch.arch_id, f"{value:.6g}", *([f"{spread:.4f}"] if args.std else []), arch.to_json()]
+            for arch, value, spread in zip(archs, values, std)]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
+    return Result([dict(zip(header, row)) for row in rows], buf.getvalue().rstrip("\n"))
 
 
-def _energy_table(args: argparse.Namespace) -> None:
+def _energy_table(args: argparse.Namespace) -> Result:
     from nas.hardware.devices import load_device
     from nas.predictors.energy import ESTIMATE_COLUMN, energy_table
     from nas.predictors.tables import read_tables
@@ -191,11 +193,13 @@ def _energy_table(args: argparse.Namespace) -> None:
 
     space = load_space(args.space)
     n = energy_table(read_tables(args.table, space), args.latency, load_device(args.device), args.out)
-    print(f"wrote {args.out}: {n} analytic energy estimates from {args.latency} with {args.device}'s power model; "
-          f"fit with 'hwnas predictor fit --table {args.out} --space {space.name} --target {ESTIMATE_COLUMN} ...'")
+    return Result({"wrote": str(args.out), "archs": n},
+                  f"wrote {args.out}: {n} analytic energy estimates from {args.latency} with {args.device}'s power "
+                  f"model; fit with 'hwnas predictor fit --table {args.out} --space {space.name} "
+                  f"--target {ESTIMATE_COLUMN} ...'")
 
 
-def _show(args: argparse.Namespace) -> None:
+def _show(args: argparse.Namespace) -> Result:
     from nas.predictors.store import load_arrays
 
     meta, arrays = load_arrays(args.file)
@@ -208,10 +212,10 @@ def _show(args: argparse.Namespace) -> None:
     if "lut" in meta:
         meta["lut"] = f"{len(meta['lut']['values'])} embedded LUT entries"
     meta["arrays"] = f"{len(arrays)} arrays, {sum(a.size for a in arrays.values())} numbers"
-    print_json(meta)
+    return Result(meta)
 
 
-def _reference(args: argparse.Namespace) -> None:
+def _reference(args: argparse.Namespace) -> Result:
     from nas.hardware.lut import write_atomic
     from nas.predictors.reference import make_reference, reference_dir, reference_text
     from nas.space import load_space
@@ -220,10 +224,11 @@ def _reference(args: argparse.Namespace) -> None:
     data = make_reference(space, args.n, args.seed)
     out = args.out or reference_dir() / f"{space.name}.json"
     write_atomic(out, reference_text(data))
-    print(f"wrote {out}: {len(data['archs'])} reference archs of {space.name} ({data['design']['pool']})")
+    return Result({"wrote": str(out), "archs": len(data["archs"])},
+                  f"wrote {out}: {len(data['archs'])} reference archs of {space.name} ({data['design']['pool']})")
 
 
-def _measure(args: argparse.Namespace) -> None:
+def _measure(args: argparse.Namespace) -> Result:
     from nas.predictors.measure import measure_table
     from nas.space import load_space
 
@@ -231,11 +236,12 @@ def _measure(args: argparse.Namespace) -> None:
     out = args.out or Path("runs") / "measure" / f"{space.name}_{args.device}.csv"
     n = measure_table(space, args.device, args.n, args.seed, out, Protocol.from_arguments(args),
                       args.reference)
-    print(f"wrote {out}: {n} archs of {space.name} measured on {args.device}; "
-          f"fit with 'hwnas predictor fit --table {out} --space {space.name} --target measured_ms ...'")
+    return Result({"wrote": str(out), "archs": n},
+                  f"wrote {out}: {n} archs of {space.name} measured on {args.device}; "
+                  f"fit with 'hwnas predictor fit --table {out} --space {space.name} --target measured_ms ...'")
 
 
-def _bench(args: argparse.Namespace) -> None:
+def _bench(args: argparse.Namespace) -> Result:
     from nas.predictors.bench import bench_predictors
 
     n_trains = _ints(args.n_train, "--n-train")
@@ -250,23 +256,20 @@ def _bench(args: argparse.Namespace) -> None:
         from nas.hardware.lut import write_atomic
 
         write_atomic(args.out, json.dumps(results, indent=1) + "\n")
-    if args.json:
-        print_json(results)
-        return
-    print()
+    lines = [""]  # a blank line after the progress log
     for key, r in results["summary"]["fit"].items():
-        print(f"mean over {len(results['cost'])} cost columns, {key.replace('/', ' n_train=')}: "
-              f"Spearman {r['spearman_rho']:.3f}, Kendall {r['kendall_tau']:.3f}, "
-              f"within ±5/10/15 % {r['within_5']:.2f}/{r['within_10']:.2f}/{r['within_15']:.2f}")
+        lines.append(f"mean over {len(results['cost'])} cost columns, {key.replace('/', ' n_train=')}: "
+                     f"Spearman {r['spearman_rho']:.3f}, Kendall {r['kendall_tau']:.3f}, "
+                     f"within ±5/10/15 % {r['within_5']:.2f}/{r['within_10']:.2f}/{r['within_15']:.2f}")
     for entry in results["accuracy"]:
         for model, by_n in entry["fit"].items():
             for n, r in by_n.items():
-                print(f"{entry['space']} {entry['column']}, {model} n_train={n}: Spearman {r['spearman_rho']:.3f}, "
-                      f"Kendall {r['kendall_tau']:.3f}")
+                lines.append(f"{entry['space']} {entry['column']}, {model} n_train={n}: "
+                             f"Spearman {r['spearman_rho']:.3f}, Kendall {r['kendall_tau']:.3f}")
     for k, r in results["summary"]["few_shot"].items():
-        print(f"mean few-shot K={k} (leave one device out): Spearman {r['spearman_rho']:.3f}, "
-              f"Kendall {r['kendall_tau']:.3f}, "
-              f"within ±10 % {r['within_10']:.2f}")
+        lines.append(f"mean few-shot K={k} (leave one device out): Spearman {r['spearman_rho']:.3f}, "
+                     f"Kendall {r['kendall_tau']:.3f}, within ±10 % {r['within_10']:.2f}")
+    return Result(results, "\n".join(lines))
 
 
 def _ints(text: str, flag: str) -> list[int]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,24 +48,40 @@ def layer_vector(spec: LayerSpec) -> dict[str, float]:
     or network totals."""
     out = {"macs": float(layer_macs(spec)), "params": float(layer_params(spec)),
            "io": float(layer_io_elements(spec)), "blocks": 1.0}
-    if spec.op == "mbconv":
-        mid = spec.mid_ch or spec.in_ch
-        out["expand_macs"] = float(spec.in_ch // spec.groups * spec.mid_ch * spec.in_size ** 2)
-        out["depthwise_macs"] = float(mid * spec.kernel ** 2 * spec.out_size ** 2)
-        out["project_macs"] = float(mid // spec.groups * spec.out_ch * spec.out_size ** 2)
-        out["expanded_elements"] = float(mid * (spec.in_size ** 2 + spec.out_size ** 2))
-        out["residual_adds"] = float(spec.out_ch * spec.out_size ** 2) if spec.residual else 0.0
-        out[".kernel"] = float(spec.kernel)
-        out[".expansion"] = mid / spec.in_ch
-        out[".groups"] = float(spec.groups)
-    elif spec.op == "skip":
-        out["identity"] = float(spec.is_identity)
-    elif spec.op == "nb201_cell":
-        scale = spec.in_ch * spec.in_size ** 2
-        out.update({k: v * scale if k.endswith("_elements") else v for k, v in cell_graph(spec.edges).items()})
-        out["live_macs"] = sum(float(layer_macs(nb201_edge_layer(op, spec.in_ch, spec.in_size)))
-                               for op, live in zip(spec.edges, _live_edges(spec.edges)) if live)
+    out.update(OP_FEATURES[spec.op](spec))
     return out
+
+
+def _mbconv_features(spec: LayerSpec) -> dict[str, float]:
+    mid = spec.mid_ch or spec.in_ch
+    return {"expand_macs": float(spec.in_ch // spec.groups * spec.mid_ch * spec.in_size ** 2),
+            "depthwise_macs": float(mid * spec.kernel ** 2 * spec.out_size ** 2),
+            "project_macs": float(mid // spec.groups * spec.out_ch * spec.out_size ** 2),
+            "expanded_elements": float(mid * (spec.in_size ** 2 + spec.out_size ** 2)),
+            "residual_adds": float(spec.out_ch * spec.out_size ** 2) if spec.residual else 0.0,
+            ".kernel": float(spec.kernel), ".expansion": mid / spec.in_ch, ".groups": float(spec.groups)}
+
+
+def _cell_features(spec: LayerSpec) -> dict[str, float]:
+    scale = spec.in_ch * spec.in_size ** 2
+    out = {k: v * scale if k.endswith("_elements") else v for k, v in cell_graph(spec.edges).items()}
+    out["live_macs"] = sum(float(layer_macs(nb201_edge_layer(op, spec.in_ch, spec.in_size)))
+                           for op, live in zip(spec.edges, _live_edges(spec.edges)) if live)
+    return out
+
+
+def _no_extras(spec: LayerSpec) -> dict[str, float]:
+    return {}
+
+
+# Per op, the features beyond the counters' macs, params and io that every block has.
+OP_FEATURES: dict[str, Callable[[LayerSpec], dict[str, float]]] = {
+    "conv": _no_extras, "mbconv": _mbconv_features, "skip": lambda s: {"identity": float(s.is_identity)},
+    "gap": _no_extras, "linear": _no_extras, "norm": _no_extras, "avgpool": _no_extras,
+    "nb201_cell": _cell_features, "resblock": _no_extras,
+}
+SUPPORTED_OPS = frozenset(OP_FEATURES)
+REFUSED_OPS: frozenset[str] = frozenset()
 
 
 @functools.lru_cache(maxsize=None)

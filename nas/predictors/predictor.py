@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import inspect
-import platform
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from nas.predictors.features import Featurizer, get_featurizer
 from nas.predictors.models import build_model, make_model, model_state
 from nas.predictors.store import SCHEMA, load_arrays, save_arrays
 from nas.predictors.tables import ArchTable
+from nas.provenance import library_versions
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
 
@@ -113,7 +113,7 @@ def base_meta(featurizer: Featurizer, target: str, metric: str | None, unit: str
         "space": featurizer.space.name, "feature_set": featurizer.feature_set,
         "feature_fingerprint": featurizer.fingerprint, "n_features": len(featurizer.names),
         "target": target, "metric": metric or inferred_metric, "unit": unit if unit is not None else inferred_unit,
-        "device": device or inferred_device, "versions": library_versions(),
+        "device": device or inferred_device, "versions": predictor_versions(),
     }
     if table is not None:
         meta["tables"] = {Path(s).name: table.digests[s] for s in table.sources}
@@ -123,17 +123,11 @@ def base_meta(featurizer: Featurizer, target: str, metric: str | None, unit: str
     return meta
 
 
-def library_versions() -> dict[str, str]:
-    import scipy
-    import sklearn
-
-    import nas
-
-    versions = {"python": platform.python_version(), "numpy": np.__version__, "scikit-learn": sklearn.__version__,
-                "scipy": scipy.__version__, "hwnas": getattr(nas, "__version__", "unknown")}
-    if "torch" in sys.modules:  # the MLP trained with it; importing it just to ask costs seconds
-        versions["torch"] = sys.modules["torch"].__version__
-    return versions
+def predictor_versions() -> dict[str, str]:
+    """The libraries a predictor file's numbers depend on; torch only when it is loaded
+    (the MLP trained with it)."""
+    return library_versions(["python", "numpy", "scikit-learn", "scipy", "hwnas",
+                             *(["torch"] if "torch" in sys.modules else [])])
 
 
 def split_rows(n_rows: int, n_train: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nas.errors import NasError, closest
+from nas.errors import DataError, NasError, closest
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
 
@@ -114,19 +114,6 @@ class ArchTable:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def parse_arch_text(space: SearchSpace, text: str) -> Arch:
-    """An arch from canonical JSON, the space's own string form (NB201 strings) or its
-    choices joined by '-' in decision order (HELP's FBNet strings)."""
-    text = text.strip()
-    if text.startswith("{") or text.startswith("|"):
-        return space.parse_arch(text)
-    parts = text.split("-")
-    if len(parts) == len(space.decisions) and all(isinstance(c, str) for d in space.decisions for c in d.choices):
-        return space.arch(dict(zip([d.name for d in space.decisions], parts)))
-    raise NasError(f"arch {text[:60]!r} is neither arch JSON nor {len(space.decisions)} choices of space "
-                   f"{space.name} joined by '-'")
-
-
 def read_table(path: Path | str, space: SearchSpace) -> ArchTable:
     """One table: a CSV with an arch column (see the module doc) and value columns, or a
     JSON list of objects with an "arch" (an arch mapping or string) and value fields."""
@@ -148,7 +135,7 @@ def read_table(path: Path | str, space: SearchSpace) -> ArchTable:
         key = arch_ref if isinstance(arch_ref, str) else json.dumps(arch_ref, sort_keys=True)
         if key not in cache:
             try:
-                arch = parse_arch_text(space, arch_ref) if isinstance(arch_ref, str) else space.arch(arch_ref)
+                arch = space.parse_arch(arch_ref) if isinstance(arch_ref, str) else space.arch(arch_ref)
             except NasError as exc:
                 raise NasError(f"{path}:{line}: {exc}") from None
             cache[key] = (space.encode(arch), arch.arch_id)
@@ -228,30 +215,43 @@ def read_tables(paths: Sequence[Path | str], space: SearchSpace) -> ArchTable:
 
 
 def read_archs(path: Path | str, space: SearchSpace) -> list[Arch]:
-    """Archs to score: a .csv file with an arch column, else one arch per line (JSON,
-    as 'hwnas space sample' writes, or the space's string form)."""
+    """Archs to score or evaluate: a .csv file with an arch column, a JSON list of archs,
+    or one arch per line (JSON, as 'hwnas space sample' writes, or the space's string
+    form). Each arch is a decision mapping, a {"space", "arch"} object or arch text."""
     path = Path(path)
     if path.suffix.lower() == ".csv":
         table = read_table(path, space)
         return table.archs(range(len(table.arch_ids)))
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NasError(f"{path}: cannot read ({exc})") from None
-    archs = []
-    for line, row in enumerate(text.splitlines(), start=1):
-        if not row.strip():
-            continue
-        try:
-            if row.strip().startswith("{"):
-                data = json.loads(row)
-                archs.append(space.arch(data))
-            else:
-                archs.append(parse_arch_text(space, row))
-        except json.JSONDecodeError as exc:
-            raise NasError(f"{path}:{line}: not valid JSON ({exc.msg})") from None
-        except NasError as exc:
-            raise NasError(f"{path}:{line}: {exc}") from None
+        body = path.read_text().strip()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text file; expected JSON lines or a JSON list of archs") from None
+    except OSError as exc:
+        raise NasError(f"{path}: cannot read ({exc.strerror})") from None
+    if body.startswith("["):
+        items = [(f"{path}: arch {i}", item) for i, item in enumerate(_json(body, f"{path}"), start=1)]
+    else:
+        items = [(f"{path}:{line}", _json(row, f"{path}:{line}") if row.strip()[:1] in ("{", '"') else row.strip())
+                 for line, row in enumerate(body.splitlines(), start=1) if row.strip()]
+    archs = [_arch_item(space, item, where) for where, item in items]
     if not archs:
-        raise NasError(f"{path}: no archs")
+        raise DataError(f"{path}: holds no archs")
     return archs
+
+
+def _json(text: str, where: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: not valid JSON ({exc.msg}, column {exc.colno}); expected JSON lines or a JSON "
+                        "list of archs") from None
+
+
+def _arch_item(space: SearchSpace, item, where: str) -> Arch:
+    if not isinstance(item, (str, dict)):
+        raise DataError(f"{where} is {json.dumps(item)[:40]}; expected a decision mapping, "
+                        "a {\"space\", \"arch\"} object or the space's string form")
+    try:
+        return space.parse_arch(item) if isinstance(item, str) else space.arch(item)
+    except NasError as exc:
+        raise DataError(f"{where}: {exc}") from None

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nas.cli import positive_int, print_json
+from nas.cli import Result, positive_int
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -49,7 +49,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.set_defaults(run=_bench_scoring)
 
 
-def _search(args: argparse.Namespace) -> None:
+def _search(args: argparse.Namespace) -> Result:
     from nas.search.config import load_search_config
     from nas.search.run import run_search
 
@@ -59,24 +59,22 @@ def _search(args: argparse.Namespace) -> None:
     s = run.summary
     for name, count in {**s.get("nan", {}), **s.get("nan_queried", {})}.items():
         print(f"hwnas: note: {name} had no value (NaN) for {count} arch(s); they count as infeasible", file=sys.stderr)
-    if args.json:
-        print_json(s)
-        return
     if s["controller"] == "differentiable":
-        print(f"derived arch {s['arch']['arch_id']}: {s['target_metric']} {s['measured']:.4g} (expected "
-              f"{s['expected']:.4g}, target {s['target']:.4g}, {s['relative_error']:+.1%}); test accuracy "
-              f"{s['test_accuracy']:.4f}")
+        lines = [f"derived arch {s['arch']['arch_id']}: {s['target_metric']} {s['measured']:.4g} (expected "
+                 f"{s['expected']:.4g}, target {s['target']:.4g}, {s['relative_error']:+.1%}); test accuracy "
+                 f"{s['test_accuracy']:.4f}"]
     else:
-        print(f"{s['queries']} queried archs ({s['feasible']} feasible), {len(s['front'])} on the front")
+        lines = [f"{s['queries']} queried archs ({s['feasible']} feasible), {len(s['front'])} on the front"]
         if s["best"] is not None:
             metrics = ", ".join(f"{k} {v:.4g}" for k, v in s["best"]["metrics"].items() if v is not None)
-            print(f"best: {s['best']['arch_id']} {metrics}")
+            lines.append(f"best: {s['best']['arch_id']} {metrics}")
         if "hypervolume" in s:
-            print(f"hypervolume {s['hypervolume']['value']:.6g} (reference {s['hypervolume']['reference']})")
-    print("wrote " + ", ".join(str(f) for f in run.files))
+            lines.append(f"hypervolume {s['hypervolume']['value']:.6g} (reference {s['hypervolume']['reference']})")
+    lines.append("wrote " + ", ".join(str(f) for f in run.files))
+    return Result(s, "\n".join(lines))
 
 
-def _bench_search(args: argparse.Namespace) -> None:
+def _bench_search(args: argparse.Namespace) -> Result:
     from nas.search.bench import bench_search, format_report
 
     report = bench_search(args.acc_table, args.cost_table, [c for c in args.cost_column.split(",") if c],
@@ -84,18 +82,12 @@ def _bench_search(args: argparse.Namespace) -> None:
                           percentile=args.budget_percentile, queries=args.queries, seeds=args.seeds,
                           controllers=[c for c in args.controllers.split(",") if c],
                           tasks=[t for t in args.tasks.split(",") if t], progress=not args.quiet)
-    if args.json:
-        print_json(report)
-    else:
-        print(format_report(report))
+    return Result(report, format_report(report))
 
 
-def _bench_scoring(args: argparse.Namespace) -> None:
+def _bench_scoring(args: argparse.Namespace) -> Result:
     from nas.search.bench import scoring_speed
 
     row = scoring_speed(args.space, args.device, args.n, args.repeats)
-    if args.json:
-        print_json(row)
-        return
-    print(f"{row['space']}: {row['n']:,} candidates bred, projected and scored on {', '.join(row['metrics'])} and "
-          f"filtered in {row['seconds']:.3f} s ({row['cpu']})")
+    return Result(row, f"{row['space']}: {row['n']:,} candidates bred, projected and scored on "
+                       f"{', '.join(row['metrics'])} and filtered in {row['seconds']:.3f} s ({row['cpu']})")

@@ -22,15 +22,13 @@ from nas.atomic import atomic_path, write_atomic
 from nas.search.runner import SearchResult
 from nas.search.units import format_quantity
 from nas.space.base import SearchSpace
-from nas.space.cell import NB201Space
 
 SCHEMA = "hwnas.search/1"
 
 
 def arch_text(space: SearchSpace, codes: np.ndarray) -> str:
     """The arch as its space writes it: the NB201 string, else canonical JSON."""
-    arch = space.decode(codes)
-    return space.to_string(arch) if isinstance(space, NB201Space) else json.dumps(dict(arch), separators=(",", ":"))
+    return space.format_arch(space.decode(codes))
 
 
 def default_reference(result: SearchResult) -> np.ndarray:

@@ -10,9 +10,12 @@ latency) be tabulated per slot and evaluated for many archs as a gather and a su
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -116,10 +119,18 @@ class SearchSpace(ABC):
         """The arch checked against this space (an Arch can be built by hand with any values)."""
         return self.arch(arch)
 
+    # ------------------------------------------------------------------ arch text
     def parse_arch(self, text: str) -> Arch:
-        """An arch from its JSON text; spaces with a string form of their own extend this."""
-        import json
-
+        """An arch from text: canonical JSON (a decision mapping or the {"space", "arch"}
+        form) or the space's own string form (`parse_arch_string`)."""
+        text = text.strip()
+        if text[:1] not in ("{", "[", '"'):
+            arch = self.parse_arch_string(text)
+            if arch is None:
+                form = self._string_form()
+                raise NasError(f"arch {text[:60]!r} is " + (f"neither arch JSON nor {form}" if form else
+                                                           "not arch JSON (an object of decision -> value)"))
+            return arch
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -127,6 +138,89 @@ class SearchSpace(ABC):
         if not isinstance(data, dict):
             raise NasError("arch JSON must be an object of decision -> value")
         return self.arch(data)
+
+    def parse_arch_string(self, text: str) -> Arch | None:
+        """The space's own compact form, or None when `text` is not in it. Here: every
+        decision's choice joined by '-' in decision order, for spaces whose choices are
+        all strings (the FBNet strings of the HELP tables); NB201 has its arch strings."""
+        parts = text.split("-")
+        if len(parts) == len(self.decisions) and self._string_choices:
+            return self.arch(dict(zip([d.name for d in self.decisions], parts)))
+        return None
+
+    def format_arch(self, arch: Arch) -> str:
+        """The arch as one line for people and tables: its decision mapping as compact JSON
+        in decision order (spaces with a string form of their own override this)."""
+        return json.dumps(dict(self.validate(arch)), separators=(",", ":"))
+
+    def resolve_arch(self, ref: str | None) -> Arch:
+        """ARCH as a user gives it: arch text (`parse_arch`), max or min (`extreme`), a file
+        holding arch text, or nothing for a space of one architecture."""
+        if ref is None:
+            if self.size != 1:
+                raise NasError(f"space {self.name} has {size_text(self.size)} architectures: give ARCH "
+                               "(inline JSON, a JSON file, max or min)")
+            return self.from_index(0)
+        if ref in ("max", "min"):
+            return self.extreme(largest=ref == "max")
+        stripped = ref.strip()
+        if stripped.startswith("{"):
+            return self.parse_arch(stripped)
+        path = Path(ref)
+        if path.is_file():
+            try:
+                return self.parse_arch(path.read_text())
+            except UnicodeDecodeError:
+                raise NasError(f"ARCH file {ref}: not a text file") from None
+        arch = self.parse_arch_string(stripped)
+        if arch is None:
+            form = self._string_form()
+            raise NasError(f"ARCH {ref!r} is neither inline JSON, {form + ', ' if form else ''}max, min nor an "
+                           "existing file")
+        return arch
+
+    def _string_form(self) -> str | None:
+        """How the space's own string form reads, for messages; None when it has none."""
+        return f"{len(self.decisions)} choices joined by '-'" if self._string_choices else None
+
+    @functools.cached_property
+    def _string_choices(self) -> bool:
+        return bool(self.decisions) and all(isinstance(c, str) for d in self.decisions for c in d.choices)
+
+    # ------------------------------------------------------------------ identity
+    def fingerprint(self) -> str:
+        """16 hex digits of SHA-256 over what the space computes, the one identity that LUTs,
+        supernet runs, kits and exports record and compare.
+
+        It hashes the decisions (names and choices, in code order), the input channels, and
+        every slot in network order as the decisions it reads plus the key of the LayerSpec
+        it makes for each combination of their values ('-' where inactive): the whole
+        map from arch to network, which is what a LUT's blocks, a checkpoint's weight
+        shapes and codes, and an export's layers all depend on. The name and description
+        are left out (every consumer checks the name beside the fingerprint), so a
+        renamed copy of a space has the same fingerprint and any edit that changes one
+        arch's network, one choice or the decision order changes it.
+        """
+        return self._fingerprint
+
+    @functools.cached_property
+    def _fingerprint(self) -> str:
+        from nas.space.tables import slot_variants
+
+        column = {d.name: i for i, d in enumerate(self.decisions)}
+        tables: dict[int, str] = {}  # NB201's cells share slot objects: hash each table once
+        slots = []
+        for slot in self.slots():
+            cols = tuple(sorted(column[n] for n in slot.deps))
+            if id(slot) not in tables:
+                variants = dict(slot_variants(self, slot, cols, None))
+                n = int(np.prod([int(self.radices[c]) for c in cols], dtype=np.int64))
+                keys = "\n".join(variants[i].key if i in variants else "-" for i in range(n))
+                tables[id(slot)] = hashlib.sha256(keys.encode()).hexdigest()
+            slots.append([[self.decisions[c].name for c in cols], tables[id(slot)]])
+        text = json.dumps({"decisions": [[d.name, list(d.choices)] for d in self.decisions],
+                           "in_channels": self.in_channels, "slots": slots}, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ codes
     def encode(self, arch: Arch) -> np.ndarray:
@@ -334,6 +428,11 @@ class SearchSpace(ABC):
             "distinct_size": self.distinct_size,
             "decisions": [{"name": d.name, "choices": list(d.choices)} for d in self.decisions],
         }
+
+
+def size_text(n: int) -> str:
+    """A count of archs for people: digits grouped, or scientific beyond 10^12."""
+    return f"{n:,}" if n < 10**12 else f"{n:.3e}"
 
 
 def _same_value(value: Any, choice: Value) -> bool:

@@ -151,6 +151,10 @@ _BUILDERS: dict[str, Callable[[LayerSpec], nn.Module]] = {
 }
 
 
+SUPPORTED_OPS = frozenset(_BUILDERS)
+REFUSED_OPS: frozenset[str] = frozenset()
+
+
 def build_layer(spec: LayerSpec) -> nn.Module:
     """The torch module of one block."""
     return _BUILDERS[spec.op](spec)

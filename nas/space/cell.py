@@ -144,8 +144,14 @@ class NB201Space(SearchSpace):
                 values[edge_name(to, frm)] = op
         return self.arch(values)
 
-    def parse_arch(self, text: str) -> Arch:
-        return self.from_string(text) if text.strip().startswith("|") else super().parse_arch(text)
+    def parse_arch_string(self, text: str) -> Arch | None:
+        return self.from_string(text) if text.startswith("|") else None
+
+    def format_arch(self, arch: Arch) -> str:
+        return self.to_string(arch)
+
+    def _string_form(self) -> str | None:
+        return "an NB201 arch string"
 
     def nb201_index(self, arch: Arch) -> int:
         """The arch's row in the NAS-Bench-201 tables."""

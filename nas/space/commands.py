@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from nas.cli import positive_int, print_json
-from nas.errors import NasError
-from nas.space.arch import Arch
-from nas.space.base import SearchSpace
+from nas.cli import Result, positive_int
+from nas.space.base import size_text
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -54,7 +51,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
 
 # ----------------------------------------------------------------------------- space
-def _space_list(args: argparse.Namespace) -> None:
+def _space_list(args: argparse.Namespace) -> Result:
     from nas.space import load_space, space_files
 
     rows = []
@@ -62,71 +59,42 @@ def _space_list(args: argparse.Namespace) -> None:
         space = load_space(path)
         rows.append({"name": name, "type": type(space).__name__, "decisions": len(space.decisions),
                      "size": space.size, "distinct_size": space.distinct_size, "file": str(path)})
-    if args.json:
-        print_json(rows)
-        return
-    print(f"{'space':<22} {'type':<12} {'decisions':>9}  {'size':>15}  distinct networks")
-    for r in rows:
-        print(f"{r['name']:<22} {r['type']:<12} {r['decisions']:>9}  {_size(r['size']):>15}  {_size(r['distinct_size'])}")
+    lines = [f"{'space':<22} {'type':<12} {'decisions':>9}  {'size':>15}  distinct networks"]
+    lines += [f"{r['name']:<22} {r['type']:<12} {r['decisions']:>9}  {size_text(r['size']):>15}  "
+              f"{size_text(r['distinct_size'])}" for r in rows]
+    return Result(rows, "\n".join(lines))
 
 
-def _size(n: int) -> str:
-    return f"{n:,}" if n < 10**12 else f"{n:.3e}"
-
-
-def _space_show(args: argparse.Namespace) -> None:
+def _space_show(args: argparse.Namespace) -> Result:
     from nas.space import load_space
 
     space = load_space(args.space)
     info = space.describe()
-    if args.json:
-        print_json(info)
-        return
-    print(f"{info['name']} ({info['type']}): {_size(info['size'])} decision assignments, "
-          f"{_size(info['distinct_size'])} distinct networks, {len(info['decisions'])} decisions")
+    lines = [f"{info['name']} ({info['type']}): {size_text(info['size'])} decision assignments, "
+             f"{size_text(info['distinct_size'])} distinct networks, {len(info['decisions'])} decisions"]
     if info["description"]:
-        print(info["description"])
-    for d in info["decisions"]:
-        print(f"  {d['name']:<24} {', '.join(map(str, d['choices']))}")
+        lines.append(info["description"])
+    lines += [f"  {d['name']:<24} {', '.join(map(str, d['choices']))}" for d in info["decisions"]]
+    return Result(info, "\n".join(lines))
 
 
-def _space_sample(args: argparse.Namespace) -> None:
+def _space_sample(args: argparse.Namespace) -> Result:
     from nas.space import load_space
 
     space = load_space(args.space)
-    codes = space.sample_codes(args.seed, args.n)
-    for row in codes:
-        arch = space.decode(row)
-        line = arch.to_dict()
-        if args.costs:
-            line.update(space.counts(arch))
-        print(json.dumps(line))
+    rows = []
+    for codes in space.sample_codes(args.seed, args.n):
+        arch = space.decode(codes)
+        rows.append({**arch.to_dict(), **(space.counts(arch) if args.costs else {})})
+    return Result(rows, "\n".join(json.dumps(row) for row in rows))
 
 
-def resolve_arch(space: SearchSpace, text: str | None) -> Arch:
-    """ARCH on the command line: inline JSON, a JSON file, an NB201 string, max or min."""
-    if text is None:
-        if space.size != 1:
-            raise NasError(f"space {space.name} has {_size(space.size)} architectures: give ARCH "
-                           "(inline JSON, a JSON file, max or min)")
-        return space.from_index(0)
-    if text in ("max", "min"):
-        return space.extreme(largest=text == "max")
-    stripped = text.strip()
-    if stripped.startswith(("{", "|")):
-        return space.parse_arch(stripped)
-    path = Path(text)
-    if not path.is_file():
-        raise NasError(f"ARCH {text!r} is neither inline JSON, an NB201 string, max, min nor an existing file")
-    return space.parse_arch(path.read_text())
-
-
-def _space_stats(args: argparse.Namespace) -> None:
+def _space_stats(args: argparse.Namespace) -> Result:
     from nas.space import load_space
     from nas.space.counters import dtype_bytes, layer_macs, layer_params, layer_peak_elements
 
     space = load_space(args.space)
-    arch = resolve_arch(space, args.arch)
+    arch = space.resolve_arch(args.arch)
     out: dict[str, Any] = {"space": space.name, **space.counts(arch, args.resolution, args.dtype), "dtype": args.dtype,
                            "arch": dict(arch)}
     if args.layers:
@@ -134,25 +102,20 @@ def _space_stats(args: argparse.Namespace) -> None:
         out["layers"] = [{"key": s.key, "params": layer_params(s), "macs": layer_macs(s),
                           "peak_activation_bytes": layer_peak_elements(s) * nbytes}
                          for s in space.layers(arch, args.resolution)]
-    if args.json:
-        print_json(out)
-        return
-    print(f"{space.name} arch {out['arch_id']} at {out['resolution']}x{out['resolution']}, {args.dtype}")
-    print(f"  params                 {out['params']:,}")
-    print(f"  MACs                   {out['macs']:,}")
-    print(f"  peak activation bytes  {out['peak_activation_bytes']:,}")
-    print(f"  weight bytes           {out['weight_bytes']:,}")
-    for layer in out.get("layers", []):
-        print(f"    {layer['key']:<60} {layer['params']:>10,} {layer['macs']:>14,} {layer['peak_activation_bytes']:>12,}")
+    lines = [f"{space.name} arch {out['arch_id']} at {out['resolution']}x{out['resolution']}, {args.dtype}",
+             f"  params                 {out['params']:,}",
+             f"  MACs                   {out['macs']:,}",
+             f"  peak activation bytes  {out['peak_activation_bytes']:,}",
+             f"  weight bytes           {out['weight_bytes']:,}"]
+    lines += [f"    {layer['key']:<60} {layer['params']:>10,} {layer['macs']:>14,} {layer['peak_activation_bytes']:>12,}"
+              for layer in out.get("layers", [])]
+    return Result(out, "\n".join(lines))
 
 
 # ----------------------------------------------------------------------------- bench
-def _bench_space(args: argparse.Namespace) -> None:
+def _bench_space(args: argparse.Namespace) -> Result:
     from nas.bench.space import bench_spaces, format_table
 
     rows = bench_spaces([s for s in args.spaces.split(",") if s], args.n, args.seed, args.repeats,
                         one_core=not args.all_cores)
-    if args.json:
-        print_json(rows)
-    else:
-        print(format_table(rows))
+    return Result(rows, format_table(rows))

@@ -81,19 +81,18 @@ def layer_params(spec: LayerSpec) -> int:
     return _PARAMS[spec.op](spec)
 
 
-def _folded_bn(s: LayerSpec) -> int:
-    """Parameters that vanish when each conv's BN is folded into the conv's bias."""
-    if s.op == "conv":
-        return s.out_ch * (1 + s.bias) if s.bn else 0
-    if s.op == "mbconv":
-        return (s.mid_ch if s.mid_ch else 0) + (s.mid_ch or s.in_ch) + s.out_ch
-    if s.op == "skip":
-        return 0 if s.is_identity else s.out_ch
-    if s.op == "nb201_cell":
-        return sum(s.in_ch for op in s.edges if op.startswith("nor_conv"))
-    if s.op == "resblock":
-        return 2 * s.out_ch
-    return 0
+# Parameters that vanish when each conv's BN is folded into the conv's bias.
+_FOLDED_BN: dict[str, Callable[[LayerSpec], int]] = {
+    "conv": lambda s: s.out_ch * (1 + s.bias) if s.bn else 0,
+    "mbconv": lambda s: (s.mid_ch if s.mid_ch else 0) + (s.mid_ch or s.in_ch) + s.out_ch,
+    "skip": lambda s: 0 if s.is_identity else s.out_ch,
+    "gap": lambda s: 0,
+    "linear": lambda s: 0,
+    "norm": lambda s: 0,  # a lone BN stays a scale and a shift
+    "avgpool": lambda s: 0,
+    "nb201_cell": lambda s: sum(s.in_ch for op in s.edges if op.startswith("nor_conv")),
+    "resblock": lambda s: 2 * s.out_ch,
+}
 
 
 def layer_weight_params(spec: LayerSpec) -> int:
@@ -102,7 +101,7 @@ def layer_weight_params(spec: LayerSpec) -> int:
     This is what an inference runtime stores, and what the ONNX graphs of
     nas.hardware.onnx_graph hold as float initializers.
     """
-    return layer_params(spec) - _folded_bn(spec)
+    return layer_params(spec) - _FOLDED_BN[spec.op](spec)
 
 
 # ----------------------------------------------------------------------------- MACs
@@ -215,6 +214,11 @@ _PEAK: dict[str, Callable[[LayerSpec], int]] = {
 def layer_peak_elements(spec: LayerSpec) -> int:
     """Largest number of activation elements alive at once inside the block, batch 1."""
     return _PEAK[spec.op](spec)
+
+
+# Every op of the LayerSpec vocabulary has an entry in each table above (the op-conformance test holds them to OPS).
+SUPPORTED_OPS = frozenset(_PARAMS) & frozenset(_FOLDED_BN) & frozenset(_MACS) & frozenset(_PEAK)
+REFUSED_OPS: frozenset[str] = frozenset()
 
 
 def layer_io_elements(spec: LayerSpec) -> int:

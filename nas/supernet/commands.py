@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from nas.cli import add_threads_argument, positive_int, print_json, set_torch_threads
+from nas.cli import Result, add_threads_argument, positive_int
+from nas.threads import set_torch_threads
 from nas.errors import NasError
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
@@ -66,48 +66,31 @@ def _overrides(args: argparse.Namespace) -> dict:
             "batch_size": args.batch_size}
 
 
-def _train(args: argparse.Namespace) -> None:
+def _train(args: argparse.Namespace) -> Result:
     from nas.supernet.config import load_config
     from nas.supernet.trainer import train
 
     set_torch_threads(args.threads)
     history = train(load_config(args.config, _overrides(args)), args.out, progress=not args.quiet)
-    if history:
-        last = history[-1]
-        scores = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith("val_acc"))
-        print(f"{args.out}: {last['epoch']} epochs trained; {scores}")
+    if not history:
+        return Result(history, "")
+    last = history[-1]
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith("val_acc"))
+    return Result(history, f"{args.out}: {last['epoch']} epochs trained; {scores}")
 
 
 def read_archs(space: SearchSpace, text: str) -> list[Arch]:
-    """--archs: max, min, or a file of JSON lines / a JSON list of archs (objects or NB201 strings)."""
+    """--archs: max, min, or a file of archs (JSON lines, a JSON list, the space's strings)."""
+    from nas.predictors.tables import read_archs as read_arch_file
+
     if text in ("max", "min"):
         return [space.extreme(largest=text == "max")]
-    path = Path(text)
-    if not path.is_file():
+    if not Path(text).is_file():
         raise NasError(f"--archs {text!r} is neither max, min nor an existing file")
-    try:
-        body = path.read_text().strip()
-    except UnicodeDecodeError:
-        raise NasError(f"{path}: not a text file; expected JSON lines or a JSON list of archs") from None
-    try:
-        items = json.loads(body) if body.startswith("[") else [json.loads(line) for line in body.splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise NasError(f"{path}: expected JSON lines or a JSON list of archs ({exc.msg}, line {exc.lineno})") from None
-    archs = []
-    for i, item in enumerate(items, 1):
-        if not isinstance(item, (str, dict)):
-            raise NasError(f"{path}: arch {i} is {json.dumps(item)[:40]}; expected a decision mapping, "
-                           "a {\"space\", \"arch\"} object or the space's string form")
-        try:
-            archs.append(space.parse_arch(item) if isinstance(item, str) else space.arch(item))
-        except NasError as exc:
-            raise NasError(f"{path}: arch {i}: {exc}") from None
-    if not archs:
-        raise NasError(f"{path}: holds no archs")
-    return archs
+    return read_arch_file(text, space)
 
 
-def _eval(args: argparse.Namespace) -> None:
+def _eval(args: argparse.Namespace) -> Result:
     from nas.supernet.oracle import SupernetAccuracy
 
     set_torch_threads(args.threads)
@@ -115,38 +98,29 @@ def _eval(args: argparse.Namespace) -> None:
     archs = read_archs(oracle.space, args.archs)
     rows = [{"arch_id": a.arch_id, "accuracy": float(acc), "arch": dict(a)}
             for a, acc in zip(archs, oracle.predict(archs))]
-    if args.json:
-        print_json(rows)
-        return
-    for row in rows:
-        print(f"{row['arch_id']}  {row['accuracy']:.4f}")
+    return Result(rows, "\n".join(f"{row['arch_id']}  {row['accuracy']:.4f}" for row in rows))
 
 
-def _bench_ranking(args: argparse.Namespace) -> None:
+def _bench_ranking(args: argparse.Namespace) -> Result:
     from nas.supernet.bench import RANKING_CONFIG, ranking_fidelity
     from nas.supernet.config import load_config
 
     set_torch_threads(args.threads)
     config = load_config(args.config, _overrides(args), base=RANKING_CONFIG)
     report = ranking_fidelity(config, args.out, args.archs, progress=not args.quiet)
-    if args.json:
-        print_json(report)
-        return
-    for row in report["archs"]:
-        print(f"  {row['arch_id']}  MACs {row['macs'] / 1e6:6.2f}M  stand-alone {row['standalone']:.4f}  "
-              f"supernet {row['supernet']:.4f}")
-    print(f"Kendall tau {report['kendall_tau']:.3f} over {len(report['archs'])} subnets; stand-alone accuracies "
-          f"spread {report['standalone_spread'] * 100:.1f} points ({report['split']} split, {config.data.source}"
-          f"{', noise ' + str(config.data.noise) if config.data.noise else ''})")
+    lines = [f"  {row['arch_id']}  MACs {row['macs'] / 1e6:6.2f}M  stand-alone {row['standalone']:.4f}  "
+             f"supernet {row['supernet']:.4f}" for row in report["archs"]]
+    lines.append(f"Kendall tau {report['kendall_tau']:.3f} over {len(report['archs'])} subnets; stand-alone accuracies "
+                 f"spread {report['standalone_spread'] * 100:.1f} points ({report['split']} split, {config.data.source}"
+                 f"{', noise ' + str(config.data.noise) if config.data.noise else ''})")
+    return Result(report, "\n".join(lines))
 
 
-def _bench_step(args: argparse.Namespace) -> None:
+def _bench_step(args: argparse.Namespace) -> Result:
     from nas.supernet.bench import step_cost
 
     row = step_cost(args.space, args.batch_size, args.random_subnets, args.steps, pin=not args.all_cores)
-    if args.json:
-        print_json(row)
-        return
-    print(f"{row['space']}, batch {row['batch_size']}, {row['cpu']}: largest alone {row['largest_alone_s'] * 1e3:.0f} ms/step, "
-          f"sandwich of {row['subnets']} subnets {row['sandwich_s'] * 1e3:.0f} ms/step = "
-          f"{row['ratio']:.2f}x (supernet running the largest only: {row['largest_in_supernet_s'] * 1e3:.0f} ms)")
+    return Result(row, f"{row['space']}, batch {row['batch_size']}, {row['cpu']}: largest alone "
+                       f"{row['largest_alone_s'] * 1e3:.0f} ms/step, sandwich of {row['subnets']} subnets "
+                       f"{row['sandwich_s'] * 1e3:.0f} ms/step = {row['ratio']:.2f}x (supernet running the largest "
+                       f"only: {row['largest_in_supernet_s'] * 1e3:.0f} ms)")

@@ -15,6 +15,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from nas.errors import ConfigError
 from nas.space.builder import build_layer
 from nas.space.layers import NB201_EDGES, LayerSpec
 from nas.supernet.elastic import BNUnit, ConvUnit, LinearUnit, Move
@@ -229,6 +230,16 @@ class CellFamily(Family):
         return params, buffers
 
 
+# Per op, the family that shares weights between a slot's variants.
+ELASTIC_FAMILIES: dict[str, type[Family]] = {"mbconv": MBConvFamily, "conv": ConvFamily, "skip": ConvFamily,
+                                             "linear": LinearFamily, "norm": NormFamily}
+# Ops a slot may hold only one variant of (the builder's module, trained as is): the
+# ResNet block of NB201's reduction stages has no elastic form.
+FIXED_ONLY_OPS = frozenset({"resblock"})
+SUPPORTED_OPS = frozenset(ELASTIC_FAMILIES) | frozenset(WEIGHTLESS) | {"nb201_cell"}
+REFUSED_OPS = FIXED_ONLY_OPS  # refused as elastic; a lone variant of any op is Fixed
+
+
 def make_family(key: str, specs: Sequence[LayerSpec]) -> Family:
     """The family of `specs` (all with this key); a lone variant keeps the builder's module."""
     s = specs[0]
@@ -238,11 +249,10 @@ def make_family(key: str, specs: Sequence[LayerSpec]) -> Family:
         return CellFamily(s.in_ch)
     if len(specs) == 1:
         return Fixed(s)
-    families = {"mbconv": MBConvFamily, "conv": ConvFamily, "skip": ConvFamily, "linear": LinearFamily,
-                "norm": NormFamily}
-    if s.op not in families:
-        raise NotImplementedError(f"no elastic family for op {s.op!r} with {len(specs)} variants")
-    return families[s.op](specs)
+    if s.op not in ELASTIC_FAMILIES:
+        raise ConfigError(f"a supernet slot cannot share weights between {len(specs)} variants of op {s.op!r} "
+                       f"(e.g. {s.key}); elastic ops: {', '.join(sorted(ELASTIC_FAMILIES))}")
+    return ELASTIC_FAMILIES[s.op](specs)
 
 
 def _descending(importance: torch.Tensor) -> torch.Tensor:

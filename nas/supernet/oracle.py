@@ -14,13 +14,13 @@ import numpy as np
 import torch
 
 from nas.costs import CostModel
-from nas.errors import NasError
+from nas.errors import CompatibilityError, NasError, QualityWarning
 from nas.space import load_space
 from nas.space.arch import Arch
 from nas.supernet.checkpoint import load_checkpoint
 from nas.supernet.config import TrainConfig
 from nas.supernet.evaluation import SubnetEvaluator
-from nas.supernet.run import RunDir, space_fingerprint
+from nas.supernet.run import RunDir
 from nas.supernet.supernet import Supernet
 from nas.supernet.trainer import dataset_for
 
@@ -39,11 +39,12 @@ def load_supernet(path: Path | str, device: torch.device | None = None) -> tuple
         raise NasError(f"{run_dir} holds a stand-alone training of one arch, not a supernet")
     config = run.config()
     space = load_space(config.space)
-    if space_fingerprint(space) != found.get("space_fingerprint"):
-        raise NasError(f"space {config.space} has changed since {run_dir} was trained; retrain the supernet")
+    if space.fingerprint() != found.get("space_fingerprint"):
+        raise CompatibilityError(f"space {config.space} has changed since {run_dir} was trained (space fingerprint "
+                                 f"{found.get('space_fingerprint')} then, {space.fingerprint()} now); retrain the supernet")
     state = load_checkpoint(path if path.is_file() else run.checkpoint)
     if state["epoch"] < config.epochs:
-        warnings.warn(f"{run_dir} is trained for {state['epoch']} of {config.epochs} epochs", stacklevel=2)
+        warnings.warn(f"{run_dir} is trained for {state['epoch']} of {config.epochs} epochs", QualityWarning, stacklevel=2)
     supernet = Supernet(space)
     supernet.load_state_dict(state["model"])
     return config, supernet.to(device or torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()

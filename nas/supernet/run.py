@@ -1,30 +1,22 @@
 """A training run's folder: config.json, checkpoint.pt and history.json.
 
-config.json records what the run computes (config, space, and the arch of a
+config.json records what the run computes (config, space and its fingerprint, and the arch of a
 stand-alone run). Rerunning with the same folder resumes only if that matches, so a
 changed setting can never mix two different trainings in one checkpoint.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from nas.atomic import write_atomic
-from nas.errors import NasError
+from nas.errors import CompatibilityError, DataError, NasError
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
 from nas.supernet.config import RUNTIME_KEYS, TrainConfig, config_from_dict
 
 SCHEMA = "hwnas.supernet-run/1"
-
-
-def space_fingerprint(space: SearchSpace) -> str:
-    """Hash of the space's name, decisions and layers of its extreme archs."""
-    layers = [s.key for arch in (space.extreme(True), space.extreme(False)) for s in space.layers(arch)]
-    text = json.dumps([space.describe()["decisions"], space.name, layers], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class RunDir:
@@ -36,7 +28,7 @@ class RunDir:
 
     def describe(self, config: TrainConfig, space: SearchSpace, arch: Arch | None) -> dict[str, Any]:
         return {"schema": SCHEMA, "config": config.to_dict(), "space": space.name,
-                "space_fingerprint": space_fingerprint(space), "arch": None if arch is None else arch.to_dict()}
+                "space_fingerprint": space.fingerprint(), "arch": None if arch is None else arch.to_dict()}
 
     def prepare(self, config: TrainConfig, space: SearchSpace, arch: Arch | None) -> None:
         """Write config.json for a new run, or check that an existing run is the same training."""
@@ -47,14 +39,18 @@ class RunDir:
             write_atomic(self.config_file, json.dumps(wanted, indent=2) + "\n")
             return
         found = self.read()
-        for key in ("space", "space_fingerprint", "arch"):
+        if found.get("space") == wanted["space"] and found.get("space_fingerprint") != wanted["space_fingerprint"]:
+            raise CompatibilityError(f"{self.path} holds a run of another version of space {space.name} (space "
+                                     f"fingerprint {found.get('space_fingerprint')} there, {wanted['space_fingerprint']} "
+                                     "now); use another --out folder or delete it")
+        for key in ("space", "arch"):
             if found.get(key) != wanted[key]:
-                raise NasError(f"{self.path} holds a run with another {key.replace('_', ' ')}; "
-                               "use another --out folder or delete it")
+                raise CompatibilityError(f"{self.path} holds a run with another {key}; "
+                                         "use another --out folder or delete it")
         differences = _differences(found["config"], wanted["config"])
         if differences:
-            raise NasError(f"{self.path} holds a run with other settings ({'; '.join(differences[:3])}); "
-                           "use another --out folder or delete it to start over")
+            raise CompatibilityError(f"{self.path} holds a run with other settings ({'; '.join(differences[:3])}); "
+                                     "use another --out folder or delete it to start over")
 
     def read(self) -> dict[str, Any]:
         try:
@@ -63,9 +59,9 @@ class RunDir:
             raise NasError(f"{self.path} is not a training run (no config.json); train one with "
                            "'hwnas supernet train ... --out DIR'") from None
         except json.JSONDecodeError as exc:
-            raise NasError(f"{self.config_file}: not valid JSON ({exc.msg})") from None
+            raise DataError(f"{self.config_file}: not valid JSON ({exc.msg})") from None
         if not isinstance(found, dict) or found.get("schema") != SCHEMA:
-            raise NasError(f"{self.config_file}: not a {SCHEMA} file")
+            raise DataError(f"{self.config_file}: not a {SCHEMA} file")
         return found
 
     def config(self) -> TrainConfig:

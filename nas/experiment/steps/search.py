@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.atomic import write_atomic
-from nas.errors import NasError, closest
+from nas.errors import CompatibilityWarning, NasError, closest
 
 if TYPE_CHECKING:
     from nas.experiment.schema import Experiment
@@ -121,7 +121,7 @@ def run(exp: Experiment, space: str, out: Path, sources: dict[str, Any], study: 
         with warnings.catch_warnings():
             if any(isinstance(v, dict) and v.get("allow_mismatch") for v in sources.values()):
                 # asked for (a stand-in LUT, or allow_mismatch in the config): not news at every load
-                warnings.filterwarnings("ignore", message=r"LUT for .* does not fit")
+                warnings.simplefilter("ignore", CompatibilityWarning)
             result = run_search(config, progress=progress)
     finally:
         _wait(workers)

@@ -26,6 +26,7 @@ from nas.data import Augment, BatchPlan, ImageDataset, load_dataset
 from nas.space import load_space
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
+from nas.space.builder import check_network_size
 from nas.supernet import distributed
 from nas.supernet.checkpoint import load_checkpoint, save_checkpoint
 from nas.supernet.config import TrainConfig
@@ -65,6 +66,7 @@ def train(config: TrainConfig, out: Path | str, *, arch: Arch | dict | None = No
     try:
         space = load_space(config.space)
         run = RunDir(out)
+        check_network_size(space.layers(space.extreme(True)))  # a supernet holds the largest arch's weights
         task = SupernetTask(space, config) if arch is None else StandaloneTask(space, space.arch(arch), config)
         data = dataset_for(config, space)  # before the run folder is written: a bad --data leaves nothing behind
         if ctx.main:

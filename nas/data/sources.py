@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nas.errors import NasError
+from nas.errors import DataError, NasError
 
 LAYOUTS = ("'digits' (built in), a CIFAR-10/100 python folder (data_batch_1..5 + test_batch, or train + test), "
            "an image folder (one subfolder per class, optionally inside train/ val/ test/) or a .npz file "
@@ -63,17 +63,38 @@ def read_source(source: str, resolution: int) -> RawDataset:
     """
     if source == "digits":
         return read_digits()
+    kind, path = check_source(source)
+    if kind == "npz":
+        return read_npz(path)
+    if kind == "cifar":
+        return read_cifar(path)
+    return read_folder(path, resolution)
+
+
+def check_source(source: str) -> tuple[str, Path]:
+    """("npz" | "cifar" | "folder", path) of a dataset path, from its layout alone (no
+    image is read), so that a config naming a folder of something else (`/etc`) is
+    refused when it is checked, not after a run has started."""
     path = Path(source).expanduser()
     if not path.exists():
         raise NasError(f"dataset path {path} does not exist; --data takes {LAYOUTS}")
     if path.is_file():
         if path.suffix != ".npz":
             raise NasError(f"dataset file {path} is not a .npz file; --data takes {LAYOUTS}")
-        return read_npz(path)
+        return "npz", path
     for folder in (path, path / "cifar-10-batches-py", path / "cifar-100-python"):
         if any((folder / f).is_file() for f in CIFAR10_FILES + CIFAR100_FILES):
-            return read_cifar(folder)
-    return read_folder(path, resolution)
+            return "cifar", folder
+    train = path / "train" if (path / "train").is_dir() else path
+    try:
+        classes = [p for p in train.iterdir() if p.is_dir()]
+        bare = [c.name for c in classes if not any(f.suffix.lower() in IMAGE_SUFFIXES for f in c.iterdir())]
+    except OSError as exc:
+        raise DataError(f"{train}: cannot read ({exc.strerror}); --data takes {LAYOUTS}") from None
+    if not classes or bare:
+        found = f"class folder {bare[0]!r} holds no images" if classes else "it has no class subfolders"
+        raise DataError(f"{path} is not a dataset: {found}; --data takes {LAYOUTS}")
+    return "folder", path
 
 
 # ----------------------------------------------------------------------------- digits
@@ -107,8 +128,11 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as fh:
             batch = _ArrayUnpickler(fh, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise NasError(f"{path}: not a CIFAR python batch ({exc}); expected {layout}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, OverflowError) as exc:
+        raise DataError(f"{path}: not a CIFAR python batch ({exc}); expected {layout}") from None
+    except MemoryError:  # an allowed array rebuilt with an absurd shape
+        raise DataError(f"{path}: not a CIFAR python batch (it asks for an array too large for memory); "
+                        f"expected {layout}") from None
     if not isinstance(batch, dict):
         raise NasError(f"{path}: not a CIFAR python batch; expected {layout}")
     batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
@@ -136,8 +160,9 @@ def read_cifar(folder: Path) -> RawDataset:
                            "(CIFAR-10) or train + test (CIFAR-100)")
         train, test = _cifar_batch(folder / "train"), _cifar_batch(folder / "test")
         name = "cifar100"
-    classes = int(max(train[1].max(), test[1].max())) + 1
-    return RawDataset(name, classes, {"train": _labelled(*train, str(folder)), "test": _labelled(*test, str(folder))})
+    splits = {"train": _labelled(*train, str(folder)), "test": _labelled(*test, str(folder))}
+    classes = max(int(s.labels.max()) for s in splits.values()) + 1
+    return RawDataset(name, classes, splits)
 
 
 # ----------------------------------------------------------------------------- image folders
@@ -222,6 +247,8 @@ def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
         raise NasError(f"{where}: images of shape {x.shape}; expected N x H x W, N x H x W x C or N x C x H x W, C = 1 or 3")
     if x.dtype == np.uint8:
         return x
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise DataError(f"{where}: images hold NaN or infinite values; they would train to a NaN loss")
     if not np.issubdtype(x.dtype, np.floating) or x.size and (x.min() < 0 or x.max() > 1):
         raise NasError(f"{where}: images must be uint8 (0..255) or float in 0..1, got {x.dtype}")
     return np.rint(x * 255).astype(np.uint8)

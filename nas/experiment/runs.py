@@ -143,5 +143,5 @@ def _numeric(text: Any) -> bool:
 def _json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return None

@@ -267,9 +267,16 @@ class Experiment(Section):
         if source != "digits":
             from nas.data import LAYOUTS
 
+            from nas.data.sources import check_source
+            from nas.errors import NasError
+
             path = _locate(source, info)
             if not path.exists():
                 raise ValueError(f"source: {source} does not exist; a dataset is {LAYOUTS}")
+            try:
+                check_source(str(path))
+            except NasError as exc:
+                raise ValueError(f"source: {exc}") from None
             source = str(path)
         return {**value, "source": source}
 

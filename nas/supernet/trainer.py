@@ -42,9 +42,10 @@ ARCH_STREAM, AUGMENT_STREAM = 1, 2
 def dataset_for(config: TrainConfig, space: SearchSpace) -> ImageDataset:
     """The config's dataset at the space's largest input size (smaller ones are resized per arch)."""
     d = config.data
-    return load_dataset(d.source, space.resolution(space.extreme(True)), space.in_channels,
+    largest = space.extreme(True)
+    return load_dataset(d.source, space.resolution(largest), space.in_channels,
                         val_fraction=d.val_fraction, test_fraction=d.test_fraction, split_seed=d.split_seed,
-                        noise=d.noise)
+                        noise=d.noise, classes=space.layers(largest)[-1].out_ch)
 
 
 def augment_for(config: TrainConfig, resolution: int) -> Augment:

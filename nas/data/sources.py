@@ -85,15 +85,20 @@ def check_source(source: str) -> tuple[str, Path]:
     for folder in (path, path / "cifar-10-batches-py", path / "cifar-100-python"):
         if any((folder / f).is_file() for f in CIFAR10_FILES + CIFAR100_FILES):
             return "cifar", folder
-    train = path / "train" if (path / "train").is_dir() else path
+    split_dirs = [s for s in ("train", "val", "test") if (path / s).is_dir()]
+    if split_dirs and "train" not in split_dirs:
+        raise NasError(f"{path}: has {', '.join(split_dirs)}/ but no train/ folder; expected {LAYOUTS}")
+    train = path / "train" if split_dirs else path
     try:
         classes = [p for p in train.iterdir() if p.is_dir()]
         bare = [c.name for c in classes if not any(f.suffix.lower() in IMAGE_SUFFIXES for f in c.iterdir())]
     except OSError as exc:
         raise DataError(f"{train}: cannot read ({exc.strerror}); --data takes {LAYOUTS}") from None
-    if not classes or bare:
-        found = f"class folder {bare[0]!r} holds no images" if classes else "it has no class subfolders"
-        raise DataError(f"{path} is not a dataset: {found}; --data takes {LAYOUTS}")
+    if not classes:
+        raise NasError(f"{train}: no class subfolders; expected {LAYOUTS}")
+    if bare:
+        raise DataError(f"{train}: class folder {bare[0]!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                        f"expected {LAYOUTS}")
     return "folder", path
 
 
@@ -167,14 +172,10 @@ def read_cifar(folder: Path) -> RawDataset:
 
 # ----------------------------------------------------------------------------- image folders
 def read_folder(root: Path, resolution: int) -> RawDataset:
-    """root/<class>/*.png..., or root/train|val|test/<class>/...; classes in name order."""
-    split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
-    if split_dirs and "train" not in split_dirs:
-        raise NasError(f"{root}: has {', '.join(split_dirs)}/ but no train/ folder; expected {LAYOUTS}")
-    split_dirs = split_dirs or {"train": root}
-    classes = sorted(p.name for p in split_dirs["train"].iterdir() if p.is_dir())
-    if not classes:
-        raise NasError(f"{split_dirs['train']}: no class subfolders; expected {LAYOUTS}")
+    """root/<class>/*.png..., or root/train|val|test/<class>/...; classes in name order
+    (the layout is checked by check_source first)."""
+    split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()} or {"train": root}
+    classes = sorted(p.name for p in split_dirs["train"].iterdir() if p.is_dir())  # check_source saw them
     splits = {}
     for split, folder in split_dirs.items():
         found = sorted(p.name for p in folder.iterdir() if p.is_dir())

@@ -61,21 +61,6 @@ def parse_quantity(text: str | float, unit: str, where: str) -> float:
     return _possible(value * ratio if ratio >= 1 else value / (1 / ratio), unit, where)  # 70 % -> 0.7 exactly
 
 
-def _possible(value: float, unit: str, where: str) -> float:
-    """`value` if a cost in `unit` can take it: no budget below zero for a time, energy,
-    size or count, none outside 0..100 % for a fraction, none infinite or NaN. Such a
-    budget passes every network or none, so it is refused when the config is read."""
-    dim = SOURCE_UNITS.get(unit)
-    if not math.isfinite(value):
-        raise NasError(f"{where}: {value} is not a finite quantity")
-    if dim in ("time", "energy", "bytes", "count") and value < 0:
-        raise NasError(f"{where}: a {dim} cannot be negative ({format_quantity(value, unit)})")
-    top = 100.0 if unit == "%" else 1.0
-    if dim == "fraction" and not 0 <= value <= top:
-        raise NasError(f"{where}: {value * 100 / top:g} % is outside 0..100 %")
-    return value
-
-
 def format_quantity(value: float, unit: str) -> str:
     """A value in a source unit, readably (bytes as KiB/MiB, counts with M)."""
     if unit == "bytes":
@@ -91,3 +76,34 @@ def format_quantity(value: float, unit: str) -> str:
     if unit == "fraction":
         return f"{value:.4g}"
     return f"{value:.4g} {unit}"
+
+
+def _possible(value: float, unit: str, where: str) -> float:
+    """`value` if a cost in `unit` can take it: no budget below zero for a time, energy or
+    size or an explicit count, none outside 0..100 % for a fraction, none infinite or NaN.
+    Such a budget passes every network or none, so it is refused when the config is read.
+    (A bare number for a metric without a unit, a user's table column, may be negative.)"""
+    dim = SOURCE_UNITS.get(unit)
+    if not math.isfinite(value):
+        raise NasError(f"{where}: {value} is not a finite quantity")
+    if (dim in ("time", "energy", "bytes") or unit == "count") and value < 0:
+        raise NasError(f"{where}: a {dim} cannot be negative ({format_quantity(value, unit)})")
+    top = 100.0 if unit == "%" else 1.0
+    if dim == "fraction" and not 0 <= value <= top:
+        raise NasError(f"{where}: {value * 100 / top:g} % is outside 0..100 %")
+    return value
+
+
+def check_possible(text: str, where: str) -> None:
+    """Refuse a bound whose own unit makes it impossible (`-5 ms`, `150 %`), before any
+    cost source is known: the experiment check reads budgets this way."""
+    match = _NUMBER.match(text)
+    suffix = match.group(2) if match else ""
+    for word in COUNT_WORDS:
+        if suffix.endswith(word):
+            suffix = suffix[: -len(word)].strip() or "count"
+            break
+    for dim, base in (("time", "ms"), ("energy", "mJ"), ("bytes", "bytes"), ("fraction", "fraction"), ("count", "count")):
+        if suffix and suffix in UNITS[dim]:
+            parse_quantity(text, base, where)
+            return

@@ -54,7 +54,7 @@ def _load(path: str, mtime_ns: int, size: int) -> SearchSpace:
 
 def read_yaml(path: Path) -> Any:
     try:
-        with open(path) as fh:
+        with open(path, encoding="utf-8") as fh:
             return yaml.safe_load(fh)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark

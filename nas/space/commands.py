@@ -71,7 +71,9 @@ def _space_list(args: argparse.Namespace) -> None:
 
 
 def _size(n: int) -> str:
-    return f"{n:,}" if n < 10**12 else f"{n:.3e}"
+    from decimal import Decimal  # exact: a size beyond a float's range (4**1000) cannot go through float
+
+    return f"{n:,}" if n < 10**12 else f"{Decimal(n):.3e}"
 
 
 def _space_show(args: argparse.Namespace) -> None:

@@ -111,7 +111,7 @@ def finetune(out: Path | str, data: str, epochs: int, *, seed: int = 0, distill_
 def _prepare(run: Path, settings: FinetuneSettings) -> None:
     wanted = asdict(settings)
     path = run / SETTINGS_FILE
-    if path.is_file() and (run / CHECKPOINT_FILE).is_file():  # settings without a checkpoint protect no work
+    if path.is_file():
         found = read_json(path, "")
         if found != wanted:
             changed = [k for k in wanted if found.get(k) != wanted[k]]

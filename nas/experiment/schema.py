@@ -266,9 +266,7 @@ class Experiment(Section):
             raise ValueError(f"source must be 'digits' or a dataset path, got {source!r}")  # noqa: TRY004 - pydantic reports ValueErrors
         if source != "digits":
             from nas.data import LAYOUTS
-
             from nas.data.sources import check_source
-            from nas.errors import NasError
 
             path = _locate(source, info)
             if not path.exists():

@@ -176,9 +176,8 @@ def _lut_kit(args: argparse.Namespace) -> None:
 
 
 def _lut_import(args: argparse.Namespace) -> None:
-    from nas.hardware.kit import import_results
-
     from nas.errors import NasError
+    from nas.hardware.kit import import_results
     from nas.hardware.lut import LUT
 
     space, device, out = _lut_path(args, args.out)

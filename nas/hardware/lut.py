@@ -137,29 +137,30 @@ class LUT:
         entries: dict[str, tuple[LayerSpec, Summary]] = {}
         lines: dict[str, int] = {}
         try:
-            with open(csv_path, newline="", encoding="utf-8") as fh:
-                reader = csv.DictReader(fh)
-                columns = ["key", *SPEC_COLUMNS, *VALUE_COLUMNS]
-                missing = set(columns) - set(reader.fieldnames or [])
-                if missing:
-                    raise NasError(f"{csv_path}: missing column(s) {', '.join(sorted(missing))}")
-                # an unknown column is refused, not ignored: save() would drop it on the
-                # next rewrite, and a column of another schema may change what a row means
-                extra = [c for c in reader.fieldnames or [] if c not in columns]
-                if extra:
-                    raise DataError(f"{csv_path}: {unknown_key(extra[0], columns, 'column')}")
-                for line, row in enumerate(reader, start=2):
-                    where = f"{csv_path}:{line}"
-                    if None in row:  # more cells than the header names
-                        raise DataError(f"{where}: {len(columns) + len(row[None])} cells, the header has {len(columns)}")
-                    spec = spec_from_row(row, where)
-                    if spec.key != row["key"]:
-                        raise NasError(f"{where}: key {row['key']!r} does not match its layer fields ({spec.key!r})")
-                    if spec.key in entries:  # the last row would silently win
-                        raise DataError(f"{where}: duplicated block {spec.key!r}, already on line {lines[spec.key]}")
-                    entries[spec.key], lines[spec.key] = (spec, summary_from_row(row, where, meta.get("unit", "ms"))), line
+            text = csv_path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise DataError(f"{csv_path}: not UTF-8 text") from None
+        with io.StringIO(text, newline="") as fh:
+            reader = csv.DictReader(fh)
+            columns = ["key", *SPEC_COLUMNS, *VALUE_COLUMNS]
+            missing = set(columns) - set(reader.fieldnames or [])
+            if missing:
+                raise NasError(f"{csv_path}: missing column(s) {', '.join(sorted(missing))}")
+            # an unknown column is refused, not ignored: save() would drop it on the next
+            # rewrite, and a column of another schema may change what a row means
+            extra = [c for c in reader.fieldnames or [] if c not in columns]
+            if extra:
+                raise DataError(f"{csv_path}: {unknown_key(extra[0], columns, 'column')}")
+            for line, row in enumerate(reader, start=2):
+                where = f"{csv_path}:{line}"
+                if None in row:  # more cells than the header names
+                    raise DataError(f"{where}: {len(columns) + len(row[None])} cells, the header has {len(columns)}")
+                spec = spec_from_row(row, where)
+                if spec.key != row["key"]:
+                    raise NasError(f"{where}: key {row['key']!r} does not match its layer fields ({spec.key!r})")
+                if spec.key in entries:  # the last row would silently win
+                    raise DataError(f"{where}: duplicated block {spec.key!r}, already on line {lines[spec.key]}")
+                entries[spec.key], lines[spec.key] = (spec, summary_from_row(row, where, meta.get("unit", "ms"))), line
         if meta.get("complete") and meta.get("space_fingerprint") != space_fingerprint(s for s, _ in entries.values()):
             # a finished LUT holds exactly the blocks it was built for: rows were added,
             # removed or edited afterwards, and its calibration no longer belongs to them

@@ -8,6 +8,7 @@ new one, never a torn file.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 
 def first_line(exc: BaseException) -> str:
-    """'Type: first line of the message' (a 0-byte file or a MemoryError has no message)."""
-    lines = str(exc).strip().splitlines()
+    """'Type: first line of the message' (a 0-byte file or a MemoryError has no message;
+    torch colours some of its messages with terminal escapes)."""
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 

@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if text:
             print(text)
     except NasError as exc:
-        print(f"hwnas: error: {exc}", file=sys.stderr)
+        print(f"hwnas: error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
         print("hwnas: interrupted", file=sys.stderr)

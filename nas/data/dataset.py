@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from nas.data.sources import LabelledImages, read_source
-from nas.errors import NasError
+from nas.errors import DataError, NasError
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ class ImageDataset:
 
 
 def load_dataset(source: str, resolution: int, channels: int = 3, *, val_fraction: float = 0.1,
-                 test_fraction: float = 0.2, split_seed: int = 0, noise: float = 0.0) -> ImageDataset:
+                 test_fraction: float = 0.2, split_seed: int = 0, noise: float = 0.0,
+                 classes: int | None = None) -> ImageDataset:
     """Read `source` ('digits' or a path), resize to `resolution`, match `channels`, split.
 
     test_fraction: share of all images held out as test when the source has no test split.
@@ -53,6 +54,8 @@ def load_dataset(source: str, resolution: int, channels: int = 3, *, val_fractio
     and per-epoch reports use it; the test split is for final figures only).
     noise: standard deviation (in 0..1 pixel units) of Gaussian noise added once, with a
     fixed seed, to every image of every split: a harder, still deterministic task.
+    classes: the network's number of outputs; a label beyond them is refused here, before
+    any training starts (cross-entropy would fail on it mid-run).
     """
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0 < value < 1:
@@ -60,6 +63,10 @@ def load_dataset(source: str, resolution: int, channels: int = 3, *, val_fractio
     if noise < 0:
         raise NasError(f"noise must not be negative, got {noise}")
     raw = read_source(source, resolution)
+    top = max(int(s.labels.max()) for s in raw.splits.values())
+    if classes is not None and top >= classes:
+        raise DataError(f"dataset {source}: label {top} is out of range for a network with {classes} classes "
+                        f"(labels must be 0..{classes - 1})")
     rng = np.random.default_rng([split_seed, 0x5B1])
     splits = dict(raw.splits)
     if "test" not in splits:

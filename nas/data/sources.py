@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nas.errors import NasError
+from nas.errors import DataError, NasError
 
 LAYOUTS = ("'digits' (built in), a CIFAR-10/100 python folder (data_batch_1..5 + test_batch, or train + test), "
            "an image folder (one subfolder per class, optionally inside train/ val/ test/) or a .npz file "
@@ -63,17 +63,43 @@ def read_source(source: str, resolution: int) -> RawDataset:
     """
     if source == "digits":
         return read_digits()
+    kind, path = check_source(source)
+    if kind == "npz":
+        return read_npz(path)
+    if kind == "cifar":
+        return read_cifar(path)
+    return read_folder(path, resolution)
+
+
+def check_source(source: str) -> tuple[str, Path]:
+    """("npz" | "cifar" | "folder", path) of a dataset path, from its layout alone (no
+    image is read), so that a config naming a folder of something else (`/etc`) is
+    refused when it is checked, not after a run has started."""
     path = Path(source).expanduser()
     if not path.exists():
         raise NasError(f"dataset path {path} does not exist; --data takes {LAYOUTS}")
     if path.is_file():
         if path.suffix != ".npz":
             raise NasError(f"dataset file {path} is not a .npz file; --data takes {LAYOUTS}")
-        return read_npz(path)
+        return "npz", path
     for folder in (path, path / "cifar-10-batches-py", path / "cifar-100-python"):
         if any((folder / f).is_file() for f in CIFAR10_FILES + CIFAR100_FILES):
-            return read_cifar(folder)
-    return read_folder(path, resolution)
+            return "cifar", folder
+    split_dirs = [s for s in ("train", "val", "test") if (path / s).is_dir()]
+    if split_dirs and "train" not in split_dirs:
+        raise NasError(f"{path}: has {', '.join(split_dirs)}/ but no train/ folder; expected {LAYOUTS}")
+    train = path / "train" if split_dirs else path
+    try:
+        classes = [p for p in train.iterdir() if p.is_dir()]
+        bare = [c.name for c in classes if not any(f.suffix.lower() in IMAGE_SUFFIXES for f in c.iterdir())]
+    except OSError as exc:
+        raise DataError(f"{train}: cannot read ({exc.strerror}); --data takes {LAYOUTS}") from None
+    if not classes:
+        raise NasError(f"{train}: no class subfolders; expected {LAYOUTS}")
+    if bare:
+        raise DataError(f"{train}: class folder {bare[0]!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                        f"expected {LAYOUTS}")
+    return "folder", path
 
 
 # ----------------------------------------------------------------------------- digits
@@ -107,8 +133,11 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with open(path, "rb") as fh:
             batch = _ArrayUnpickler(fh, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise NasError(f"{path}: not a CIFAR python batch ({exc}); expected {layout}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, OverflowError) as exc:
+        raise DataError(f"{path}: not a CIFAR python batch ({exc}); expected {layout}") from None
+    except MemoryError:  # an allowed array rebuilt with an absurd shape
+        raise DataError(f"{path}: not a CIFAR python batch (it asks for an array too large for memory); "
+                        f"expected {layout}") from None
     if not isinstance(batch, dict):
         raise NasError(f"{path}: not a CIFAR python batch; expected {layout}")
     batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
@@ -136,20 +165,17 @@ def read_cifar(folder: Path) -> RawDataset:
                            "(CIFAR-10) or train + test (CIFAR-100)")
         train, test = _cifar_batch(folder / "train"), _cifar_batch(folder / "test")
         name = "cifar100"
-    classes = int(max(train[1].max(), test[1].max())) + 1
-    return RawDataset(name, classes, {"train": _labelled(*train, str(folder)), "test": _labelled(*test, str(folder))})
+    splits = {"train": _labelled(*train, str(folder)), "test": _labelled(*test, str(folder))}
+    classes = max(int(s.labels.max()) for s in splits.values()) + 1
+    return RawDataset(name, classes, splits)
 
 
 # ----------------------------------------------------------------------------- image folders
 def read_folder(root: Path, resolution: int) -> RawDataset:
-    """root/<class>/*.png..., or root/train|val|test/<class>/...; classes in name order."""
-    split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
-    if split_dirs and "train" not in split_dirs:
-        raise NasError(f"{root}: has {', '.join(split_dirs)}/ but no train/ folder; expected {LAYOUTS}")
-    split_dirs = split_dirs or {"train": root}
-    classes = sorted(p.name for p in split_dirs["train"].iterdir() if p.is_dir())
-    if not classes:
-        raise NasError(f"{split_dirs['train']}: no class subfolders; expected {LAYOUTS}")
+    """root/<class>/*.png..., or root/train|val|test/<class>/...; classes in name order
+    (the layout is checked by check_source first)."""
+    split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()} or {"train": root}
+    classes = sorted(p.name for p in split_dirs["train"].iterdir() if p.is_dir())  # check_source saw them
     splits = {}
     for split, folder in split_dirs.items():
         found = sorted(p.name for p in folder.iterdir() if p.is_dir())
@@ -222,6 +248,8 @@ def _to_nchw(x: np.ndarray, where: str) -> np.ndarray:
         raise NasError(f"{where}: images of shape {x.shape}; expected N x H x W, N x H x W x C or N x C x H x W, C = 1 or 3")
     if x.dtype == np.uint8:
         return x
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise DataError(f"{where}: images hold NaN or infinite values; they would train to a NaN loss")
     if not np.issubdtype(x.dtype, np.floating) or x.size and (x.min() < 0 or x.max() > 1):
         raise NasError(f"{where}: images must be uint8 (0..255) or float in 0..1, got {x.dtype}")
     return np.rint(x * 255).astype(np.uint8)

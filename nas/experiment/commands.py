@@ -62,10 +62,10 @@ def _run(args: argparse.Namespace) -> Result:
 
 def _list(args: argparse.Namespace) -> Result:
     from nas.experiment.rundir import all_runs
-    from nas.experiment.runs import format_table, list_table, run_facts
+    from nas.experiment.runs import format_table, list_table, listed_facts
 
     runs = all_runs(args.runs)
-    return Result([run_facts(r) for r in runs],
+    return Result([listed_facts(r) for r in runs],
                   "\n".join(format_table(*list_table(runs))) if runs else f"no runs under {args.runs}")
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.atomic import write_atomic
-from nas.errors import NasError, closest
+from nas.errors import DataError, NasError, closest
 
 SCHEMA = "hwnas.run/1"
 LIBRARIES = ("hwnas", "torch", "numpy", "onnx", "onnxruntime", "optuna", "scikit-learn", "scipy", "pandas",
@@ -95,6 +95,8 @@ class Run:
             raise NasError(f"{self.path} is not a run folder (no run.json)") from None
         except json.JSONDecodeError as exc:
             raise NasError(f"{self.file}: not valid JSON ({exc.msg})") from None
+        except UnicodeDecodeError:
+            raise DataError(f"{self.file}: not UTF-8 text") from None
         if not isinstance(state, dict) or state.get("schema") != SCHEMA:
             raise NasError(f"{self.file}: not a {SCHEMA} file")
         return state

@@ -44,14 +44,21 @@ def run_facts(run: Run) -> dict[str, Any]:
     return facts
 
 
+def listed_facts(run: Run) -> dict[str, Any]:
+    """run_facts, or the reason a damaged run folder cannot be read: one must not hide the others."""
+    try:
+        return run_facts(run)
+    except NasError as exc:
+        return {"id": run.id, "status": "unreadable", "error": str(exc)}
+
+
 def list_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
     header = ["run", "status", *STEPS, "best arch", "first objective", "seconds"]
     rows = []
     for run in runs:
-        try:
-            f = run_facts(run)
-        except NasError as exc:  # one damaged run folder must not hide the others
-            rows.append([run.id, "unreadable", *([""] * len(STEPS)), "", str(exc)[:40], ""])
+        f = listed_facts(run)
+        if f["status"] == "unreadable":
+            rows.append([run.id, "unreadable", *([""] * len(STEPS)), "", f["error"][:40], ""])
             continue
         first = _first_objective(f)
         rows.append([f["id"], f["status"], *(MARKS.get(f["steps"][s], f["steps"][s]) for s in STEPS),
@@ -143,5 +150,5 @@ def _numeric(text: Any) -> bool:
 def _json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return None

@@ -266,10 +266,15 @@ class Experiment(Section):
             raise ValueError(f"source must be 'digits' or a dataset path, got {source!r}")  # noqa: TRY004 - pydantic reports ValueErrors
         if source != "digits":
             from nas.data import LAYOUTS
+            from nas.data.sources import check_source
 
             path = _locate(source, info)
             if not path.exists():
                 raise ValueError(f"source: {source} does not exist; a dataset is {LAYOUTS}")
+            try:
+                check_source(str(path))
+            except NasError as exc:
+                raise ValueError(f"source: {exc}") from None
             source = str(path)
         return {**value, "source": source}
 

@@ -37,6 +37,7 @@ from nas.export.bundle import (
 from nas.export.card import now, read_card, write_card
 from nas.export.onnx_export import write_onnx
 from nas.export.weights import save_weights
+from nas.supernet.checkpoint import check_finite
 from nas.supernet.step import distillation
 
 CHECKPOINT_FORMAT = "hwnas.finetune-checkpoint/1"
@@ -86,7 +87,6 @@ def finetune(out: Path | str, data: str, epochs: int, *, seed: int = 0, distill_
     record, card = read_record(out), read_card(out)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     run = out / FINETUNE_DIR
-    _prepare(run, settings)
     from nas.export.loader import load
 
     model = load(out, finetuned=False).to(device)
@@ -95,6 +95,7 @@ def finetune(out: Path | str, data: str, epochs: int, *, seed: int = 0, distill_
         raise NasError(f"{settings.data} has {data_set.classes} classes; the exported network predicts {record['classes']}")
     teacher = _teacher(settings, record, device) if settings.distill_from else None
     loop = _Loop(model, teacher, data_set, settings, device, run, record["input"]["resolution"])
+    _prepare(run, settings)  # once every input is checked: a refused fine-tune leaves no settings behind
     history = loop.run(progress, max_steps)
     if history is None:
         return {}
@@ -205,6 +206,7 @@ class _Loop:
                            "to start over") from None
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise NasError(f"{path}: not a {CHECKPOINT_FORMAT} file; delete {self.run_dir} to start over")
+        check_finite(state.get("model"), path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.history, self.before = state["epoch"], state["history"], state["before"]

@@ -15,6 +15,7 @@ from torch import nn
 
 from nas.atomic import write_atomic
 from nas.errors import NasError
+from nas.supernet.checkpoint import check_finite, first_line
 
 FORMAT = "hwnas.export-weights/1"
 
@@ -31,8 +32,9 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
         state = load_file(str(path), device="cpu")
     except FileNotFoundError:
         raise NasError(f"{path}: missing; export again") from None
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise NasError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0]}); export again") from None
+    except (SafetensorError, OSError, ValueError, MemoryError) as exc:
+        raise NasError(f"{path}: not a readable safetensors file ({first_line(exc)}); export again") from None
+    check_finite(state, path)
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:

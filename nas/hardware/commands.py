@@ -55,6 +55,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     _space_device(p)
     p.add_argument("-o", "--out", type=Path, help="LUT path (default latency_luts/DEVICE/SPACE.csv)")
     p.add_argument("--allow-mismatch", action="store_true", help="accept results measured with other threads/provider")
+    p.add_argument("--force", action="store_true", help="replace a LUT at the path that 'hwnas lut build' measured")
     p.set_defaults(run=_lut_import)
 
     memory = commands.add_parser("memory", help="the memory model against ONNX graphs and measured memory")
@@ -169,9 +170,22 @@ def _lut_kit(args: argparse.Namespace) -> Result:
 
 
 def _lut_import(args: argparse.Namespace) -> Result:
+    from nas.errors import NasError
     from nas.hardware.kit import import_results
+    from nas.hardware.lut import LUT
 
     space, device, out = _lut_path(args, args.out)
+    meta_path = LUT.paths(out)[1]
+    if meta_path.is_file() and not args.force:
+        # a LUT measured here (no 'source': not imported) holds its calibration; only
+        # a previous import of kit results may be replaced silently
+        try:
+            source = json.loads(meta_path.read_text(encoding="utf-8")).get("source", "")
+        except (ValueError, AttributeError):
+            source = ""
+        if not str(source).startswith("kit results"):
+            raise NasError(f"{out} holds a LUT that was not imported from kit results (built by 'hwnas lut build', "
+                           "with its calibration); pass --force to replace it or choose another -o path")
     lut = import_results(args.results, space, device, out, args.allow_mismatch)
     return Result({"wrote": str(out), "blocks": len(lut.entries)},
                   f"wrote {out} ({len(lut.entries)} blocks from {args.results})")

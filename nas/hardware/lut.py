@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import hashlib
 import io
 import json
 import math
@@ -23,7 +24,7 @@ import numpy as np
 
 from nas.atomic import write_atomic
 from nas.costs import CostModel, as_codes
-from nas.errors import CompatibilityError, CompatibilityWarning, NasError
+from nas.errors import CompatibilityError, CompatibilityWarning, DataError, NasError, unknown_key
 from nas.hardware.calibration import calibrated_block_value
 from nas.hardware.devices import Device, host_facts
 from nas.hardware.measure import Summary
@@ -102,10 +103,14 @@ class LUT:
         for key, (spec, timing) in self.entries.items():
             writer.writerow({"key": key, **spec_to_row(spec), **timing.to_dict()})
         self.meta["entries"] = len(self.entries)
-        # metadata first: a kill between the two writes then leaves either no CSV (a
-        # build starts afresh) or the previous chunk's CSV, which a build resumes from
-        write_atomic(meta_path, json.dumps(self.meta, indent=2) + "\n")
-        write_atomic(csv_path, buf.getvalue())
+        self.meta["blocks"] = blocks_digest(spec for spec, _ in self.entries.values())
+        # While building, metadata first: a kill between the two writes then leaves either
+        # no CSV (a build starts afresh) or the previous chunk's CSV, which a build resumes
+        # from. A complete LUT's rows first: a kill between them leaves every row beside
+        # metadata that still says "incomplete", which a build also resumes from.
+        writes = [(meta_path, json.dumps(self.meta, indent=2) + "\n"), (csv_path, buf.getvalue())]
+        for target, text in reversed(writes) if self.meta.get("complete") else writes:
+            write_atomic(target, text)
 
     @classmethod
     def load(cls, path: Path) -> "LUT":
@@ -115,9 +120,11 @@ class LUT:
         if not meta_path.is_file():
             raise NasError(f"LUT {csv_path} has no metadata file {meta_path.name}: its provenance is unknown")
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise NasError(f"{meta_path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        except UnicodeDecodeError:
+            raise DataError(f"{meta_path}: not UTF-8 text") from None
         if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
             raise NasError(f"{meta_path}: not a {SCHEMA} LUT (schema {meta.get('schema') if isinstance(meta, dict) else None!r})")
         reference = meta.get("reference")
@@ -126,17 +133,37 @@ class LUT:
             raise NasError(f"{meta_path}: 'reference' must hold the reference network's time as a positive 'ms', "
                            f"got {reference!r}")
         entries: dict[str, tuple[LayerSpec, Summary]] = {}
-        with open(csv_path, newline="") as fh:
+        lines: dict[str, int] = {}
+        try:
+            text = csv_path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{csv_path}: not UTF-8 text") from None
+        with io.StringIO(text, newline="") as fh:
             reader = csv.DictReader(fh)
-            missing = {"key", *SPEC_COLUMNS, *VALUE_COLUMNS} - set(reader.fieldnames or [])
+            columns = ["key", *SPEC_COLUMNS, *VALUE_COLUMNS]
+            missing = set(columns) - set(reader.fieldnames or [])
             if missing:
                 raise NasError(f"{csv_path}: missing column(s) {', '.join(sorted(missing))}")
+            # an unknown column is refused, not ignored: save() would drop it on the next
+            # rewrite, and a column of another schema may change what a row means
+            extra = [c for c in reader.fieldnames or [] if c not in columns]
+            if extra:
+                raise DataError(f"{csv_path}: {unknown_key(extra[0], columns, 'column')}")
             for line, row in enumerate(reader, start=2):
                 where = f"{csv_path}:{line}"
+                if None in row:  # more cells than the header names
+                    raise DataError(f"{where}: {len(columns) + len(row[None])} cells, the header has {len(columns)}")
                 spec = spec_from_row(row, where)
                 if spec.key != row["key"]:
                     raise NasError(f"{where}: key {row['key']!r} does not match its layer fields ({spec.key!r})")
-                entries[spec.key] = (spec, summary_from_row(row, where))
+                if spec.key in entries:  # the last row would silently win
+                    raise DataError(f"{where}: duplicated block {spec.key!r}, already on line {lines[spec.key]}")
+                entries[spec.key], lines[spec.key] = (spec, summary_from_row(row, where, meta.get("unit", "ms"))), line
+        if meta.get("complete") and meta.get("blocks") not in (None, blocks_digest(s for s, _ in entries.values())):
+            # a finished LUT holds exactly the blocks it was built for: rows were added,
+            # removed or re-keyed afterwards, and its calibration no longer belongs to them
+            raise DataError(f"{csv_path}: its blocks are not the ones recorded in {meta_path.name} when it was built "
+                            "(rows were added, removed or edited afterwards); rebuild it")
         return cls(meta, entries)
 
     # ------------------------------------------------------------------ compatibility
@@ -187,7 +214,12 @@ class LUT:
                       "current fingerprint)", CompatibilityWarning, stacklevel=3)
 
 
-def summary_from_row(row: dict[str, str], where: str) -> Summary:
+# The largest entry accepted, per unit: a block slower than an hour (or one inference
+# using more than a kilowatt-hour) is a unit mistake or a corrupted file, not a measurement.
+MAX_VALUE = {"ms": 3_600_000.0, "mJ": 3.6e9}
+
+
+def summary_from_row(row: dict[str, str], where: str, unit: str = "ms") -> Summary:
     try:
         values = {name: float(row[name]) for name in VALUE_COLUMNS}
     except (KeyError, ValueError, TypeError):
@@ -195,9 +227,21 @@ def summary_from_row(row: dict[str, str], where: str) -> Summary:
     for name in ("median", "p10", "p90", "mean"):
         if not math.isfinite(values[name]) or values[name] <= 0:
             raise NasError(f"{where}: {name} = {row[name]} is not a positive finite value")
+        if unit in MAX_VALUE and values[name] > MAX_VALUE[unit]:
+            raise DataError(f"{where}: {name} = {row[name]} {unit} is beyond the sanity limit of {MAX_VALUE[unit]:g} {unit}; "
+                            "the value is corrupt or in the wrong unit")
     if not math.isfinite(values["std"]) or values["std"] < 0:
         raise NasError(f"{where}: std = {row['std']} must be finite and >= 0")
+    for name in ("n", "rejected"):
+        if not (math.isfinite(values[name]) and values[name] >= 0 and values[name] == int(values[name])):
+            raise DataError(f"{where}: {name} = {row[name]} must be a count (an integer >= 0)")
     return Summary(**{**values, "n": int(values["n"]), "rejected": int(values["rejected"])})
+
+
+def blocks_digest(specs: Iterable[LayerSpec]) -> str:
+    """Hash of the block keys a LUT holds: the integrity check of a finished LUT's rows
+    (the space's identity is SearchSpace.fingerprint(), checked against the space in use)."""
+    return hashlib.sha256("\n".join(sorted(s.key for s in specs)).encode()).hexdigest()[:16]
 
 
 def lut_blocks(space: SearchSpace, resolutions: Sequence[int | None]) -> list[LayerSpec]:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from nas.costs import CostModel, as_codes
-from nas.errors import NasError
+from nas.errors import DataError, NasError
 from nas.metrics import regression_report
 from nas.predictors.features import Featurizer, get_featurizer
 from nas.predictors.models import build_model, make_model, model_state
@@ -100,8 +100,28 @@ class Predictor(CostModel):
             raise NasError(f"{path} was made with {meta['feature_set']!r} features of {meta['space']} that differ from "
                            f"this hwnas's ({meta.get('n_features')} vs {len(featurizer.names)} columns, fingerprint "
                            f"{meta.get('feature_fingerprint')} vs {featurizer.fingerprint}); refit it")
-        model = build_model(meta["model_state"], arrays)
-        return cls(space, featurizer, model, {k: v for k, v in meta.items() if k != "model_state"})
+        try:
+            model = build_model(meta["model_state"], arrays)
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            raise DataError(f"{path}: the model's arrays are incomplete or garbled ({type(exc).__name__}: {exc}); "
+                            "refit the predictor") from None
+        predictor = cls(space, featurizer, model, {k: v for k, v in meta.items() if k != "model_state"})
+        predictor._probe(path)
+        return predictor
+
+    def _probe(self, path: Path | str) -> None:
+        """Predict a few random archs once at load: arrays of the
+        wrong shape fail here rather than mid-search, and NaN coefficients, which would
+        predict NaN for every arch without a word, are refused."""
+        codes = self.space.sample_codes(0, 16)
+        try:
+            values = np.asarray(self.predict(codes), dtype=float)
+        except (ValueError, IndexError, TypeError) as exc:
+            raise DataError(f"{path}: the model's arrays do not fit its features ({type(exc).__name__}: "
+                            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}); refit the predictor") from None
+        if values.shape != (len(codes),) or not np.isfinite(values).all():
+            raise DataError(f"{path}: the model predicts NaN or infinite values (its coefficients are corrupt); "
+                            "refit the predictor")
 
 
 def base_meta(featurizer: Featurizer, target: str, metric: str | None, unit: str | None, device: str | None,

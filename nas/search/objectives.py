@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nas.errors import NasError
+from nas.search.units import check_possible
 
 DIRECTIONS = {"max": "maximize", "maximize": "maximize", "min": "minimize", "minimize": "minimize"}
 _CONSTRAINT = re.compile(r"^\s*(\S+?)\s*(<=|>=|<|>|=<|=>)\s*(.+?)\s*$")
@@ -82,4 +83,5 @@ def parse_constraint(item: Any, where: str) -> Constraint:
     metric, op, value = match.groups()
     if not _VALUE.match(value):
         raise NasError(f"{where}: constraint {item!r}: {value!r} is not a number with an optional unit (like 12 ms)")
+    check_possible(value, f"{where}: constraint {item!r}")
     return Constraint(metric, op in ("<=", "<", "=<"), value)

@@ -7,6 +7,7 @@ latency) is an error, not a silent reinterpretation.
 """
 from __future__ import annotations
 
+import math
 import re
 
 from nas.errors import NasError
@@ -37,7 +38,7 @@ def parse_quantity(text: str | float, unit: str, where: str) -> float:
     if isinstance(text, bool):
         raise NasError(f"{where}: {text!r} is not a quantity")
     if isinstance(text, (int, float)):
-        return float(text)
+        return _possible(float(text), unit, where)
     match = _NUMBER.match(str(text))
     if not match:
         raise NasError(f"{where}: {text!r} is not a number with an optional unit (like 12 ms, 256 KiB, 2M)")
@@ -47,7 +48,7 @@ def parse_quantity(text: str | float, unit: str, where: str) -> float:
             suffix = suffix[: -len(word)].strip()
             break
     if suffix == "":
-        return value
+        return _possible(value, unit, where)
     target_dim = SOURCE_UNITS.get(unit)
     if target_dim is None:
         raise NasError(f"{where}: the source reports in {unit!r}, which hwnas cannot convert; give a bare number")
@@ -57,7 +58,7 @@ def parse_quantity(text: str | float, unit: str, where: str) -> float:
         raise NasError(f"{where}: unit {suffix!r} does not measure {target_dim} (the source's unit is "
                        f"{unit or 'a count'}); use one of {known}")
     ratio = UNITS[target_dim][suffix] / UNITS[target_dim][unit if unit in UNITS[target_dim] else ""]
-    return value * ratio if ratio >= 1 else value / (1 / ratio)  # 70 % -> 0.7 exactly
+    return _possible(value * ratio if ratio >= 1 else value / (1 / ratio), unit, where)  # 70 % -> 0.7 exactly
 
 
 def format_quantity(value: float, unit: str) -> str:
@@ -75,3 +76,34 @@ def format_quantity(value: float, unit: str) -> str:
     if unit == "fraction":
         return f"{value:.4g}"
     return f"{value:.4g} {unit}"
+
+
+def _possible(value: float, unit: str, where: str) -> float:
+    """`value` if a cost in `unit` can take it: no budget below zero for a time, energy or
+    size or an explicit count, none outside 0..100 % for a fraction, none infinite or NaN.
+    Such a budget passes every network or none, so it is refused when the config is read.
+    (A bare number for a metric without a unit, a user's table column, may be negative.)"""
+    dim = SOURCE_UNITS.get(unit)
+    if not math.isfinite(value):
+        raise NasError(f"{where}: {value} is not a finite quantity")
+    if (dim in ("time", "energy", "bytes") or unit == "count") and value < 0:
+        raise NasError(f"{where}: a {dim} cannot be negative ({format_quantity(value, unit)})")
+    top = 100.0 if unit == "%" else 1.0
+    if dim == "fraction" and not 0 <= value <= top:
+        raise NasError(f"{where}: {value * 100 / top:g} % is outside 0..100 %")
+    return value
+
+
+def check_possible(text: str, where: str) -> None:
+    """Refuse a bound whose own unit makes it impossible (`-5 ms`, `150 %`), before any
+    cost source is known: the experiment check reads budgets this way."""
+    match = _NUMBER.match(text)
+    suffix = match.group(2) if match else ""
+    for word in COUNT_WORDS:
+        if suffix.endswith(word):
+            suffix = suffix[: -len(word)].strip() or "count"
+            break
+    for dim, base in (("time", "ms"), ("energy", "mJ"), ("bytes", "bytes"), ("fraction", "fraction"), ("count", "count")):
+        if suffix and suffix in UNITS[dim]:
+            parse_quantity(text, base, where)
+            return

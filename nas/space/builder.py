@@ -160,6 +160,26 @@ def build_layer(spec: LayerSpec) -> nn.Module:
     return _BUILDERS[spec.op](spec)
 
 
+# The most memory a network built here may need (float32 weights + the peak activation at
+# batch 1, as nas.space.counters counts them): far beyond every shipped space, and a clear
+# refusal instead of torch dying in a 192 GB allocation.
+MAX_NETWORK_BYTES = 16 * 2**30
+
+
 def build_network(layers: Sequence[LayerSpec]) -> nn.Sequential:
     """A plain nn.Sequential of the blocks; input (N, C, H, W) -> logits (N, classes)."""
+    check_network_size(layers)
     return nn.Sequential(*(build_layer(s) for s in layers))
+
+
+def check_network_size(layers: Sequence[LayerSpec]) -> None:
+    """Refuse, before allocating anything, a network beyond MAX_NETWORK_BYTES."""
+    from nas.errors import NasError
+    from nas.space.counters import network_counts
+
+    counts = network_counts(layers)
+    need = counts["params"] * 4 + counts["peak_activation_bytes"]
+    if need > MAX_NETWORK_BYTES:
+        raise NasError(f"the network needs about {need / 2**30:,.1f} GiB ({counts['params']:,} parameters and "
+                       f"{counts['peak_activation_bytes'] / 2**30:,.1f} GiB of activations per image), beyond the "
+                       f"{MAX_NETWORK_BYTES / 2**30:.0f} GiB hwnas builds; shrink the space's widths or depths")

@@ -18,6 +18,14 @@ default) or one per stage (`per: stage`); `{choices: [...], per: stage}` sets th
 of one field. `candidates: {name: {fields}}` makes a decision over named block
 variants (FBNet's k3_e1, skip, ...). Stem and head entries are one-layer stages whose
 width is their `out`.
+
+Sizes are bounded at load (SIZE_LIMITS), far above any network that trains on one
+machine, so that a typo (a depth of 10^6, a width of 10^9) is refused in a line instead
+of hanging a search or exhausting memory later: at most 1024 layers per stage and 4096
+in the network, 16384 channels in any layer (stage width, `out`, input channels and the
+expanded width an `expand` ratio makes), input resolution 4096, kernel 31 and 100000
+classes. nas.space.builder separately refuses to build a network whose weights and
+activations would not fit in memory.
 """
 from __future__ import annotations
 
@@ -39,6 +47,7 @@ STAGE_KEYS = ("name", "depth", "width", "stride", "block", "first")
 BLOCK_KEYS = BLOCK_FIELDS + ("candidates", "per")
 TOP_KEYS = ("name", "type", "description", "input", "classes", "defaults", "stem", "stages", "head", "reference")
 CHAIN_OPS = ("conv", "mbconv", "skip", "gap", "linear", "norm")
+SIZE_LIMITS = {"depth": 1024, "layers": 4096, "channels": 16384, "resolution": 4096, "kernel": 31, "classes": 100_000}
 
 
 def make_divisible(value: float, divisor: int) -> int:
@@ -108,6 +117,9 @@ class ChainLayer:
 def resolve_layer(f: Mapping[str, Any], in_ch: int, out_ch: int, size: int, stride: int) -> LayerSpec:
     """Block fields (ratios, divisors, defaults) -> a LayerSpec with every number concrete."""
     op = f.get("op", "mbconv")
+    kernel = f.get("kernel", 3 if op == "mbconv" else 1)
+    if isinstance(kernel, int) and kernel > SIZE_LIMITS["kernel"]:
+        raise NasError(f"kernel {kernel} is beyond the limit of {SIZE_LIMITS['kernel']}")
     if op not in CHAIN_OPS:
         raise NasError(f"unknown op {op!r}{closest(str(op), CHAIN_OPS)}; chain spaces know {', '.join(CHAIN_OPS)}")
     if op == "gap":
@@ -131,6 +143,8 @@ def resolve_layer(f: Mapping[str, Any], in_ch: int, out_ch: int, size: int, stri
     if expand_conv is False and mid != in_ch:
         raise NasError(f"expand_conv is false but the block expands {in_ch} to {mid} channels")
     mid_ch = mid if expand_conv is True or (expand_conv == "auto" and mid != in_ch) else 0
+    if mid_ch > SIZE_LIMITS["channels"]:
+        raise NasError(f"the block expands to {mid_ch} channels, beyond the limit of {SIZE_LIMITS['channels']}")
     se = f.get("se", 0)
     se = 0.25 if se is True else 0.0 if se is False else _field_value(f, "se", float, 0, minimum=0)
     if f.get("se_base", "mid") not in ("mid", "in"):
@@ -213,8 +227,11 @@ class _Parser:
         _require_mapping(inp, source, "input")
         _check_keys(inp, ("channels", "resolution"), source, "input")
         self.in_channels = _positive_int(inp.get("channels", 3), source, "input.channels")
+        _within_limit(self.in_channels, "channels", source, "input.channels")
         self.resolution = self._ref(inp.get("resolution", 224), "resolution", "input.resolution", kind=int)
+        _within_limit(self._values(self.resolution), "resolution", source, "input.resolution")
         self.classes = _positive_int(data.get("classes", 1000), source, "classes")
+        _within_limit(self.classes, "classes", source, "classes")
         defaults = data.get("defaults", {})
         _require_mapping(defaults, source, "defaults")
         _check_keys(defaults, BLOCK_FIELDS, source, "defaults")
@@ -254,6 +271,7 @@ class _Parser:
             out = Const(self.classes)
         else:
             out = self._ref(entry["out"], f"{name}.out", f"{path}.out", kind=int)
+            _within_limit(self._values(out), "channels", self.source, f"{path}.out")
         stride = _positive_int(entry.get("stride", 1), self.source, f"{path}.stride")
         self._stage_layers(name, path, block, {}, depth=Const(1), max_depth=1, out=out, stride=stride)
 
@@ -273,7 +291,9 @@ class _Parser:
         depths = depths if isinstance(depths, tuple) else (depths,)
         if min(depths) < 1:
             raise NasError(f"{self.source}: {path}.depth must be at least 1")
+        _within_limit(max(depths), "depth", self.source, f"{path}.depth")
         width = self._ref(stage["width"], f"{name}.width", f"{path}.width", kind=int)
+        _within_limit(self._values(width), "channels", self.source, f"{path}.width")
         stride = _positive_int(stage.get("stride", 1), self.source, f"{path}.stride")
         self._stage_layers(name, path, block, first, depth=depth, max_depth=max(depths), out=width, stride=stride,
                            min_depth=min(depths))
@@ -283,6 +303,9 @@ class _Parser:
         per = block.get("per", "layer")
         if per not in ("layer", "stage"):
             raise NasError(f"{self.source}: {path}.per must be 'layer' or 'stage', not {per!r}")
+        if len(self.layers) + max_depth > SIZE_LIMITS["layers"]:
+            raise NasError(f"{self.source}: {path}: the network would have {len(self.layers) + max_depth} layers, "
+                           f"beyond the limit of {SIZE_LIMITS['layers']}")
         for j in range(max_depth):
             own = {**self.defaults, **{k: v for k, v in block.items() if k != "per"}}
             if j == 0:
@@ -320,6 +343,10 @@ class _Parser:
             self.reduction *= stride
 
     # -- decisions -------------------------------------------------------------
+    def _values(self, ref: Ref) -> tuple:
+        """Every value a reference can take."""
+        return self.decisions[ref.name].choices if isinstance(ref, Choose) else (ref.value,)
+
     def _field(self, raw, key, stage, label, layer_scope, path) -> Ref:
         if key not in BLOCK_FIELDS:
             raise NasError(f"{self.source}: {path}: unknown block field {key!r}{closest(key, BLOCK_FIELDS)}")
@@ -382,6 +409,13 @@ def _check_keys(data: Mapping[str, Any], allowed: tuple[str, ...], source: str, 
     for key in data:
         if key not in allowed:
             raise NasError(f"{source}: {path}: unknown key {key!r}{closest(key, allowed)}")
+
+
+def _within_limit(values: Any, field: str, source: str, path: str) -> None:
+    """Refuse a size beyond SIZE_LIMITS[field] (see the module doc)."""
+    largest = max(values) if isinstance(values, (tuple, list)) else values
+    if isinstance(largest, int) and largest > SIZE_LIMITS[field]:
+        raise NasError(f"{source}: {path} = {largest} is beyond the limit of {SIZE_LIMITS[field]} ({field})")
 
 
 def _positive_int(value: Any, source: str, path: str) -> int:

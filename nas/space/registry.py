@@ -54,7 +54,7 @@ def _load(path: str, mtime_ns: int, size: int) -> SearchSpace:
 
 def read_yaml(path: Path) -> Any:
     try:
-        with open(path) as fh:
+        with open(path, encoding="utf-8") as fh:
             return yaml.safe_load(fh)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
@@ -62,6 +62,8 @@ def read_yaml(path: Path) -> Any:
         raise NasError(f"{path}: malformed YAML{where}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise NasError(f"{path}: malformed YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise NasError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except OSError as exc:
         raise NasError(f"{path}: cannot read: {exc.strerror}") from None
 

@@ -26,6 +26,7 @@ from nas.data import Augment, BatchPlan, ImageDataset, load_dataset
 from nas.space import load_space
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
+from nas.space.builder import check_network_size
 from nas.supernet import distributed
 from nas.supernet.checkpoint import load_checkpoint, save_checkpoint
 from nas.supernet.config import TrainConfig
@@ -41,9 +42,10 @@ ARCH_STREAM, AUGMENT_STREAM = 1, 2
 def dataset_for(config: TrainConfig, space: SearchSpace) -> ImageDataset:
     """The config's dataset at the space's largest input size (smaller ones are resized per arch)."""
     d = config.data
-    return load_dataset(d.source, space.resolution(space.extreme(True)), space.in_channels,
+    largest = space.extreme(True)
+    return load_dataset(d.source, space.resolution(largest), space.in_channels,
                         val_fraction=d.val_fraction, test_fraction=d.test_fraction, split_seed=d.split_seed,
-                        noise=d.noise)
+                        noise=d.noise, classes=space.layers(largest)[-1].out_ch)
 
 
 def augment_for(config: TrainConfig, resolution: int) -> Augment:
@@ -65,6 +67,7 @@ def train(config: TrainConfig, out: Path | str, *, arch: Arch | dict | None = No
     try:
         space = load_space(config.space)
         run = RunDir(out)
+        check_network_size(space.layers(space.extreme(True)))  # a supernet holds the largest arch's weights
         task = SupernetTask(space, config) if arch is None else StandaloneTask(space, space.arch(arch), config)
         data = dataset_for(config, space)  # before the run folder is written: a bad --data leaves nothing behind
         if ctx.main:

@@ -23,8 +23,7 @@ def plan_lines(exp: Experiment, config: Path) -> list[str]:
         source = exp.accuracy.table or exp.accuracy.predictor
         lines.append(f"  train    skipped (accuracy from {source})")
     s = exp.search
-    controller = s.controller if isinstance(s.controller, str) else s.controller.get("name")
-    lines.append(f"  search   {controller}, {s.budget} queries" + (f", {s.workers} workers" if s.workers > 1 else "")
+    lines.append(f"  search   {s.controller.name}, {s.budget} queries" + (f", {s.workers} workers" if s.workers > 1 else "")
                  + (f", storage {s.storage}" if s.storage else ""))
     lines.append(f"           objectives: {', '.join(map(str, exp.objectives))}")
     lines.append(f"           budgets: {'; '.join(exp.budgets) or 'none'}")

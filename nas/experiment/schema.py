@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
+    Field,
     NonNegativeInt,
     PositiveInt,
     ValidationInfo,
@@ -42,6 +43,7 @@ from pydantic import (
 
 from nas.config import Section, validate
 from nas.errors import NasError, closest
+from nas.search.config import ControllerSpec, default_controller
 
 STEPS = ("profile", "train", "search", "export")
 COUNTER_METRICS = ("params", "macs", "weight_bytes", "peak_memory", "peak_activation_bytes")
@@ -213,12 +215,14 @@ class Accuracy(TableColumns):
 
 
 class Search(Section):
-    controller: str | dict[str, Any] = "evolution"
+    """The search step's settings; the controller and its settings are nas.search's own models."""
+
+    controller: ControllerSpec = Field(default_factory=default_controller)
     # budget: queries of the expensive metric (supernet or table accuracy)
-    budget: int = 100
+    budget: PositiveInt = 100
     storage: str | None = None          # default: runs/<id>/search/study.db (SQLite)
     study: str | None = None            # default: the run id
-    workers: int = 1                    # local worker processes sharing the study
+    workers: int = Field(1, ge=1)       # local worker processes sharing the study
     reference: dict[str, str | float] | None = None
 
     @field_validator("storage")
@@ -228,6 +232,16 @@ class Search(Section):
         if value is not None:
             _expand(value)
         return value
+
+    @model_validator(mode="after")
+    def _workers(self) -> Search:
+        from nas.search.controllers import controller_class, controller_names
+
+        if self.workers > 1 and not controller_class(self.controller.name).shares_study:
+            shared = [n for n in controller_names() if controller_class(n).shares_study]
+            raise ValueError(f"workers > 1 shares one study between processes, which the {self.controller.name} "
+                             f"controller does not do; use one of {', '.join(shared)}")
+        return self
 
 
 class Export(Section):

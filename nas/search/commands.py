@@ -34,7 +34,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--budget-percentile", type=float, default=30.0, help="budget at this percentile (default 30)")
     p.add_argument("--queries", type=positive_int, help="accuracy queries per run (default 100 constrained, 300 front)")
     p.add_argument("--seeds", type=positive_int, default=10, help="seeds 0..S-1 (default 10)")
-    p.add_argument("--controllers", default="evolution,optuna-nsga2,optuna-tpe,random")
+    p.add_argument("--controllers", help="comma-separated (default: every controller that queries: "
+                                         "evolution, optuna-nsga2, optuna-tpe, random and any registered)")
     p.add_argument("--tasks", default="constrained,front", help="constrained, front or both (default both)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -62,17 +63,8 @@ def _search(args: argparse.Namespace) -> None:
     if args.json:
         print_json(s)
         return
-    if s["controller"] == "differentiable":
-        print(f"derived arch {s['arch']['arch_id']}: {s['target_metric']} {s['measured']:.4g} (expected "
-              f"{s['expected']:.4g}, target {s['target']:.4g}, {s['relative_error']:+.1%}); test accuracy "
-              f"{s['test_accuracy']:.4f}")
-    else:
-        print(f"{s['queries']} queried archs ({s['feasible']} feasible), {len(s['front'])} on the front")
-        if s["best"] is not None:
-            metrics = ", ".join(f"{k} {v:.4g}" for k, v in s["best"]["metrics"].items() if v is not None)
-            print(f"best: {s['best']['arch_id']} {metrics}")
-        if "hypervolume" in s:
-            print(f"hypervolume {s['hypervolume']['value']:.6g} (reference {s['hypervolume']['reference']})")
+    for line in run.result.lines(s):
+        print(line)
     print("wrote " + ", ".join(str(f) for f in run.files))
 
 
@@ -82,7 +74,7 @@ def _bench_search(args: argparse.Namespace) -> None:
     report = bench_search(args.acc_table, args.cost_table, [c for c in args.cost_column.split(",") if c],
                           space=args.space, acc_column=args.acc_column, budget=args.budget_ms,
                           percentile=args.budget_percentile, queries=args.queries, seeds=args.seeds,
-                          controllers=[c for c in args.controllers.split(",") if c],
+                          controllers=[c for c in args.controllers.split(",") if c] if args.controllers else None,
                           tasks=[t for t in args.tasks.split(",") if t], progress=not args.quiet)
     if args.json:
         print_json(report)

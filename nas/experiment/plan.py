@@ -16,8 +16,7 @@ def plan_lines(exp: Experiment, config: Path) -> list[str]:
         if dev.energy is not None:
             lines.append(f"  profile  energy@{name}: {_energy(dev.energy)}")
     if exp.uses_supernet:
-        train = exp.train or {}
-        lines.append(f"  train    supernet, {train.get('epochs', 'default')} epochs, accuracy on the "
+        lines.append(f"  train    supernet, {exp.train.epochs} epochs, accuracy on the "
                      f"{exp.accuracy.supernet.split} split")
     else:
         source = exp.accuracy.table or exp.accuracy.predictor

@@ -13,14 +13,15 @@
     objectives: [max accuracy]
     budgets: [latency@local-cpu <= 0.5 ms, energy@pi4-ort <= 3 mJ, peak_memory <= 256 KiB]
     accuracy: {supernet: {split: val}}     # or {table: FILE, column: NAME, unit: "%"} / {predictor: FILE}
-    train: {epochs: 3, batch_size: 64}     # nas.supernet training settings (space, data, seed come from above)
-    search: {controller: {name: evolution, population: 16}, budget: 40}
+    train: {epochs: 3, batch_size: 64}     # nas.supernet.config.TrainSettings (space, data, seed come from above)
+    search: {controller: {name: evolution, population: 16}, budget: 40}   # a nas.search controller's settings
     export: {arch: best, onnx: true}       # or false
 
 Every mistake is one line naming the key: unknown keys with the closest valid one,
 wrong types, files that do not exist, unknown devices and spaces, budgets without a
-unit or in a unit of the wrong kind. Training and controller settings are checked by
-their own packages' validators, so the two can never disagree about what is valid.
+unit or in a unit of the wrong kind. The training, dataset and controller sections are
+the models of the packages that run them (nas.supernet.config, nas.search.config), so
+the two can never disagree about what is valid.
 Relative paths are read from the working folder, else from the config file's folder.
 """
 from __future__ import annotations
@@ -36,14 +37,16 @@ from pydantic import (
     Field,
     NonNegativeInt,
     PositiveInt,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from nas.config import Section, validate
+from nas.config import Section, first_error, validate
 from nas.errors import NasError, closest
 from nas.search.config import ControllerSpec, default_controller
+from nas.supernet.config import DataConfig, TrainSettings
 
 STEPS = ("profile", "train", "search", "export")
 COUNTER_METRICS = ("params", "macs", "weight_bytes", "peak_memory", "peak_activation_bytes")
@@ -261,7 +264,7 @@ class Experiment(Section):
     objectives: list[str | dict[str, str]] = ["max accuracy"]
     budgets: list[str] = []
     accuracy: Accuracy = Accuracy(supernet=SupernetAccuracy())
-    train: dict[str, Any] | None = None
+    train: TrainSettings | None = None
     search: Search = Search()
     export: Export | None = Export()
 
@@ -285,7 +288,12 @@ class Experiment(Section):
             if not path.exists():
                 raise ValueError(f"source: {source} does not exist; a dataset is {LAYOUTS}")
             source = str(path)
-        return {**value, "source": source}
+        value = {**value, "source": source}
+        try:
+            DataConfig.model_validate(value)  # the supernet trainer's own data settings
+        except ValidationError as exc:
+            raise ValueError(first_error(exc)) from None
+        return value
 
     @field_validator("export", mode="before")
     @classmethod
@@ -443,17 +451,11 @@ def _check_unit(metric: str, text: str, where: str) -> None:
 
 
 def _check_delegated(exp: Experiment, where: str) -> None:
-    """Training and search settings, by the packages that own them."""
+    """Training and accuracy must agree; the search config the experiment makes must be valid."""
     from nas.experiment.steps import search as search_step
-    from nas.experiment.steps import train as train_step
 
     if exp.uses_supernet and exp.train is None:
         raise NasError(f"{where}: accuracy from the supernet needs a 'train:' section (or use accuracy: {{table: ...}})")
     if exp.train is not None and not exp.uses_supernet:
         raise NasError(f"{where}: train: is set but accuracy does not come from the supernet; remove it")
-    if exp.train is not None:
-        try:
-            train_step.train_config(exp)
-        except NasError as exc:
-            raise NasError(f"{where}: train: {exc}") from None
     search_step.check(exp, where)

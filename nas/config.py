@@ -24,14 +24,14 @@ class Section(BaseModel):
     @classmethod
     def _known_keys(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            known = cls.keys()
+            known = cls.known_keys()
             for key in data:
                 if key not in known:
                     raise ValueError(unknown_key(key, known, cls.key_word))
         return data
 
     @classmethod
-    def keys(cls) -> list[str]:
+    def known_keys(cls) -> list[str]:
         """The keys a config mapping of this section may hold."""
         return [f.alias or name for name, f in cls.model_fields.items()]
 

@@ -34,24 +34,24 @@ POLL_S = 1.0
 
 
 class TPESettings(ControllerSettings):
-    """Optuna's TPESampler arguments (the defaults are Optuna's; only those given are passed)."""
+    """Optuna's TPESampler arguments; null (the default) leaves one to the installed Optuna."""
 
     name: Literal["optuna-tpe"] = "optuna-tpe"
-    n_startup_trials: int = 10
-    n_ei_candidates: int = 24
+    n_startup_trials: int | None = None
+    n_ei_candidates: int | None = None
     multivariate: bool | None = None
-    group: bool = False
-    constant_liar: bool = True
+    group: bool | None = None
+    constant_liar: bool | None = None
 
 
 class NSGA2Settings(ControllerSettings):
-    """Optuna's NSGAIISampler arguments (the defaults are Optuna's; only those given are passed)."""
+    """Optuna's NSGAIISampler arguments; null (the default) leaves one to the installed Optuna."""
 
     name: Literal["optuna-nsga2"] = "optuna-nsga2"
-    population_size: int = 50
+    population_size: int | None = None
     mutation_prob: float | None = None
-    crossover_prob: float = 0.9
-    swapping_prob: float = 0.5
+    crossover_prob: float | None = None
+    swapping_prob: float | None = None
 
 
 class OptunaController(Controller):
@@ -67,7 +67,7 @@ class OptunaController(Controller):
     def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         """The sampler with Optuna's defaults, overridden by the settings given."""
         try:
-            return self.sampler_class(seed=seed, **self.settings.model_dump(exclude_unset=True, exclude={"name"}))
+            return self.sampler_class(seed=seed, **self.settings.model_dump(exclude_none=True, exclude={"name"}))
         except (TypeError, ValueError) as exc:
             raise NasError(f"controller {self.name}: {exc}") from None
 

@@ -44,7 +44,7 @@ from pydantic import (
 )
 
 from nas.config import Section, first_error, validate
-from nas.errors import NasError, closest
+from nas.errors import NasError, closest, unknown_key
 from nas.search.config import ControllerSpec, default_controller
 from nas.supernet.config import DataConfig, TrainSettings
 
@@ -430,7 +430,7 @@ def _known_metric(metric: str, known: list[str], where: str) -> None:
         hint = ""
         if "@" in metric and metric.split("@", 1)[0] in ("latency", "energy"):
             hint = f" (declare device {metric.split('@', 1)[1]!r} with a {metric.split('@')[0]} source under devices:)"
-        raise NasError(f"{where}: unknown metric {metric!r}{closest(metric, known)}{hint}; known: {', '.join(known)}")
+        raise NasError(f"{where}: {unknown_key(metric, known, 'metric')}{hint}")
 
 
 def _check_unit(metric: str, text: str, where: str) -> None:

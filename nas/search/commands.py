@@ -9,8 +9,11 @@ from nas.cli import positive_int, print_json
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+    from nas.search.controllers import controller_names
+
     p = commands.add_parser("search", help="search archs against device budgets (resumes from its storage)",
-                            description="Run the search a YAML config describes. Start the same command with the same "
+                            description="Run the search a YAML config describes (controllers: "
+                                        f"{', '.join(controller_names())}). Start the same command with the same "
                                         "--storage URL and --study NAME on several machines to share one study "
                                         "(Optuna controllers).")
     p.add_argument("config", type=Path, help="search config (YAML)")
@@ -34,8 +37,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--budget-percentile", type=float, default=30.0, help="budget at this percentile (default 30)")
     p.add_argument("--queries", type=positive_int, help="accuracy queries per run (default 100 constrained, 300 front)")
     p.add_argument("--seeds", type=positive_int, default=10, help="seeds 0..S-1 (default 10)")
-    p.add_argument("--controllers", help="comma-separated (default: every controller that queries: "
-                                         "evolution, optuna-nsga2, optuna-tpe, random and any registered)")
+    p.add_argument("--controllers", help="comma-separated registered controllers that query a study "
+                                         "(default: all of them)")
     p.add_argument("--tasks", default="constrained,front", help="constrained, front or both (default both)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

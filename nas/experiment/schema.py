@@ -265,7 +265,7 @@ class Experiment(Section):
     budgets: list[str] = []
     accuracy: Accuracy = Accuracy(supernet=SupernetAccuracy())
     train: TrainSettings | None = None
-    search: Search = Search()
+    search: Search = Field(default_factory=Search)
     export: Export | None = Export()
 
     @field_validator("name")

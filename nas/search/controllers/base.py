@@ -118,7 +118,7 @@ class AskTellController(Controller):
 
     @property
     def batch(self) -> int:
-        """Archs asked per round."""
+        """Archs asked per round: the settings' `batch`, else 10."""
         return getattr(self.settings, "batch", 10)
 
     @abstractmethod

@@ -7,27 +7,43 @@ always reads the same way: one line, the dotted key, the closest known key for a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
-from nas.errors import ConfigError, unknown_key
+from nas.errors import ConfigError, closest, unknown_key
 
 
 class Section(BaseModel):
     """A config mapping: strict types, no unknown keys (each reported with the closest known one)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    key_word: ClassVar[str] = "key"  # what an unknown key is called: "unknown setting 'x'" for settings
 
     @model_validator(mode="before")
     @classmethod
     def _known_keys(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            known = [f.alias or name for name, f in cls.model_fields.items()]
+            known = cls.known_keys()
             for key in data:
                 if key not in known:
-                    raise ValueError(unknown_key(key, known))
+                    raise ValueError(unknown_key(key, known, cls.key_word))
         return data
+
+    @classmethod
+    def known_keys(cls) -> list[str]:
+        """The keys a config mapping of this section may hold."""
+        return [f.alias or name for name, f in cls.model_fields.items()]
+
+
+def _as_tuple(value: Any) -> Any:
+    """YAML and JSON give lists; a frozen config keeps tuples (the items stay strictly typed)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+T = TypeVar("T")
+Tuple = Annotated[T, BeforeValidator(_as_tuple)]
+"""`Tuple[tuple[int, ...]]`: a tuple field that also accepts a list."""
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -50,12 +66,24 @@ def first_error(exc: ValidationError) -> str:
             loc += f"[{part}]"
         elif part not in ("function-after", "function-before") and not str(part).startswith(("function-", "lax-")):
             loc += f".{part}" if loc else str(part)
-    kind, msg = err["type"], err["msg"]
+    kind, msg, got, ctx = err["type"], err["msg"], err.get("input"), err.get("ctx") or {}
     if kind == "missing":
         return f"missing required key {loc!r}" if loc else "missing a required key"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
+        parent, _, key = loc.rpartition(".")
+        if key and msg.startswith(f"{key} "):  # the message names its own key: say it once
+            loc = parent
         return f"{loc}: {msg}" if loc else msg
-    got = err.get("input")
-    text = msg[0].lower() + msg[1:]
-    return f"{loc}: {text}, got {got!r}" if loc else f"{text}, got {got!r}"
+    if kind == "greater_than_equal":
+        text = f"must be at least {ctx['ge']}"
+    elif kind == "less_than_equal":
+        text = f"must be at most {ctx['le']}"
+    elif kind == "literal_error":
+        choices = [c.strip().strip("'") for c in ctx["expected"].replace(" or ", ", ").split(",")]
+        text = f"unknown {got!r}{closest(str(got), choices)}; choose {', '.join(choices)}"
+        return f"{loc}: {text}" if loc else text
+    else:
+        text = msg[0].lower() + msg[1:]
+    hint = " (true or false)" if kind == "bool_type" else ""
+    return f"{loc}: {text}, got {got!r}{hint}" if loc else f"{text}, got {got!r}{hint}"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +49,7 @@ def test_estimate_follows_the_formula_and_says_it_is_one() -> None:
 def test_device_without_power_model_is_refused() -> None:
     space = small_space()
     with pytest.raises(NasError, match="no power model"):
-        AnalyticEnergy(space, replace(load_device("local-cpu"), power={}), FixedLatency(space))
+        AnalyticEnergy(space, load_device("local-cpu").model_copy(update={"power": {}}), FixedLatency(space))
 
 
 def test_energy_counter_or_a_clear_message() -> None:

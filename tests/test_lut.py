@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -92,11 +91,11 @@ def test_validation_reports_the_fields_and_files(built, tmp_path) -> None:
 
 def test_lut_of_another_device_runtime_or_space_is_refused(built, tmp_path) -> None:
     space, device, path, lut = built
-    other_device = replace(device, name="pi4-ort")
+    other_device = device.model_copy(update={"name": "pi4-ort"})
     with pytest.raises(NasError, match="built on device 'local-cpu'"):
         LUTCost(lut, space, device=other_device)
     with pytest.raises(NasError, match="threads"):
-        LUTCost(lut, space, device=replace(device, threads=4))
+        LUTCost(lut, space, device=device.model_copy(update={"threads": 4}))
     stale = LUT({**lut.meta, "runtime": {**lut.meta["runtime"], "versions": {"onnxruntime": "0.1.0"}}}, lut.entries)
     with pytest.raises(NasError, match="onnxruntime 0.1.0"):
         LUTCost(stale, space, device=device)

@@ -32,7 +32,7 @@ def test_measured_memory_holds_the_weights_and_tracks_the_model() -> None:
 
 
 def test_a_device_whose_backend_exposes_no_memory_is_refused() -> None:
-    device = Device("eager", "torch")
+    device = Device(name="eager", backend="torch")
     assert "onnxruntime backend" in measured_memory_unavailable(device)
     with pytest.raises(NasError, match="measured memory needs the onnxruntime backend; device eager uses torch"):
         check_memory(load_space("tiny_mbconv"), device, n=2)

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from nas.errors import NasError
+from nas.config import validate
 from nas.search.controllers.differentiable import (
+    DifferentiableSettings,
     _forward,
     _sample,
-    check_settings,
     differentiable_search,
 )
 from nas.search.equivalence import function_codes
@@ -204,10 +205,60 @@ def test_a_tiny_feasible_set_ends_the_search_early():
     assert result.values["params"].max() == value
 
 
+def test_a_registered_controller_is_one_class_and_runs_through_the_config(tmp_path):
+    """Adding a controller: one class (its settings model and `ask`) and `register`. It is
+    then a valid `controller:` of a search config, with its settings checked, and runs
+    through run_search like the built-ins (seeded, recorded in the study)."""
+    from typing import Literal
+
+    from pydantic import Field
+
+    from nas.search.config import config_from_dict
+    from nas.search.controllers import controller_names, register, unregister
+    from nas.search.controllers.base import AskTellController, ControllerSettings
+    from nas.search.run import run_search
+
+    class CheapestSettings(ControllerSettings):
+        name: Literal["cheapest"] = "cheapest"
+        pool: int = Field(64, ge=1)
+
+    class Cheapest(AskTellController):
+        """The fewest-params archs among `pool` random feasible ones."""
+
+        name = "cheapest"
+        Settings = CheapestSettings
+
+        def ask(self, n):
+            codes, cheap = self.random_candidates(self.settings.pool)
+            return codes[np.argsort(cheap["params"], kind="stable")[:n]]
+
+    config = {"space": "nb201", "objectives": ["max proxy"], "constraints": ["params <= 600K"], "budget": 12,
+              "sources": {"proxy": {"counter": "macs", "queried": True}}, "controller": {"name": "cheapest", "pool": 32},
+              "out": str(tmp_path / "a")}
+    register(Cheapest)
+    try:
+        assert "cheapest" in controller_names()
+        run = run_search(config, progress=False)
+        assert run.summary["controller"] == "cheapest" and run.summary["queries"] == 12
+        assert (tmp_path / "a" / "archs.csv").is_file() and run.result.feasible.all()
+        again = run_search({**config, "out": str(tmp_path / "b")}, progress=False)
+        assert np.array_equal(run.result.codes, again.result.codes)
+        with pytest.raises(NasError, match="unknown setting 'pol' .*did you mean 'pool'"):
+            config_from_dict({**config, "controller": {"name": "cheapest", "pol": 3}})
+    finally:
+        unregister("cheapest")
+    with pytest.raises(NasError, match="unknown controller 'cheapest'"):
+        config_from_dict(config)
+
+
 # ----------------------------------------------------------------------------- differentiable
 def tiny_problem(target: str = "params <= 150K") -> Problem:
     space = load_space("tiny_mbconv")
     return Problem.build(space, [parse_objective("min params", "t")], [parse_constraint(target, "t")])
+
+
+def check_settings(settings: dict) -> DifferentiableSettings:
+    return validate(DifferentiableSettings, settings, "controller differentiable")
 
 
 def test_differentiable_settings_and_targets_are_checked():
@@ -220,14 +271,14 @@ def test_differentiable_settings_and_targets_are_checked():
     with pytest.raises(NasError, match="steps_per_epoch must be a positive integer"):
         check_settings({"steps_per_epoch": 0})
     with pytest.raises(NasError, match="target 'macs' is not a constrained metric"):
-        differentiable_search(tiny_problem(), {"target": "macs"}, progress=False)
+        differentiable_search(tiny_problem(), DifferentiableSettings(target="macs"), progress=False)
     space = load_space("nb201")
     acc = Problem.build(space, [parse_objective("min params", "t")], [parse_constraint("proxy <= 5", "t")],
                         {"proxy": {"table": str(benchmarks_dir() / "nb201" / "cifar10_val_acc.csv"),
                                    "column": "cifar10_val_acc"}}) if (benchmarks_dir() / "nb201").is_dir() else None
     if acc is not None:
         with pytest.raises(NasError, match="no differentiable expectation"):
-            differentiable_search(acc, {}, progress=False)
+            differentiable_search(acc, DifferentiableSettings(), progress=False)
 
 
 @pytest.fixture
@@ -270,7 +321,7 @@ def test_differentiable_search_lands_on_its_latency_target(local_cpu_lut, one_th
                             [parse_constraint(f"latency@local-cpu <= {target:.6f} ms", "t")], sources)
     settings = {"epochs": 3, "warmup_epochs": 0, "steps_per_epoch": 4, "batch_size": 8, "arch_lr": 0.1,
                 "calib_images": 32}
-    result = differentiable_search(problem, settings, seed=0, progress=False)
+    result = differentiable_search(problem, DifferentiableSettings(**settings), seed=0, progress=False)
     assert abs(result.expected / result.target - 1) <= 0.10
     assert abs(result.error) <= 0.10
     assert result.measured == pytest.approx(float(lut.model.predict(result.codes[None, :])[0]))

@@ -215,7 +215,7 @@ def test_config_file_defaults(tmp_path):
     cfg = tmp_path / "my-search.yaml"
     cfg.write_text("space: nb201\nobjectives: max acc\nsources: {acc: {counter: macs, queried: true}}\n")
     config = load_search_config(cfg, {"budget": 7})
-    assert config.study == "my-search" and config.budget == 7 and config.controller == "evolution"
+    assert config.study == "my-search" and config.budget == 7 and config.controller.name == "evolution"
     assert config.storage_url.startswith("sqlite:///") and config.storage_url.endswith("runs/search/my-search/study.db")
 
 

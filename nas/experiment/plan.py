@@ -16,15 +16,13 @@ def plan_lines(exp: Experiment, config: Path) -> list[str]:
         if dev.energy is not None:
             lines.append(f"  profile  energy@{name}: {_energy(dev.energy)}")
     if exp.uses_supernet:
-        train = exp.train or {}
-        lines.append(f"  train    supernet, {train.get('epochs', 'default')} epochs, accuracy on the "
+        lines.append(f"  train    supernet, {exp.train.epochs} epochs, accuracy on the "
                      f"{exp.accuracy.supernet.split} split")
     else:
         source = exp.accuracy.table or exp.accuracy.predictor
         lines.append(f"  train    skipped (accuracy from {source})")
     s = exp.search
-    controller = s.controller if isinstance(s.controller, str) else s.controller.get("name")
-    lines.append(f"  search   {controller}, {s.budget} queries" + (f", {s.workers} workers" if s.workers > 1 else "")
+    lines.append(f"  search   {s.controller.name}, {s.budget} queries" + (f", {s.workers} workers" if s.workers > 1 else "")
                  + (f", storage {s.storage}" if s.storage else ""))
     lines.append(f"           objectives: {', '.join(map(str, exp.objectives))}")
     lines.append(f"           budgets: {'; '.join(exp.budgets) or 'none'}")

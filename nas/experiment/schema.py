@@ -13,14 +13,15 @@
     objectives: [max accuracy]
     budgets: [latency@local-cpu <= 0.5 ms, energy@pi4-ort <= 3 mJ, peak_memory <= 256 KiB]
     accuracy: {supernet: {split: val}}     # or {table: FILE, column: NAME, unit: "%"} / {predictor: FILE}
-    train: {epochs: 3, batch_size: 64}     # nas.supernet training settings (space, data, seed come from above)
-    search: {controller: {name: evolution, population: 16}, budget: 40}
+    train: {epochs: 3, batch_size: 64}     # nas.supernet.config.TrainSettings (space, data, seed come from above)
+    search: {controller: {name: evolution, population: 16}, budget: 40}   # a nas.search controller's settings
     export: {arch: best, onnx: true}       # or false
 
 Every mistake is one line naming the key: unknown keys with the closest valid one,
 wrong types, files that do not exist, unknown devices and spaces, budgets without a
-unit or in a unit of the wrong kind. Training and controller settings are checked by
-their own packages' validators, so the two can never disagree about what is valid.
+unit or in a unit of the wrong kind. The training, dataset and controller sections are
+the models of the packages that run them (nas.supernet.config, nas.search.config), so
+the two can never disagree about what is valid.
 Relative paths are read from the working folder, else from the config file's folder.
 """
 from __future__ import annotations
@@ -33,15 +34,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
+    Field,
     NonNegativeInt,
     PositiveInt,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from nas.config import Section, validate
-from nas.errors import NasError, closest
+from nas.config import Section, first_error, validate
+from nas.errors import NasError, closest, unknown_key
+from nas.search.config import ControllerSpec, default_controller
+from nas.supernet.config import DataConfig, TrainSettings
 
 STEPS = ("profile", "train", "search", "export")
 COUNTER_METRICS = ("params", "macs", "weight_bytes", "peak_memory", "peak_activation_bytes")
@@ -213,12 +218,14 @@ class Accuracy(TableColumns):
 
 
 class Search(Section):
-    controller: str | dict[str, Any] = "evolution"
+    """The search step's settings; the controller and its settings are nas.search's own models."""
+
+    controller: ControllerSpec = Field(default_factory=default_controller)
     # budget: queries of the expensive metric (supernet or table accuracy)
-    budget: int = 100
+    budget: PositiveInt = 100
     storage: str | None = None          # default: runs/<id>/search/study.db (SQLite)
     study: str | None = None            # default: the run id
-    workers: int = 1                    # local worker processes sharing the study
+    workers: int = Field(1, ge=1)       # local worker processes sharing the study
     reference: dict[str, str | float] | None = None
 
     @field_validator("storage")
@@ -228,6 +235,16 @@ class Search(Section):
         if value is not None:
             _expand(value)
         return value
+
+    @model_validator(mode="after")
+    def _workers(self) -> Search:
+        from nas.search.controllers import controller_class, controller_names
+
+        if self.workers > 1 and not controller_class(self.controller.name).shares_study:
+            shared = [n for n in controller_names() if controller_class(n).shares_study]
+            raise ValueError(f"workers > 1 shares one study between processes, which the {self.controller.name} "
+                             f"controller does not do; use one of {', '.join(shared)}")
+        return self
 
 
 class Export(Section):
@@ -247,8 +264,8 @@ class Experiment(Section):
     objectives: list[str | dict[str, str]] = ["max accuracy"]
     budgets: list[str] = []
     accuracy: Accuracy = Accuracy(supernet=SupernetAccuracy())
-    train: dict[str, Any] | None = None
-    search: Search = Search()
+    train: TrainSettings | None = None
+    search: Search = Field(default_factory=Search)
     export: Export | None = Export()
 
     @field_validator("name")
@@ -276,7 +293,12 @@ class Experiment(Section):
             except NasError as exc:
                 raise ValueError(f"source: {exc}") from None
             source = str(path)
-        return {**value, "source": source}
+        value = {**value, "source": source}
+        try:
+            DataConfig.model_validate(value)  # the supernet trainer's own data settings
+        except ValidationError as exc:
+            raise ValueError(first_error(exc)) from None
+        return value
 
     @field_validator("export", mode="before")
     @classmethod
@@ -413,7 +435,7 @@ def _known_metric(metric: str, known: list[str], where: str) -> None:
         hint = ""
         if "@" in metric and metric.split("@", 1)[0] in ("latency", "energy"):
             hint = f" (declare device {metric.split('@', 1)[1]!r} with a {metric.split('@')[0]} source under devices:)"
-        raise NasError(f"{where}: unknown metric {metric!r}{closest(metric, known)}{hint}; known: {', '.join(known)}")
+        raise NasError(f"{where}: {unknown_key(metric, known, 'metric')}{hint}")
 
 
 def _check_unit(metric: str, text: str, where: str) -> None:
@@ -434,17 +456,11 @@ def _check_unit(metric: str, text: str, where: str) -> None:
 
 
 def _check_delegated(exp: Experiment, where: str) -> None:
-    """Training and search settings, by the packages that own them."""
+    """Training and accuracy must agree; the search config the experiment makes must be valid."""
     from nas.experiment.steps import search as search_step
-    from nas.experiment.steps import train as train_step
 
     if exp.uses_supernet and exp.train is None:
         raise NasError(f"{where}: accuracy from the supernet needs a 'train:' section (or use accuracy: {{table: ...}})")
     if exp.train is not None and not exp.uses_supernet:
         raise NasError(f"{where}: train: is set but accuracy does not come from the supernet; remove it")
-    if exp.train is not None:
-        try:
-            train_step.train_config(exp)
-        except NasError as exc:
-            raise NasError(f"{where}: train: {exc}") from None
     search_step.check(exp, where)

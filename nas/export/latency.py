@@ -23,7 +23,7 @@ def local_device():
         device = load_device(name)
         if device.detect:
             return device
-    return Device("local", "onnxruntime", detect=True)
+    return Device(name="local", backend="onnxruntime", detect=True)
 
 
 def measure_onnx(path: Path, input_shape: tuple[int, ...], protocol: Protocol) -> dict[str, Any]:

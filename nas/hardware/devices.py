@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+
+from nas.config import Section, first_error, validate
 from nas.errors import NasError, closest
 from nas.provenance import library_versions
-
-BACKENDS = ("onnxruntime", "torch")
-KEYS = ("name", "description", "backend", "provider", "threads", "batch", "dtype", "detect", "hardware", "power", "versions")
-POWER_KEYS = ("idle_w", "energy_per_mac_pj", "energy_per_byte_pj")
-HARDWARE_KEYS = ("cpu", "peak_gflops", "memory_bandwidth_gbs", "memory_bytes")
 
 
 def luts_dir() -> Path:
@@ -27,19 +24,70 @@ def luts_dir() -> Path:
     return Path(os.environ.get("HWNAS_LUTS") or Path(__file__).resolve().parents[2] / "latency_luts")
 
 
-@dataclass(frozen=True)
-class Device:
+class Power(Section):
+    """The analytic energy model's coefficients (nas.hardware.energy needs all three)."""
+
+    key_word = "power key"
+    idle_w: float | None = None
+    energy_per_mac_pj: float | None = None
+    energy_per_byte_pj: float | None = None
+
+
+class Hardware(Section):
+    """Facts about a remote device for its description (a detected device reads its own)."""
+
+    key_word = "hardware key"
+    cpu: str | None = None
+    peak_gflops: float | None = None
+    memory_bandwidth_gbs: float | None = None
+    memory_bytes: int | None = None
+
+
+POWER_KEYS = tuple(Power.model_fields)
+
+
+class Device(Section):
+    """A device profile (latency_luts/<device>/device.yaml)."""
+
     name: str
-    backend: str
+    backend: Literal["onnxruntime", "torch"]
     provider: str = "CPUExecutionProvider"
-    threads: int = 1
-    batch: int = 1
+    threads: int = Field(1, ge=1)
+    batch: int = Field(1, ge=1)
     dtype: str = "float32"
     description: str = ""
-    detect: bool = False
-    hardware: dict[str, Any] = field(default_factory=dict)
-    power: dict[str, float] = field(default_factory=dict)
-    versions: dict[str, str] = field(default_factory=dict)  # pinned runtime versions of a remote device
+    detect: bool = False                    # this machine: CPU model, cores and versions are read at load
+    hardware: dict[str, Any] = {}
+    power: dict[str, float] = {}
+    versions: dict[str, str] = {}           # pinned runtime versions of a remote device
+
+    @field_validator("power", "hardware", mode="before")
+    @classmethod
+    def _known(cls, value: Any, info: ValidationInfo) -> Any:
+        """Checked by their own models, kept as plain dicts of the keys given."""
+        model = Power if info.field_name == "power" else Hardware
+        try:
+            return model.model_validate(value or {}).model_dump(exclude_none=True)
+        except ValidationError as exc:
+            raise ValueError(first_error(exc)) from None
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, value: str) -> str:
+        if value != "float32":
+            raise ValueError(f"only float32 profiling is supported, got dtype {value!r}")
+        return value
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, value: str) -> str:
+        return value.strip()
+
+    @field_validator("versions", mode="before")
+    @classmethod
+    def _versions(cls, value: Any) -> Any:
+        """YAML reads 1.17 as a number; a version is text."""
+        return {k: str(v) for k, v in value.items()} if isinstance(value, dict) else value
 
     @property
     def folder(self) -> Path:
@@ -95,28 +143,7 @@ def load_device(name: str) -> Device:
 
 
 def device_from_dict(data: Any, source: str = "<dict>") -> Device:
+    """A validated profile; without a `name` it is the profile's folder name."""
     if not isinstance(data, dict):
         raise NasError(f"{source}: a device profile must be a mapping")
-    for key in data:
-        if key not in KEYS:
-            raise NasError(f"{source}: unknown key {key!r}{closest(key, KEYS)}")
-    for section, allowed in (("power", POWER_KEYS), ("hardware", HARDWARE_KEYS)):
-        for key in data.get(section) or {}:
-            if key not in allowed:
-                raise NasError(f"{source}: unknown {section} key {key!r}{closest(key, allowed)}; known: {', '.join(allowed)}")
-    if data.get("backend") not in BACKENDS:
-        raise NasError(f"{source}: backend must be one of {', '.join(BACKENDS)}, got {data.get('backend')!r}")
-    for key in ("threads", "batch"):
-        value = data.get(key, 1)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise NasError(f"{source}: {key} must be a positive integer, got {value!r}")
-    if data.get("dtype", "float32") != "float32":
-        raise NasError(f"{source}: only float32 profiling is supported, got dtype {data.get('dtype')!r}")
-    return Device(
-        name=str(data.get("name") or Path(source).parent.name), backend=data["backend"],
-        provider=str(data.get("provider", "CPUExecutionProvider")), threads=data.get("threads", 1),
-        batch=data.get("batch", 1), dtype="float32", description=str(data.get("description", "")).strip(),
-        detect=bool(data.get("detect", False)), hardware=dict(data.get("hardware") or {}),
-        power={k: float(v) for k, v in (data.get("power") or {}).items()},
-        versions={k: str(v) for k, v in (data.get("versions") or {}).items()},
-    )
+    return validate(Device, {"name": data.get("name") or Path(source).parent.name, **data}, source)

@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
-from nas.errors import NasError
+from nas.errors import NasError, unknown_key
 from nas.predictors.energy import ColumnCost
 from nas.search.ledger import Ledger
 from nas.search.objectives import Constraint, Objective
 from nas.search.pareto import hypervolume
 from nas.search.problem import Problem, enumerate_codes
-from nas.search.runner import CONTROLLERS, search
+from nas.search.runner import search
 from nas.search.sources import Metric
 from nas.space import load_space
 from nas.space.base import SearchSpace
@@ -37,9 +37,15 @@ from nas.space.base import SearchSpace
 if TYPE_CHECKING:
     from nas.predictors.tables import ArchTable
 
-BENCH_CONTROLLERS = ("evolution", "optuna-nsga2", "optuna-tpe", "random")
 TASKS = ("constrained", "front")
 DEFAULT_QUERIES = {"constrained": 100, "front": 300}
+
+
+def bench_controllers() -> list[str]:
+    """The registered controllers that spend queries on a study (all but the differentiable one), by name."""
+    from nas.search.controllers import controller_class, controller_names
+
+    return sorted(n for n in controller_names() if controller_class(n).records_queries)
 
 
 def unit_of(column: str) -> str:
@@ -89,12 +95,14 @@ class TableTask:
 
 def bench_search(acc_table: Path, cost_tables: Sequence[Path], patterns: Sequence[str], *, space: str = "nb201",
                  acc_column: str | None = None, budget: float | None = None, percentile: float = 30.0,
-                 queries: int | None = None, seeds: int = 10, controllers: Sequence[str] = BENCH_CONTROLLERS,
+                 queries: int | None = None, seeds: int = 10, controllers: Sequence[str] | None = None,
                  tasks: Sequence[str] = TASKS, progress: bool = True) -> dict[str, Any]:
     """Regret and hypervolume ratio of each controller on each cost column (see the module doc)."""
+    known = bench_controllers()
+    controllers = known if controllers is None else list(controllers)
     for c in controllers:
-        if c not in CONTROLLERS or c == "differentiable":
-            raise NasError(f"unknown controller {c!r}; the benchmark runs {', '.join(CONTROLLERS[:-1])}")
+        if c not in known:
+            raise NasError(unknown_key(c, known, "controller") + " (the benchmark runs controllers that query)")
     for t in tasks:
         if t not in TASKS:
             raise NasError(f"unknown task {t!r}; choose {', '.join(TASKS)}")
@@ -207,7 +215,8 @@ def scoring_speed(space_name: str, device: str, n: int = 50_000, repeats: int = 
     sample = probe.cheap(space.sample_codes(0, 4096))
     budgets = [parse_constraint(f"{m} <= {np.median(sample[m])}", "bench") for m in bounded]
     problem = Problem(space, probe.objectives, budgets, probe.metrics)
-    controller = Evolution(problem, 0, pool=n, surrogate="none")
+    controller = Evolution(Evolution.Settings(pool=n, surrogate="none"), seed=0)
+    controller.start(problem)
     parents = space.sample_codes(1, 20)
     seconds = median_seconds(lambda: controller.candidates(controller.breed(parents)), repeats)
     kept = len(controller.candidates(controller.breed(parents))[0])

@@ -9,8 +9,11 @@ from nas.cli import Result, positive_int
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+    from nas.search.controllers import controller_names
+
     p = commands.add_parser("search", help="search archs against device budgets (resumes from its storage)",
-                            description="Run the search a YAML config describes. Start the same command with the same "
+                            description="Run the search a YAML config describes (controllers: "
+                                        f"{', '.join(controller_names())}). Start the same command with the same "
                                         "--storage URL and --study NAME on several machines to share one study "
                                         "(Optuna controllers).")
     p.add_argument("config", type=Path, help="search config (YAML)")
@@ -34,7 +37,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--budget-percentile", type=float, default=30.0, help="budget at this percentile (default 30)")
     p.add_argument("--queries", type=positive_int, help="accuracy queries per run (default 100 constrained, 300 front)")
     p.add_argument("--seeds", type=positive_int, default=10, help="seeds 0..S-1 (default 10)")
-    p.add_argument("--controllers", default="evolution,optuna-nsga2,optuna-tpe,random")
+    p.add_argument("--controllers", help="comma-separated registered controllers that query a study "
+                                         "(default: all of them)")
     p.add_argument("--tasks", default="constrained,front", help="constrained, front or both (default both)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -59,18 +63,7 @@ def _search(args: argparse.Namespace) -> Result:
     s = run.summary
     for name, count in {**s.get("nan", {}), **s.get("nan_queried", {})}.items():
         print(f"hwnas: note: {name} had no value (NaN) for {count} arch(s); they count as infeasible", file=sys.stderr)
-    if s["controller"] == "differentiable":
-        lines = [f"derived arch {s['arch']['arch_id']}: {s['target_metric']} {s['measured']:.4g} (expected "
-                 f"{s['expected']:.4g}, target {s['target']:.4g}, {s['relative_error']:+.1%}); test accuracy "
-                 f"{s['test_accuracy']:.4f}"]
-    else:
-        lines = [f"{s['queries']} queried archs ({s['feasible']} feasible), {len(s['front'])} on the front"]
-        if s["best"] is not None:
-            metrics = ", ".join(f"{k} {v:.4g}" for k, v in s["best"]["metrics"].items() if v is not None)
-            lines.append(f"best: {s['best']['arch_id']} {metrics}")
-        if "hypervolume" in s:
-            lines.append(f"hypervolume {s['hypervolume']['value']:.6g} (reference {s['hypervolume']['reference']})")
-    lines.append("wrote " + ", ".join(str(f) for f in run.files))
+    lines = [*run.result.lines(s), "wrote " + ", ".join(str(f) for f in run.files)]
     return Result(s, "\n".join(lines))
 
 
@@ -80,7 +73,7 @@ def _bench_search(args: argparse.Namespace) -> Result:
     report = bench_search(args.acc_table, args.cost_table, [c for c in args.cost_column.split(",") if c],
                           space=args.space, acc_column=args.acc_column, budget=args.budget_ms,
                           percentile=args.budget_percentile, queries=args.queries, seeds=args.seeds,
-                          controllers=[c for c in args.controllers.split(",") if c],
+                          controllers=[c for c in args.controllers.split(",") if c] if args.controllers else None,
                           tasks=[t for t in args.tasks.split(",") if t], progress=not args.quiet)
     return Result(report, format_report(report))
 

@@ -17,46 +17,165 @@
     reference: {accuracy: 0 %, latency@local-cpu: 0.4 ms}   # hypervolume reference point
                                            # (default: a budget's bound, else the worst value seen)
 
-Unknown keys, wrong types, unknown controllers and their unknown settings are one-line
-errors naming the key; metric names and budgets are checked when the problem is built,
-which also happens before the first query.
+`SearchConfig` is a `nas.config.Section`: unknown keys, wrong types, unknown controllers
+and their unknown settings are one-line errors naming the key. `controller` is a union
+of the registered controllers' settings models, keyed on `name` (nas.search.controllers);
+metric names and budgets are checked when the problem is built, which also happens
+before the first query.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Callable
 
-from nas.errors import NasError, closest
-from nas.search.objectives import (
-    Constraint,
-    Objective,
-    parse_constraint,
-    parse_objective,
+import numpy as np
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializeAsAny,
+    ValidationInfo,
+    field_validator,
+    model_validator,
 )
 
-KEYS = ("space", "objectives", "constraints", "sources", "controller", "seed", "budget", "storage", "study", "out",
-        "reference")
-CONTROLLER_NAMES = ("evolution", "random", "optuna-tpe", "optuna-nsga2", "differentiable")
+from nas.config import Section, validate
+from nas.errors import ConfigError, NasError
+from nas.search.controllers.base import ControllerSettings
+from nas.search.objectives import Constraint, Objective, parse_constraint, parse_objective
+from nas.search.problem import Problem
 
 
-@dataclass
-class SearchConfig:
+def controller_settings(value: Any) -> ControllerSettings:
+    """'evolution' or {name: evolution, population: 20, ...} -> the registered controller's settings model."""
+    from nas.search.controllers import controller_class
+
+    if isinstance(value, ControllerSettings):
+        return value
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):
+        raise ValueError(f"controller must be a controller name or a mapping with 'name', got {value!r}")
+    try:
+        cls = controller_class(value["name"])
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return cls.Settings.model_validate(dict(value))
+
+
+# The controller union: the settings model of the controller `name` picks (validated via the registry).
+ControllerSpec = Annotated[SerializeAsAny[ControllerSettings], BeforeValidator(controller_settings)]
+
+
+def default_controller() -> ControllerSettings:
+    return controller_settings("evolution")
+
+
+def _parsed(parse: Callable[[Any, str], Any]) -> Callable[[Any], Any]:
+    """A list item parsed by nas.search.objectives (its NasError as the item's ValueError)."""
+    def check(value: Any) -> Any:
+        try:
+            return parse(value, "")
+        except NasError as exc:
+            raise ValueError(str(exc).removeprefix(": ")) from None
+    return check
+
+
+def _as_list(value: Any) -> Any:
+    """One objective or constraint may be written without the list."""
+    return [value] if isinstance(value, (str, Mapping)) else value
+
+
+class SearchConfig(Section):
+    """A validated search config (see the module doc); `base` is the folder relative source paths are read from."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     space: str
-    objectives: list[Objective]
-    constraints: list[Constraint] = field(default_factory=list)
-    sources: dict[str, Any] = field(default_factory=dict)
-    controller: str = "evolution"
-    settings: dict[str, Any] = field(default_factory=dict)
+    objectives: Annotated[list[Annotated[Objective, BeforeValidator(_parsed(parse_objective))]],
+                          BeforeValidator(_as_list), Field(min_length=1)]
+    constraints: Annotated[list[Annotated[Constraint, BeforeValidator(_parsed(parse_constraint))]],
+                           BeforeValidator(_as_list)] = []
+    sources: dict[str, Any] = {}
+    controller: ControllerSpec = Field(default_factory=default_controller)
     seed: int = 0
     budget: int = 100
     storage: str | None = None
     study: str = "search"
     out: Path | None = None
-    reference: dict[str, Any] = field(default_factory=dict)
-    base: Path | None = None  # folder relative paths in sources are read from
+    reference: dict[str, Any] = {}
+    _base: Path | None = PrivateAttr(None)
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _space(cls, value: Any) -> Any:
+        if not isinstance(value, (str, os.PathLike)):
+            raise ValueError("space must name a space (like tiny_mbconv) or a space YAML path")
+        return str(value)
+
+    @field_validator("objectives", mode="before")
+    @classmethod
+    def _objectives(cls, value: Any) -> Any:
+        if value is None or value == []:
+            raise ValueError("objectives is required: list at least one, like [max accuracy]")
+        return value
+
+    @field_validator("sources", "reference", mode="before")
+    @classmethod
+    def _mapping(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise ValueError("sources must map metric names to sources" if info.field_name == "sources" else
+                             "reference must map objective metrics to values, like {accuracy: 0 %}")
+        return dict(value)
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed(cls, value: Any) -> Any:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"seed must be an integer, got {value!r}")
+        return value
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget(cls, value: Any) -> Any:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"budget must be a positive integer (queries), got {value!r}")
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str | None) -> str | None:
+        if value is not None and "://" not in value:
+            raise ValueError(f"storage {value!r} must be a database URL such as sqlite:///study.db or "
+                             "postgresql://user@host/db")
+        return value
+
+    @field_validator("study", mode="before")
+    @classmethod
+    def _study(cls, value: Any) -> Any:
+        return value or "search"
+
+    @field_validator("out", mode="before")
+    @classmethod
+    def _out(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise ValueError("out must be a folder path")
+        return None if value is None else Path(value)
+
+    @model_validator(mode="after")
+    def _reference(self) -> SearchConfig:
+        if any(k not in [o.metric for o in self.objectives] for k in self.reference):
+            raise ValueError("reference must map objective metrics to values, like {accuracy: 0 %}")
+        return self
+
+    @property
+    def base(self) -> Path | None:
+        return self._base
 
     @property
     def out_dir(self) -> Path:
@@ -70,9 +189,22 @@ class SearchConfig:
     def identity(self) -> dict[str, Any]:
         """What a study's evaluations depend on: resuming with anything else is refused."""
         return {"space": self.space, "objectives": [str(o) for o in self.objectives],
-                "constraints": [str(c) for c in self.constraints], "controller": self.controller,
-                "settings": self.settings, "seed": self.seed,
+                "constraints": [str(c) for c in self.constraints], "controller": self.controller.name,
+                "settings": self.controller.model_dump(mode="json", exclude={"name"}), "seed": self.seed,
                 "sources": {k: v for k, v in self.sources.items() if isinstance(v, Mapping)}}
+
+    def reference_point(self, problem: Problem) -> np.ndarray | None:
+        """The configured hypervolume reference point in the metrics' units (None: the default)."""
+        from nas.search.units import parse_quantity
+
+        if not self.reference:
+            return None
+        ref = []
+        for o in problem.objectives:
+            if o.metric not in self.reference:
+                raise NasError(f"reference: give a value for every objective; {o.metric} has none")
+            ref.append(parse_quantity(self.reference[o.metric], problem.metrics[o.metric].unit, f"reference.{o.metric}"))
+        return np.array(ref)
 
 
 def load_search_config(path: Path | str, overrides: Mapping[str, Any] | None = None) -> SearchConfig:
@@ -89,67 +221,7 @@ def load_search_config(path: Path | str, overrides: Mapping[str, Any] | None = N
 def config_from_dict(data: Mapping[str, Any], where: str = "config", base: Path | None = None) -> SearchConfig:
     """Validate a config mapping (the Python API's entry; the experiment runner uses it)."""
     if not isinstance(data, Mapping):
-        raise NasError(f"{where} must be a mapping")
-    for key in data:
-        if key not in KEYS:
-            raise NasError(f"{where}: unknown key {key!r}{closest(str(key), KEYS)}; known: {', '.join(KEYS)}")
-    if not isinstance(data.get("space"), (str, os.PathLike)):
-        raise NasError(f"{where}: 'space' must name a space (like tiny_mbconv) or a space YAML path")
-    objectives = _list(data.get("objectives"), f"{where}.objectives", required=True)
-    constraints = _list(data.get("constraints"), f"{where}.constraints")
-    sources = data.get("sources") or {}
-    if not isinstance(sources, Mapping):
-        raise NasError(f"{where}.sources must map metric names to sources")
-    name, settings = _controller(data.get("controller", "evolution"), f"{where}.controller")
-    seed, budget = data.get("seed", 0), data.get("budget", 100)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise NasError(f"{where}.seed must be an integer, got {seed!r}")
-    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
-        raise NasError(f"{where}.budget must be a positive integer (queries), got {budget!r}")
-    for key in ("storage", "study"):
-        if data.get(key) is not None and not isinstance(data[key], str):
-            raise NasError(f"{where}.{key} must be a string, got {data[key]!r}")
-    storage = data.get("storage")
-    if storage is not None and "://" not in storage:
-        raise NasError(f"{where}.storage {storage!r} must be a database URL such as sqlite:///study.db or "
-                       "postgresql://user@host/db")
-    out = data.get("out")
-    if out is not None and not isinstance(out, (str, os.PathLike)):
-        raise NasError(f"{where}.out must be a folder path")
-    parsed = [parse_objective(o, f"{where}.objectives[{i}]") for i, o in enumerate(objectives)]
-    reference = data.get("reference") or {}
-    if not isinstance(reference, Mapping) or any(k not in [o.metric for o in parsed] for k in reference):
-        raise NasError(f"{where}.reference must map objective metrics to values, like {{accuracy: 0 %}}")
-    return SearchConfig(
-        space=str(data["space"]),
-        objectives=parsed,
-        constraints=[parse_constraint(c, f"{where}.constraints[{i}]") for i, c in enumerate(constraints)],
-        sources=dict(sources), controller=name, settings=settings, seed=seed, budget=budget, storage=storage,
-        study=str(data.get("study") or "search"), out=Path(out) if out is not None else None,
-        reference=dict(reference), base=base)
-
-
-def _list(value: Any, where: str, required: bool = False) -> list:
-    if value is None:
-        if required:
-            raise NasError(f"{where} is required: list at least one, like [max accuracy]")
-        return []
-    if isinstance(value, (str, Mapping)):
-        return [value]
-    if not isinstance(value, list) or (required and not value):
-        raise NasError(f"{where} must be a non-empty list" if required else f"{where} must be a list")
-    return value
-
-
-def _controller(value: Any, where: str) -> tuple[str, dict[str, Any]]:
-    """'evolution' or {name: evolution, population: 20, ...} -> (name, settings)."""
-    if isinstance(value, str):
-        name, settings = value, {}
-    elif isinstance(value, Mapping) and isinstance(value.get("name"), str):
-        name, settings = value["name"], {k: v for k, v in value.items() if k != "name"}
-    else:
-        raise NasError(f"{where} must be a controller name or a mapping with 'name', got {value!r}")
-    if name not in CONTROLLER_NAMES:
-        raise NasError(f"{where}: unknown controller {name!r}{closest(name, CONTROLLER_NAMES)}; "
-                       f"known: {', '.join(CONTROLLER_NAMES)}")
-    return name, settings
+        raise ConfigError(f"{where} must be a mapping")
+    config = validate(SearchConfig, dict(data), where)
+    config._base = base
+    return config

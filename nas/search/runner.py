@@ -1,34 +1,45 @@
-"""The search loop: a controller, a problem, a budget of queries and the ledger that records them.
+"""What a search returns, and `search()`: one controller by name on one problem.
 
-Query-based controllers run ask -> evaluate -> tell. An arch already in the ledger (a
-resumed run) is answered from it instead of evaluated; because controllers are seeded
-and deterministic given their answers, a resumed run replays the killed one's path
-without spending a query and carries on where it stopped. Optuna's samplers drive their
-own trials on the same ledger (nas.search.controllers.optuna_backed).
+Every controller returns a `SearchOutcome`, which writes its own summary, files and
+CLI lines, so `run_search` and `hwnas search` never ask which controller ran. Query
+controllers return a `SearchResult`: every queried arch with all its metrics, read
+back from the ledger (the Optuna study) in trial order (`collect`).
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tqdm import tqdm
 
-from nas.errors import NasError, closest
-from nas.search.controllers.base import Controller
-from nas.search.controllers.evolution import Evolution
-from nas.search.controllers.optuna_backed import SAMPLER_SETTINGS, optuna_search
-from nas.search.controllers.random import RandomSearch
-from nas.search.ledger import Ledger
 from nas.search.pareto import hypervolume, nondominated
 from nas.search.problem import Problem
 
-QUERY_CONTROLLERS: dict[str, type[Controller]] = {"evolution": Evolution, "random": RandomSearch}
-CONTROLLERS = (*QUERY_CONTROLLERS, *SAMPLER_SETTINGS, "differentiable")
+if TYPE_CHECKING:
+    from nas.search.config import SearchConfig
+    from nas.search.ledger import Ledger
+
+
+class SearchOutcome(ABC):
+    """What any controller's search returns."""
+
+    @abstractmethod
+    def summary(self, config: SearchConfig) -> dict[str, Any]:
+        """The summary.json mapping of this search."""
+
+    @abstractmethod
+    def write(self, out: Path, summary: dict[str, Any]) -> list[Path]:
+        """Write the result files into `out` (atomically); returns their paths."""
+
+    @abstractmethod
+    def lines(self, summary: dict[str, Any]) -> list[str]:
+        """What `hwnas search` prints about it."""
 
 
 @dataclass
-class SearchResult:
+class SearchResult(SearchOutcome):
     """Every queried arch of a search with all its metrics, in query order."""
 
     problem: Problem
@@ -62,60 +73,37 @@ class SearchResult:
         points = self.problem.objective_matrix(self.values)[self.front()]
         return hypervolume(points, signs * np.asarray(reference, dtype=np.float64))
 
+    def summary(self, config: SearchConfig) -> dict[str, Any]:
+        from nas.search.results import summarize
 
-def make_controller(name: str, problem: Problem, seed: int, settings: dict[str, Any]) -> Controller:
-    if name not in QUERY_CONTROLLERS:
-        raise NasError(f"unknown controller {name!r}{closest(name, CONTROLLERS)}; known: {', '.join(CONTROLLERS)}")
-    return QUERY_CONTROLLERS[name](problem, seed, **settings)
+        return summarize(self, config.controller.name, config.seed, config.budget, config.reference_point(self.problem))
 
+    def write(self, out: Path, summary: dict[str, Any]) -> list[Path]:
+        from nas.search.results import write_results
 
-def search(problem: Problem, controller: str | Controller, settings: dict[str, Any], seed: int, budget: int,
-           ledger: Ledger, progress: bool = True) -> SearchResult:
-    """Spend `budget` queries with the controller (a name, or one made by make_controller);
-    the ledger records (and on resume supplies) every evaluation."""
-    name = controller if isinstance(controller, str) else controller.name
-    bar = tqdm(total=budget, desc=f"search {name}", unit="query", disable=not progress, leave=False)
-    try:
-        if name in SAMPLER_SETTINGS:
-            stats = optuna_search(problem, ledger, name, settings, seed, budget, bar)
-        else:
-            if isinstance(controller, str):
-                controller = make_controller(controller, problem, seed, settings)
-            with ledger.lease():
-                stats = _query_loop(problem, controller, ledger, budget, bar)
-    finally:
-        bar.close()
-    return collect(problem, ledger, stats)
+        return write_results(self, out, summary)
+
+    def lines(self, summary: dict[str, Any]) -> list[str]:
+        s = summary
+        lines = [f"{s['queries']} queried archs ({s['feasible']} feasible), {len(s['front'])} on the front"]
+        if s["best"] is not None:
+            metrics = ", ".join(f"{k} {v:.4g}" for k, v in s["best"]["metrics"].items() if v is not None)
+            lines.append(f"best: {s['best']['arch_id']} {metrics}")
+        if "hypervolume" in s:
+            lines.append(f"hypervolume {s['hypervolume']['value']:.6g} (reference {s['hypervolume']['reference']})")
+        return lines
 
 
-def _query_loop(problem: Problem, controller: Controller, ledger: Ledger, budget: int, bar: tqdm) -> dict[str, int]:
-    known = ledger.known()
-    stats = {"queries": 0, "replayed": 0}
-    told = 0
-    while told < budget:
-        codes = controller.ask(min(controller.batch, budget - told))
-        if not len(codes):
-            stats["exhausted"] = 1  # no feasible arch is left unevaluated
-            break
-        cheap = problem.cheap(codes)
-        values = {**cheap, **{n: np.full(len(codes), np.nan) for n in problem.queried_names}}
-        for i, row in enumerate(codes):
-            key = ledger.key(row)
-            if key in known:
-                found = known[key]
-                stats["replayed"] += 1
-            else:
-                found = {**{k: float(v[i]) for k, v in cheap.items()},
-                         **{k: float(v[0]) for k, v in problem.query(row[None, :]).items()}}
-                ledger.record(row, found)
-                known[key] = found
-                stats["queries"] += 1
-            for name in problem.queried_names:
-                values[name][i] = found[name]
-            bar.update(1)
-        controller.tell(codes, values)
-        told += len(codes)
-    return stats
+def search(problem: Problem, controller: str, settings: dict[str, Any], seed: int, budget: int,
+           ledger: Ledger, progress: bool = True) -> SearchOutcome:
+    """Spend `budget` queries on `problem` with the controller registered as `controller`
+    (settings as a mapping, checked by its model); the ledger records every evaluation."""
+    from nas.config import validate
+    from nas.search.controllers import controller_class
+
+    cls = controller_class(controller)
+    config = validate(cls.Settings, {"name": controller, **settings}, f"controller {controller}")
+    return cls(config, seed).search(problem, ledger, budget, progress)
 
 
 def collect(problem: Problem, ledger: Ledger, stats: dict[str, Any]) -> SearchResult:

@@ -19,16 +19,19 @@ LIBRARIES = ("torch", "numpy", "scikit-learn", "pillow")
 
 
 def train_config(exp: Experiment, space: str | None = None) -> TrainConfig:
-    """The nas.supernet config of this experiment (its validator reports unknown or mistyped keys)."""
-    from nas.supernet import config_from_dict
+    """The nas.supernet config of this experiment: its `train:` settings (validated with the
+    experiment) plus its space, dataset and seed."""
+    from nas.config import validate
+    from nas.supernet.config import TrainConfig
 
-    data = {**(exp.train or {}), "space": space or exp.space, "data": dict(exp.dataset), "seed": exp.seed}
-    return config_from_dict(data, "train")
+    data = {**dict(exp.train), "space": space or exp.space, "data": dict(exp.dataset), "seed": exp.seed}
+    return validate(TrainConfig, data, "train")
 
 
 def inputs(exp: Experiment) -> dict[str, Any]:
     """What the trained weights depend on (hashed for the step cache)."""
-    return {"train": exp.train, "dataset": exp.dataset, "space": exp.space, "seed": exp.seed}
+    return {"train": exp.train.model_dump(mode="json") if exp.train else None, "dataset": exp.dataset,
+            "space": exp.space, "seed": exp.seed}
 
 
 def run(exp: Experiment, space: str, out: Path, progress: bool) -> dict[str, Any]:

@@ -1,9 +1,16 @@
-"""What every query-based controller shares: an ask/tell interface and its history.
+"""The one controller protocol, and the ask/tell base the query controllers share.
 
-A controller proposes a batch of archs (`ask`), the runner evaluates them (or finds them
-in the study's storage, on a resumed run) and hands the metrics back (`tell`). Keeping
-the loop outside the controller is what makes resumption exact: replaying the same
-seeded controller against stored results walks the same path without spending a query.
+Every controller (evolution, random, Optuna's samplers, the differentiable search, and
+any a user registers) is a `Controller`: a class with a name, a pydantic settings model
+and `search(problem, ledger, budget, progress, out) -> SearchOutcome`. `run_search`
+knows nothing else about it, so adding a controller is one class and one `register`
+call (nas.search.controllers).
+
+Ask/tell controllers (`AskTellController`) only propose archs (`ask`) and learn from
+their metrics (`tell`); the base runs the loop: it evaluates the proposals, or finds
+them in the study's storage on a resumed run. Keeping the loop outside the controller
+is what makes resumption exact: replaying the same seeded controller against stored
+results walks the same path without spending a query.
 
 Candidates are always code matrices: projected onto one code per network, scored for
 every cheap metric in one vectorised call, and filtered on the cheap budgets before
@@ -13,13 +20,28 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+from tqdm import tqdm
 
-from nas.errors import NasError
+from nas.config import Section
 from nas.search.codes import packed_rows
 from nas.search.problem import Problem
+
+if TYPE_CHECKING:
+    from nas.search.config import SearchConfig
+    from nas.search.ledger import Ledger
+    from nas.search.runner import SearchOutcome, SearchResult
+    from nas.space.base import SearchSpace
+
+
+class ControllerSettings(Section):
+    """A controller's settings; `name` (the controller's registered name) selects the model."""
+
+    key_word: ClassVar[str] = "setting"
+    name: str
 
 
 class History:
@@ -63,23 +85,41 @@ class History:
 
 
 class Controller(ABC):
-    """Proposes archs to evaluate; learns from their metrics."""
+    """A search strategy: spends a query budget on a problem and returns what it found."""
 
-    name = "controller"
-    settings: ClassVar[dict[str, Any]] = {}
+    name: ClassVar[str]
+    Settings: ClassVar[type[ControllerSettings]]
+    records_queries: ClassVar[bool] = True  # its queries live in an Optuna study (the ledger)
+    shares_study: ClassVar[bool] = False  # several worker processes may join one study
 
-    def __init__(self, problem: Problem, seed: int = 0, **settings: Any) -> None:
-        unknown = [k for k in settings if k not in self.settings]
-        if unknown:
-            from nas.errors import closest
+    def __init__(self, settings: ControllerSettings | None = None, seed: int = 0) -> None:
+        self.settings = settings if settings is not None else self.Settings(name=self.name)
+        self.seed = seed
 
-            raise NasError(f"controller {self.name}: unknown setting {unknown[0]!r}{closest(unknown[0], self.settings)}; "
-                           f"known: {', '.join(self.settings) or 'none'}")
-        self.config = {**self.settings, **settings}
-        self.batch = self.config.get("batch", 10)  # archs asked per round (validated by controllers that take it)
+    def problem(self, space: SearchSpace, config: SearchConfig) -> Problem:
+        """The problem this controller solves for a search config (the config's objectives and budgets)."""
+        return Problem.build(space, config.objectives, config.constraints, config.sources, config.base)
+
+    @abstractmethod
+    def search(self, problem: Problem, ledger: Ledger | None, budget: int, progress: bool = True,
+               out: Path | None = None) -> SearchOutcome:
+        """Spend `budget` queries; the ledger (None when `records_queries` is False) records
+        every evaluation and supplies them again on resume; `out` may hold checkpoints."""
+
+
+class AskTellController(Controller):
+    """Proposes archs to evaluate (`ask`), learns from their metrics (`tell`); the base runs the loop."""
+
+    def start(self, problem: Problem) -> None:
+        """Fresh state for one search of `problem` (the seeded generator, an empty history)."""
         self.problem = problem
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(self.seed)
         self.history = History(problem)
+
+    @property
+    def batch(self) -> int:
+        """Archs asked per round: the settings' `batch`, else 10."""
+        return getattr(self.settings, "batch", 10)
 
     @abstractmethod
     def ask(self, n: int) -> np.ndarray:
@@ -87,6 +127,49 @@ class Controller(ABC):
 
     def tell(self, codes: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
         self.history.add(codes, values)
+
+    def search(self, problem: Problem, ledger: Ledger | None, budget: int, progress: bool = True,
+               out: Path | None = None) -> SearchResult:
+        from nas.search.runner import collect
+
+        self.start(problem)
+        bar = tqdm(total=budget, desc=f"search {self.name}", unit="query", disable=not progress, leave=False)
+        try:
+            with ledger.lease():
+                stats = self._loop(ledger, budget, bar)
+        finally:
+            bar.close()
+        return collect(problem, ledger, stats)
+
+    def _loop(self, ledger: Ledger, budget: int, bar: tqdm) -> dict[str, int]:
+        problem = self.problem
+        known = ledger.known()
+        stats = {"queries": 0, "replayed": 0}
+        told = 0
+        while told < budget:
+            codes = self.ask(min(self.batch, budget - told))
+            if not len(codes):
+                stats["exhausted"] = 1  # no feasible arch is left unevaluated
+                break
+            cheap = problem.cheap(codes)
+            values = {**cheap, **{n: np.full(len(codes), np.nan) for n in problem.queried_names}}
+            for i, row in enumerate(codes):
+                key = ledger.key(row)
+                if key in known:
+                    found = known[key]
+                    stats["replayed"] += 1
+                else:
+                    found = {**{k: float(v[i]) for k, v in cheap.items()},
+                             **{k: float(v[0]) for k, v in problem.query(row[None, :]).items()}}
+                    ledger.record(row, found)
+                    known[key] = found
+                    stats["queries"] += 1
+                for name in problem.queried_names:
+                    values[name][i] = found[name]
+                bar.update(1)
+            self.tell(codes, values)
+            told += len(codes)
+        return stats
 
     # ------------------------------------------------------------------ candidates
     def candidates(self, codes: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:

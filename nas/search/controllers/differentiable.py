@@ -31,30 +31,102 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator, model_validator
 from tqdm import tqdm
 
+from nas.atomic import write_atomic
 from nas.costs import CostModel
 from nas.errors import NasError
+from nas.search.controllers.base import Controller, ControllerSettings
+from nas.search.objectives import Objective
 from nas.search.problem import Problem
+from nas.search.runner import SearchOutcome
 from nas.space.arch import Arch
 
-SETTINGS: dict[str, Any] = {
-    "epochs": 10, "warmup_epochs": 2, "batch_size": 64, "lr": 0.05, "arch_lr": 0.05, "arch_weight_decay": 0.0,
-    "tau_start": 5.0, "tau_end": 0.1, "penalty": "abs", "weight": 2.0, "target": None, "data": "digits",
-    "val_fraction": 0.3, "calib_images": 256, "tolerance": 0.10, "steps_per_epoch": None,
-}
+if TYPE_CHECKING:
+    from nas.search.config import SearchConfig
+    from nas.search.ledger import Ledger
+    from nas.space.base import SearchSpace
+
 PENALTIES = ("abs", "hinge", "multiplicative")
 WEIGHT_STREAM, ARCH_STREAM, AUGMENT_STREAM = 11, 12, 13
 DERIVE_SAMPLES = 1000
 
 
+class DifferentiableSettings(ControllerSettings):
+    name: Literal["differentiable"] = "differentiable"
+    epochs: int = Field(10, ge=1)
+    warmup_epochs: int = 2              # epochs of weight steps only, before the logits train
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.05, gt=0)       # supernet weights (SGD, cosine)
+    arch_lr: float = Field(0.05, gt=0)  # architecture logits (Adam)
+    arch_weight_decay: float = 0.0
+    tau_start: float = Field(5.0, gt=0)  # Gumbel-softmax temperature, annealed geometrically
+    tau_end: float = Field(0.1, gt=0)
+    penalty: str = "abs"                # abs | hinge | multiplicative (see the module doc)
+    weight: float = Field(2.0, gt=0)
+    target: str | None = None           # the constrained metric to land on; None: the first constraint
+    data: str = "digits"
+    val_fraction: float = 0.3           # the share of the data the architecture steps use
+    calib_images: int = Field(256, ge=1)
+    tolerance: float = Field(0.10, gt=0)  # the derived arch's cost must be this close to the target
+    steps_per_epoch: int | None = None  # None: every batch
+
+    @field_validator("penalty")
+    @classmethod
+    def _penalty(cls, value: str) -> str:
+        if value not in PENALTIES:
+            raise ValueError(f"penalty must be one of {', '.join(PENALTIES)}, got {value!r}")
+        return value
+
+    @field_validator("steps_per_epoch")
+    @classmethod
+    def _steps(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError(f"steps_per_epoch must be a positive integer or null (every batch), got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _warmup(self) -> DifferentiableSettings:
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"warmup_epochs must be an integer from 0 to epochs - 1, got {self.warmup_epochs!r}")
+        return self
+
+
+class Differentiable(Controller):
+    """The differentiable search as a controller: it trains its own supernet, so it keeps
+    no study (it checkpoints into the output folder instead) and spends no query budget."""
+
+    name = "differentiable"
+    Settings = DifferentiableSettings
+    records_queries = False
+
+    def problem(self, space: SearchSpace, config: SearchConfig) -> Problem:
+        """The costs only: minimise the first constraint's metric under every constraint (the
+        accuracy objective is the supernet's own training loss)."""
+        if [(o.metric, o.direction) for o in config.objectives] != [("accuracy", "maximize")]:
+            raise NasError("the differentiable controller maximises the accuracy of the supernet it trains: objectives "
+                           "must be [max accuracy], with the cost target under constraints")
+        if not config.constraints:
+            raise NasError("the differentiable controller needs a cost target under constraints, like "
+                           "'latency@local-cpu <= 0.4 ms'")
+        target = config.constraints[0].metric
+        return Problem.build(space, [Objective(target, "minimize")], config.constraints, config.sources, config.base)
+
+    def search(self, problem: Problem, ledger: Ledger | None, budget: int, progress: bool = True,
+               out: Path | None = None) -> DifferentiableResult:
+        return differentiable_search(problem, self.settings, self.seed, progress,
+                                     checkpoint=out / "differentiable.pt" if out is not None else None)
+
+
 @dataclass
-class DifferentiableResult:
+class DifferentiableResult(SearchOutcome):
+    problem: Problem
     arch: Arch
     codes: np.ndarray
     target_metric: str
@@ -77,34 +149,27 @@ class DifferentiableResult:
                 "within_tolerance": abs(self.error) <= tolerance, "tolerance": tolerance, "test_accuracy": self.accuracy,
                 "metrics": self.metrics, "probs": self.probs, "history": self.history}
 
+    def summary(self, config: SearchConfig) -> dict[str, Any]:
+        settings = config.controller
+        return {"schema": "hwnas.search/1", "controller": settings.name, "space": self.problem.space.name,
+                "constraints": [str(c) for c in self.problem.constraints],
+                "settings": settings.model_dump(exclude={"name"}), "seed": config.seed,
+                **self.to_dict(settings.tolerance)}
 
-def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    unknown = [k for k in settings if k not in SETTINGS]
-    if unknown:
-        from nas.errors import closest
+    def write(self, out: Path, summary: dict[str, Any]) -> list[Path]:
+        files = [out / "summary.json", out / "arch.json"]
+        write_atomic(files[0], json.dumps(summary, indent=2) + "\n")
+        write_atomic(files[1], self.arch.to_json() + "\n")
+        return files
 
-        raise NasError(f"controller differentiable: unknown setting {unknown[0]!r}{closest(unknown[0], SETTINGS)}; "
-                       f"known: {', '.join(SETTINGS)}")
-    s = {**SETTINGS, **settings}
-    if s["penalty"] not in PENALTIES:
-        raise NasError(f"controller differentiable: penalty must be one of {', '.join(PENALTIES)}, got {s['penalty']!r}")
-    for key in ("epochs", "batch_size", "calib_images"):
-        if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < 1:
-            raise NasError(f"controller differentiable: {key} must be a positive integer, got {s[key]!r}")
-    if not isinstance(s["warmup_epochs"], int) or not 0 <= s["warmup_epochs"] < s["epochs"]:
-        raise NasError(f"controller differentiable: warmup_epochs must be an integer from 0 to epochs - 1, "
-                       f"got {s['warmup_epochs']!r}")
-    limit = s["steps_per_epoch"]
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise NasError(f"controller differentiable: steps_per_epoch must be a positive integer or null (every "
-                       f"batch), got {limit!r}")
-    for key in ("lr", "arch_lr", "tau_start", "tau_end", "weight", "tolerance"):
-        if not isinstance(s[key], (int, float)) or isinstance(s[key], bool) or s[key] <= 0:
-            raise NasError(f"controller differentiable: {key} must be a positive number, got {s[key]!r}")
-    return s
+    def lines(self, summary: dict[str, Any]) -> list[str]:
+        s = summary
+        return [f"derived arch {s['arch']['arch_id']}: {s['target_metric']} {s['measured']:.4g} (expected "
+                f"{s['expected']:.4g}, target {s['target']:.4g}, {s['relative_error']:+.1%}); test accuracy "
+                f"{s['test_accuracy']:.4f}"]
 
 
-def differentiable_search(problem: Problem, settings: dict[str, Any], seed: int = 0, progress: bool = True,
+def differentiable_search(problem: Problem, settings: DifferentiableSettings, seed: int = 0, progress: bool = True,
                           checkpoint: Path | None = None) -> DifferentiableResult:
     """Train supernet weights and architecture logits jointly; derive the most probable arch.
 
@@ -120,7 +185,7 @@ def differentiable_search(problem: Problem, settings: dict[str, Any], seed: int 
     from nas.supernet.config import OptimizerConfig, ScheduleConfig
     from nas.supernet.optim import lr_at, make_optimizer
 
-    s = check_settings(settings)
+    s = settings.model_dump(exclude={"name"})
     penalised = _penalised(problem, s["target"])
     space = problem.space
     identity = json.dumps({"problem": problem.describe(), "settings": s, "seed": seed}, sort_keys=True, default=str)
@@ -307,7 +372,7 @@ def _derive(problem: Problem, target, alphas, history, evaluator, tolerance: flo
     arch = problem.space.decode(codes)
     cheap = {k: float(v[0]) for k, v in problem.cheap(codes[None, :]).items()}
     return DifferentiableResult(
-        arch=arch, codes=codes, target_metric=target.metric, target=target.bound,
+        problem=problem, arch=arch, codes=codes, target_metric=target.metric, target=target.bound,
         expected=float(model.expected(probs)), measured=float(cost[pick]),
         accuracy=float(evaluator.accuracy(arch)), metrics=cheap,
         probs=[[round(float(p), 4) for p in q] for q in probs], history=history)

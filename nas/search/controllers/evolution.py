@@ -17,12 +17,12 @@ With `surrogate: none` the generation's queries are drawn at random from the poo
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
-from nas.errors import NasError
-from nas.search.controllers.base import Controller
+from nas.search.controllers.base import AskTellController, ControllerSettings
 from nas.search.pareto import crowding, front_ranks, nondominated
 from nas.search.problem import Problem
 from nas.search.surrogate import (
@@ -34,36 +34,55 @@ from nas.search.surrogate import (
 )
 
 
-class Evolution(Controller):
-    name = "evolution"
-    settings: ClassVar[dict[str, Any]] = {"population": 20, "init": 10, "batch": 2, "pool": 2048, "mutation_prob": None, "crossover": 0.5,
-                "random_fraction": 0.1, "surrogate": "gp", "features": "coarse"}
+class EvolutionSettings(ControllerSettings):
+    name: Literal["evolution"] = "evolution"
+    population: int = Field(20, ge=1)           # parents kept each generation
+    init: int = Field(10, ge=1)                 # random archs queried before breeding
+    batch: int = Field(2, ge=1)                 # archs queried per generation
+    pool: int = Field(2048, ge=1)               # children bred and scored per generation
+    mutation_prob: float | None = Field(None, ge=0, le=1)  # per decision; None: min(0.5, 1.5 / decisions)
+    crossover: float = Field(0.5, ge=0, le=1)   # share of children made by uniform crossover
+    random_fraction: float = Field(0.1, ge=0, le=1)  # share of the pool drawn at random
+    surrogate: str = "gp"                       # gp (a GP ranks the pool) or none (plain evolution)
+    features: str = "coarse"                    # the GP's arch features (nas.predictors.features)
 
-    def __init__(self, problem: Problem, seed: int = 0, **settings: Any) -> None:
-        super().__init__(problem, seed, **settings)
-        c = self.config
-        if c["surrogate"] not in ("gp", "none"):
-            raise NasError(f"controller evolution: surrogate must be gp or none, got {c['surrogate']!r}")
-        for key in ("population", "init", "batch", "pool"):
-            if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < 1:
-                raise NasError(f"controller evolution: {key} must be a positive integer, got {c[key]!r}")
-        for key in ("crossover", "random_fraction", "mutation_prob"):
-            if key == "mutation_prob" and c[key] is None:
-                continue
-            if not isinstance(c[key], (int, float)) or isinstance(c[key], bool) or not 0 <= c[key] <= 1:
-                raise NasError(f"controller evolution: {key} must be a number from 0 to 1, got {c[key]!r}")
+    @field_validator("surrogate")
+    @classmethod
+    def _surrogate(cls, value: str) -> str:
+        if value not in ("gp", "none"):
+            raise ValueError(f"surrogate must be gp or none, got {value!r}")
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, value: str) -> str:
+        from nas.errors import unknown_key
+        from nas.predictors.features import FEATURE_SETS
+
+        if value not in FEATURE_SETS:
+            raise ValueError(unknown_key(value, FEATURE_SETS, "feature set"))
+        return value
+
+
+class Evolution(AskTellController):
+    name = "evolution"
+    Settings = EvolutionSettings
+
+    def start(self, problem: Problem) -> None:
+        super().start(problem)
+        s = self.settings
         d = len(problem.space.decisions)
-        self.mutation_prob = c["mutation_prob"] if c["mutation_prob"] is not None else min(0.5, 1.5 / d)
-        self.features = Features(problem.space, c["features"]) if c["surrogate"] == "gp" and problem.queried_names else None
+        self.mutation_prob = s.mutation_prob if s.mutation_prob is not None else min(0.5, 1.5 / d)
+        self.features = Features(problem.space, s.features) if s.surrogate == "gp" and problem.queried_names else None
         self._hyper: dict[str, tuple[int, tuple[float, float]]] = {}  # metric -> (queries at the last grid search, pick)
 
     # ------------------------------------------------------------------ ask
     def ask(self, n: int) -> np.ndarray:
-        if len(self.history) < self.config["init"]:
-            return self.random_candidates(min(n, self.config["init"] - len(self.history)))[0]
+        if len(self.history) < self.settings.init:
+            return self.random_candidates(min(n, self.settings.init - len(self.history)))[0]
         codes, cheap = self.candidates(self.breed(self.parents()))
         if not len(codes):  # the neighbourhood is exhausted: fall back to fresh random archs
-            codes, cheap = self.random_candidates(self.config["pool"])
+            codes, cheap = self.random_candidates(self.settings.pool)
         if not len(codes):
             return codes
         return codes[self.rank(codes, cheap)[:n]]
@@ -78,17 +97,17 @@ class Evolution(Controller):
         else:  # feasible first, by objective; then by total violation
             violation = np.clip(h.violation, 0, None).sum(axis=1) if h.violation.size else np.zeros(len(h))
             order = np.lexsort((objectives[:, 0], violation))
-        return h.codes[order[: self.config["population"]]]
+        return h.codes[order[: self.settings.population]]
 
     def breed(self, parents: np.ndarray) -> np.ndarray:
         """Children by uniform crossover (with probability `crossover`) and mutation, every
         child differing from its first parent, plus `random_fraction` random archs."""
-        space, rng, pool = self.problem.space, self.rng, self.config["pool"]
-        n_random = round(pool * self.config["random_fraction"])
+        space, rng, pool = self.problem.space, self.rng, self.settings.pool
+        n_random = round(pool * self.settings.random_fraction)
         m = pool - n_random
         a = parents[rng.integers(len(parents), size=m)]
         b = parents[rng.integers(len(parents), size=m)]
-        cross = rng.random(m) < self.config["crossover"]
+        cross = rng.random(m) < self.settings.crossover
         children = np.where(cross[:, None], space.crossover_codes(a, b, rng), a)
         children = space.mutate_codes(children, rng, self.mutation_prob)
         same = np.all(children == a, axis=1)

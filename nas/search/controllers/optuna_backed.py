@@ -16,35 +16,81 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import optuna
 from tqdm import tqdm
 
-from nas.errors import NasError, closest
+from nas.errors import NasError
+from nas.search.controllers.base import Controller, ControllerSettings
 from nas.search.ledger import Ledger
 from nas.search.problem import Problem
+from nas.search.runner import SearchResult, collect
 
-SAMPLER_SETTINGS = {
-    "optuna-tpe": ("n_startup_trials", "n_ei_candidates", "multivariate", "group", "constant_liar"),
-    "optuna-nsga2": ("population_size", "mutation_prob", "crossover_prob", "swapping_prob"),
-}
 MAX_TRIALS_PER_QUERY = 50  # a sampler that keeps proposing infeasible or known archs is stopped
 POLL_S = 1.0
 
 
-def make_sampler(name: str, settings: dict[str, Any], seed: int) -> optuna.samplers.BaseSampler:
-    """The named sampler with Optuna's defaults, overridden by `settings`."""
-    known = SAMPLER_SETTINGS[name]
-    for key in settings:
-        if key not in known:
-            raise NasError(f"controller {name}: unknown setting {key!r}{closest(key, known)}; known: {', '.join(known)}")
-    cls = optuna.samplers.TPESampler if name == "optuna-tpe" else optuna.samplers.NSGAIISampler
-    try:
-        return cls(seed=seed, **settings)
-    except (TypeError, ValueError) as exc:
-        raise NasError(f"controller {name}: {exc}") from None
+class TPESettings(ControllerSettings):
+    """Optuna's TPESampler arguments; null (the default) leaves one to the installed Optuna."""
+
+    name: Literal["optuna-tpe"] = "optuna-tpe"
+    n_startup_trials: int | None = None
+    n_ei_candidates: int | None = None
+    multivariate: bool | None = None
+    group: bool | None = None
+    constant_liar: bool | None = None
+
+
+class NSGA2Settings(ControllerSettings):
+    """Optuna's NSGAIISampler arguments; null (the default) leaves one to the installed Optuna."""
+
+    name: Literal["optuna-nsga2"] = "optuna-nsga2"
+    population_size: int | None = None
+    mutation_prob: float | None = None
+    crossover_prob: float | None = None
+    swapping_prob: float | None = None
+
+
+class OptunaController(Controller):
+    """One of Optuna's samplers driving trials on the study (several workers may share it)."""
+
+    shares_study = True
+    sampler_class: ClassVar[type[optuna.samplers.BaseSampler]]
+
+    def __init__(self, settings: ControllerSettings | None = None, seed: int = 0) -> None:
+        super().__init__(settings, seed)
+        self.sampler(seed)  # Optuna's own checks of the arguments, before any study is touched
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        """The sampler with Optuna's defaults, overridden by the settings given."""
+        try:
+            return self.sampler_class(seed=seed, **self.settings.model_dump(exclude_none=True, exclude={"name"}))
+        except (TypeError, ValueError) as exc:
+            raise NasError(f"controller {self.name}: {exc}") from None
+
+    def search(self, problem: Problem, ledger: Ledger | None, budget: int, progress: bool = True,
+               out: Path | None = None) -> SearchResult:
+        bar = tqdm(total=budget, desc=f"search {self.name}", unit="query", disable=not progress, leave=False)
+        try:
+            stats = optuna_search(problem, ledger, self, budget, bar)
+        finally:
+            bar.close()
+        return collect(problem, ledger, stats)
+
+
+class TPE(OptunaController):
+    name = "optuna-tpe"
+    Settings = TPESettings
+    sampler_class = optuna.samplers.TPESampler
+
+
+class NSGA2(OptunaController):
+    name = "optuna-nsga2"
+    Settings = NSGA2Settings
+    sampler_class = optuna.samplers.NSGAIISampler
 
 
 def worker_seed(seed: int, first: bool) -> int:
@@ -53,11 +99,12 @@ def worker_seed(seed: int, first: bool) -> int:
     return seed if first else int(np.random.SeedSequence([seed, os.getpid(), time.time_ns()]).generate_state(1)[0])
 
 
-def optuna_search(problem: Problem, ledger: Ledger, name: str, settings: dict[str, Any], seed: int, budget: int,
+def optuna_search(problem: Problem, ledger: Ledger, controller: OptunaController, budget: int,
                   bar: tqdm | None = None) -> dict[str, int]:
     """Run trials until the study holds `budget` queries; returns counts of this worker's trials."""
-    own_seed = worker_seed(seed, ledger.created)
-    ledger.study.sampler = make_sampler(name, settings, own_seed)
+    name = controller.name
+    own_seed = worker_seed(controller.seed, ledger.created)
+    ledger.study.sampler = controller.sampler(own_seed)
     decisions = problem.space.decisions
     stats = {"trials": 0, "queries": 0, "infeasible": 0, "known": 0, "yielded": 0, "neighbours": 0}
     rng = np.random.default_rng([own_seed, 1])  # for neighbours of known networks

@@ -5,16 +5,20 @@ budget is spent only on archs that meet them (the strongest form of random searc
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Literal
 
 import numpy as np
 
-from nas.search.controllers.base import Controller
+from nas.search.controllers.base import AskTellController, ControllerSettings
 
 
-class RandomSearch(Controller):
+class RandomSettings(ControllerSettings):
+    name: Literal["random"] = "random"
+
+
+class RandomSearch(AskTellController):
     name = "random"
-    settings: ClassVar[dict[str, Any]] = {}
+    Settings = RandomSettings
 
     def ask(self, n: int) -> np.ndarray:
         codes, _ = self.random_candidates(n)

@@ -1,4 +1,5 @@
-"""Device profiles: latency_luts/<device>/device.yaml.
+"""Device profiles: latency_luts/<device>/device.yaml, in any LUT layer of the catalogue
+($HWNAS_LUTS, ./latency_luts, the shipped profiles; see nas.catalog).
 
 A profile says how a device runs models (runtime backend, execution provider, threads,
 batch, dtype) and, optionally, hardware facts and a power model for the analytic
@@ -13,17 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas import catalog
 from nas.errors import NasError, closest
 
 BACKENDS = ("onnxruntime", "torch")
 KEYS = ("name", "description", "backend", "provider", "threads", "batch", "dtype", "detect", "hardware", "power", "versions")
 POWER_KEYS = ("idle_w", "energy_per_mac_pj", "energy_per_byte_pj")
 HARDWARE_KEYS = ("cpu", "peak_gflops", "memory_bandwidth_gbs", "memory_bytes")
-
-
-def luts_dir() -> Path:
-    """latency_luts/ of the checkout ($HWNAS_LUTS overrides)."""
-    return Path(os.environ.get("HWNAS_LUTS") or Path(__file__).resolve().parents[2] / "latency_luts")
 
 
 @dataclass(frozen=True)
@@ -42,7 +39,9 @@ class Device:
 
     @property
     def folder(self) -> Path:
-        return luts_dir() / self.name
+        """Where this device's new LUTs are written: its folder in the first user LUT layer
+        (nas.catalog.write_dir), never the installed package."""
+        return catalog.write_dir(catalog.LUTS) / self.name
 
     def runtime(self) -> dict[str, Any]:
         """What a measurement depends on: backend, provider, threads, batch, dtype, versions."""
@@ -92,14 +91,14 @@ def host_facts() -> dict[str, Any]:
 
 
 def device_names() -> list[str]:
-    folder = luts_dir()
-    return sorted(p.parent.name for p in folder.glob("*/device.yaml")) if folder.is_dir() else []
+    """Every device with a profile in some LUT layer."""
+    return sorted({name.split("/")[0] for name in catalog.glob(catalog.LUTS, "*/device.yaml")})
 
 
 def load_device(name: str) -> Device:
-    """The profile latency_luts/<name>/device.yaml."""
-    path = luts_dir() / name / "device.yaml"
-    if not path.is_file():
+    """The profile <name>/device.yaml of the first LUT layer that has one."""
+    path = catalog.find(catalog.LUTS, f"{name}/device.yaml") if name and "/" not in name else None
+    if path is None:
         known = device_names()
         raise NasError(f"unknown device {name!r}{closest(name, known)}; known devices: {', '.join(known) or 'none'}")
     from nas.space.registry import read_yaml

@@ -41,6 +41,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     q.add_argument("run_refs", nargs="+", metavar="RUN")
     q.add_argument("--runs", type=Path, default=Path("runs"))
     q.add_argument("--json", action="store_true")
+    q.add_argument("--csv", type=Path, metavar="FILE", help="also save the comparison as CSV, one row per run")
     q.set_defaults(run=_compare)
 
 
@@ -88,9 +89,14 @@ def _show(args: argparse.Namespace) -> None:
 
 def _compare(args: argparse.Namespace) -> None:
     from nas.experiment.rundir import find_run
-    from nas.experiment.runs import compare_table, format_table, run_facts
+    from nas.experiment.runs import compare_dataframe, compare_table, format_table, run_facts
 
     runs = [find_run(args.runs, ref) for ref in args.run_refs]
+    if args.csv:
+        from nas.atomic import write_atomic
+
+        write_atomic(args.csv, compare_dataframe(runs).to_csv(lineterminator="\n"))
+        print(f"wrote {args.csv}", file=sys.stderr)
     if args.json:
         print_json([run_facts(r) for r in runs])
         return

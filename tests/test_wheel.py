@@ -3,8 +3,9 @@ spaces, device profiles and predictors (nas.catalog, importlib.resources) and ru
 experiment from an empty folder.
 
 No network: the wheel is built with this environment's setuptools (--no-build-isolation),
-and the fresh venv sees this environment's libraries through a .pth file. Entries a .pth
-adds are not site folders, so the editable install of this checkout stays invisible there
+and the fresh venv sees this environment's libraries (its site-packages folders on
+sys.path, pip included) through a .pth file. Folders a .pth adds are not site folders, so
+the .pth files in them, like the editable install of this checkout, stay inactive there
 (the test checks that nas is imported from the new venv).
 """
 from __future__ import annotations
@@ -14,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -71,7 +71,7 @@ def fresh_venv(folder: Path, wheel: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=120)
     python = folder / "bin" / "python"
     site = Path(run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=folder).strip())
-    ours = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
+    ours = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages") and Path(p).is_dir()]
     (site / "zz_libraries.pth").write_text("".join(f"{p}\n" for p in ours))
     run(python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
         "--ignore-installed", wheel, cwd=folder)

@@ -57,7 +57,8 @@ def package_dir(package: str = "nas") -> Path:
 
 def shipped_dir(kind: str) -> Path | None:
     """The data of `kind` shipped inside the installed package, None when nas was not installed."""
-    ENVIRONMENT[kind]  # a known kind
+    if kind not in ENVIRONMENT:
+        raise ValueError(f"unknown kind of catalogue folder {kind!r}; known: {', '.join(ENVIRONMENT)}")
     try:
         return package_dir(f"nas._shipped.{kind}")
     except ModuleNotFoundError:

@@ -202,7 +202,7 @@ def _commit() -> str | None:
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel", "--short=12", "HEAD"],
                               capture_output=True, text=True, timeout=10, check=False)
-        lines = head.stdout.split()
+        lines = head.stdout.splitlines()
         if head.returncode or len(lines) != 2 or Path(lines[0]).resolve() != root.resolve():
             return None
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "nas"], capture_output=True,

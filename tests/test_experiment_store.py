@@ -138,3 +138,44 @@ def test_runs_list_shows_a_damaged_run_without_hiding_the_others(tmp_path: Path)
     assert by_id[good.id][1] == "new" and by_id[bad.id][1] == "unreadable"
     lines = format_table(header, rows)
     assert lines[0].split()[:2] == ["run", "status"] and len(lines) == 4
+
+
+def finished_run(root: Path, name: str, metrics: dict, queries: int, val_acc: float) -> Run:
+    """A run folder as the runner leaves it after its train and search steps."""
+    experiment = {"name": name, "space": "tiny_mbconv", "dataset": {"source": "digits"},
+                  "accuracy": {"supernet": {"split": "val"}}, "budgets": ["latency@local-cpu <= 0.5 ms"],
+                  "objectives": ["max accuracy"], "search": {"controller": {"name": "random"}}}
+    run = Run.create(root, name, "d", f"name: {name}\n", experiment, root / f"{name}.yaml")
+    summary = {"queries": queries, "feasible": queries - 1, "best": {"arch_id": f"{name}-best", "metrics": metrics}}
+    (run.path / "search").mkdir()
+    (run.path / "search" / "step.json").write_text(json.dumps({"result": {"summary": summary}}))
+    (run.path / "train").mkdir()
+    (run.path / "train" / "step.json").write_text(json.dumps({"result": {"last": {"val_acc": val_acc}}}))
+    for step, seconds in (("train", 12.5), ("search", 3.0)):
+        run.update_step(step, status="finished", seconds=seconds)
+    run.update(status="finished")
+    return run
+
+
+def test_runs_compare_saves_a_table_one_row_per_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import pandas as pd
+
+    from nas.cli import main
+
+    a = finished_run(tmp_path / "runs", "alpha", {"accuracy": 0.91, "latency@local-cpu": 0.42}, 40, 0.875)
+    b = finished_run(tmp_path / "runs", "beta", {"accuracy": 0.88}, 12, 0.5)
+    out = tmp_path / "tables" / "compare.csv"
+    assert main(["runs", "compare", a.id, "beta", "--runs", str(tmp_path / "runs"), "--csv", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert a.id in printed and b.id in printed and "0.91" in printed  # the text table is still shown
+    table = pd.read_csv(out, index_col="run")
+    assert table.index.tolist() == [a.id, b.id]
+    assert table.loc[a.id, "accuracy"] == 0.91 and table.loc[b.id, "accuracy"] == 0.88
+    assert table.loc[a.id, "latency@local-cpu"] == 0.42 and pd.isna(table.loc[b.id, "latency@local-cpu"])
+    assert table["queries"].tolist() == [40, 12] and table["seconds"].tolist() == [15.5, 15.5]
+    assert table.loc[b.id, "train val_acc"] == 0.5 and table.loc[a.id, "best arch"] == "alpha-best"
+    assert (table["status"] == "finished").all() and (table["controller"] == "random").all()
+    assert not list(out.parent.glob(".*.tmp"))  # written through a temporary file
+    from nas.experiment.runs import compare_dataframe
+
+    pd.testing.assert_frame_equal(compare_dataframe([a, b]), table, check_dtype=False)

@@ -304,3 +304,27 @@ def test_budgets_on_several_devices_at_once(tmp_path):
     names = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"archs.csv", "front.csv", "front.png", "summary.json", "study.db"} <= names
     assert not [n for n in names if n.startswith(".")]  # no temp file left behind
+
+
+def test_a_searchs_trials_and_front_as_dataframes_are_its_csv_files(tmp_path):
+    """trials_dataframe / front_dataframe (like Optuna's study.trials_dataframe()) hold the
+    rows of archs.csv / front.csv, with numbers as numbers, ready for pandas queries."""
+    import pandas as pd
+
+    from nas.search.results import front_dataframe, trials_dataframe
+
+    config = {"space": "nb201", "objectives": ["max proxy", "min params"], "constraints": ["proxy <= 50M"],
+              "budget": 16, "controller": "random", "sources": {"proxy": {"counter": "macs", "queried": True}},
+              "out": str(tmp_path / "o")}
+    result = run_search(config, progress=False).result
+    trials, front = trials_dataframe(result), front_dataframe(result)
+    pd.testing.assert_frame_equal(trials, pd.read_csv(tmp_path / "o" / "archs.csv"))
+    pd.testing.assert_frame_equal(front, pd.read_csv(tmp_path / "o" / "front.csv"))
+    assert trials["query"].tolist() == list(range(1, 17)) and trials["params"].dtype == np.float64
+    for name in result.problem.metrics:
+        assert np.array_equal(trials[name].to_numpy(), result.values[name], equal_nan=True)
+    assert trials["feasible"].tolist() == result.feasible.tolist() and 0 < trials["feasible"].sum() < 16
+    ids = [result.problem.space.decode(c).arch_id for c in result.codes[result.front()]]
+    assert front["arch_id"].tolist() == ids and front["front"].all() and front["feasible"].all()
+    best = trials[trials.feasible].sort_values("proxy", ascending=False).iloc[0]
+    assert best["arch_id"] == result.problem.space.decode(result.codes[result.best()]).arch_id

@@ -22,9 +22,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from nas.catalog import package_dir
 from nas.provenance import library_versions
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 SKIP_SUFFIXES = (".tmp", ".lock")
 RECORD_FILES = ("step.json", ".key")  # what the runner writes about a step, not what the step produced
 
@@ -50,11 +50,14 @@ def file_digest(path: str | os.PathLike) -> str:
 
 @cache
 def code_digest(folders: tuple[str, ...]) -> str:
-    """Hash of the Python sources under the given package folders (nas/space, ...)."""
+    """Hash of the Python sources of the given subpackages (nas/space, ...), read from where
+    the running package is installed (a checkout or site-packages), each file named by its
+    path from the package's parent (nas/space/arch.py) so the hash does not depend on where."""
     h = hashlib.sha256()
     for folder in folders:
-        for f in sorted((PACKAGE_ROOT / folder).rglob("*.py")):
-            h.update(str(f.relative_to(PACKAGE_ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
+        root = package_dir(folder.replace("/", "."))
+        for f in sorted(root.rglob("*.py")):
+            h.update(f"{folder}/{f.relative_to(root).as_posix()}".encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 

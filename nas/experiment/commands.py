@@ -40,6 +40,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     q.add_argument("run_refs", nargs="+", metavar="RUN")
     q.add_argument("--runs", type=Path, default=Path("runs"))
     q.add_argument("--json", action="store_true")
+    q.add_argument("--csv", type=Path, metavar="FILE", help="also save the comparison as CSV, one row per run")
     q.set_defaults(run=_compare)
 
 
@@ -79,7 +80,12 @@ def _show(args: argparse.Namespace) -> Result:
 
 def _compare(args: argparse.Namespace) -> Result:
     from nas.experiment.rundir import find_run
-    from nas.experiment.runs import compare_table, format_table, run_facts
+    from nas.experiment.runs import compare_dataframe, compare_table, format_table, run_facts
 
     runs = [find_run(args.runs, ref) for ref in args.run_refs]
+    if args.csv:
+        from nas.atomic import write_atomic
+
+        write_atomic(args.csv, compare_dataframe(runs).to_csv(lineterminator="\n"))
+        print(f"wrote {args.csv}", file=sys.stderr)
     return Result([run_facts(r) for r in runs], "\n".join(format_table(*compare_table(runs))))

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.atomic import write_atomic
+from nas.catalog import package_dir
 from nas.errors import DataError, NasError, closest
 
 SCHEMA = "hwnas.run/1"
@@ -196,15 +197,18 @@ def _gpus() -> list[str]:
 
 
 def _commit() -> str | None:
-    """The checkout's commit, '+dirty' when nas/ has uncommitted changes."""
-    repo = Path(__file__).resolve().parents[2]
+    """The commit of the git checkout the running nas package lives in ('+dirty' when nas/
+    has uncommitted changes); None for an installed package (site-packages, even inside a
+    venv that sits in some repository: nas/ must be at the top of the work tree)."""
+    root = package_dir().parent
     try:
-        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=False)
-        if head.returncode:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel", "--short=12", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=False)
+        lines = head.stdout.splitlines()
+        if head.returncode or len(lines) != 2 or Path(lines[0]).resolve() != root.resolve():
             return None
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "nas"], capture_output=True,
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "nas"], capture_output=True,
                                text=True, timeout=10, check=False).stdout.strip()
-        return head.stdout.strip() + ("+dirty" if dirty else "")
+        return lines[1] + ("+dirty" if dirty else "")
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -2,17 +2,22 @@
 
 Everything is read from the run folders (run.json, step.json of each step, the search
 summary), so a table always shows what is on disk, including runs that were killed.
+`compare_dataframe` gives the comparison as a pandas DataFrame, one row per run with
+numbers as numbers, which `hwnas runs compare --csv FILE` saves.
 """
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.errors import NasError
 from nas.experiment.rundir import Run
 from nas.experiment.schema import STEPS
+
+if TYPE_CHECKING:
+    import pandas
 
 MARKS = {"finished": "done", "done": "done", "cached": "cached", "skipped": "-", "running": "partial",
          "not started": ""}
@@ -89,20 +94,33 @@ def show_lines(run: Run) -> list[str]:
     return lines
 
 
-def compare_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
-    """Rows are facts (settings, then outcomes), columns are runs."""
+def compare_records(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """One record per run, settings then outcomes, values as read (numbers stay numbers, None
+    where a run has no value): the rows of compare_dataframe, the columns of compare_table."""
     facts = [run_facts(r) for r in runs]
     metrics = list(dict.fromkeys(m for f in facts for m in f["metrics"]))
     train_keys = list(dict.fromkeys(k for f in facts for k in f["train"] if k.startswith("val_acc")))
-    rows = [["status", *(f["status"] for f in facts)], ["space", *(str(f["space"]) for f in facts)],
-            ["dataset", *(str(f["dataset"]) for f in facts)],
-            ["budgets", *("; ".join(f["budgets"]) for f in facts)], ["controller", *(f["controller"] for f in facts)],
-            *[[f"train {k}", *(_fmt(f["train"].get(k)) for f in facts)] for k in train_keys],
-            ["queries", *(_fmt(f["queries"]) for f in facts)], ["feasible", *(_fmt(f["feasible"]) for f in facts)],
-            ["best arch", *(f["best"] or "" for f in facts)],
-            *[[m, *(_fmt(f["metrics"].get(m)) for f in facts)] for m in metrics],
-            ["seconds", *(f"{f['seconds']:.0f}" for f in facts)]]
-    return ["", *(f["id"] for f in facts)], rows
+    return [{"run": f["id"], "status": f["status"], "space": f["space"], "dataset": f["dataset"],
+             "budgets": "; ".join(f["budgets"]), "controller": f["controller"],
+             **{f"train {k}": f["train"].get(k) for k in train_keys},
+             "queries": f["queries"], "feasible": f["feasible"], "best arch": f["best"],
+             **{m: f["metrics"].get(m) for m in metrics}, "seconds": f["seconds"]} for f in facts]
+
+
+def compare_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
+    """Rows are facts (settings, then outcomes), columns are runs."""
+    records = compare_records(runs)
+    text = {"space": str, "dataset": str, "best arch": lambda v: v or "", "seconds": lambda v: f"{v:.0f}"}
+    keys = [k for k in (records[0] if records else {}) if k != "run"]
+    rows = [[k, *(text.get(k, _fmt)(r[k]) for r in records)] for k in keys]
+    return ["", *(r["run"] for r in records)], rows
+
+
+def compare_dataframe(runs: Sequence[Run]) -> pandas.DataFrame:
+    """The runs side by side as a DataFrame: one row per run, indexed by run id."""
+    import pandas as pd
+
+    return pd.DataFrame(compare_records(runs)).set_index("run")
 
 
 def format_table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Device profiles: latency_luts/<device>/device.yaml.
+"""Device profiles: latency_luts/<device>/device.yaml, in any LUT layer of the catalogue
+($HWNAS_LUTS, ./latency_luts, the shipped profiles; see nas.catalog).
 
 A profile says how a device runs models (runtime backend, execution provider, threads,
 batch, dtype) and, optionally, hardware facts and a power model for the analytic
@@ -14,14 +15,10 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
+from nas import catalog
 from nas.config import Section, first_error, validate
 from nas.errors import NasError, closest
 from nas.provenance import library_versions
-
-
-def luts_dir() -> Path:
-    """latency_luts/ of the checkout ($HWNAS_LUTS overrides)."""
-    return Path(os.environ.get("HWNAS_LUTS") or Path(__file__).resolve().parents[2] / "latency_luts")
 
 
 class Power(Section):
@@ -91,7 +88,9 @@ class Device(Section):
 
     @property
     def folder(self) -> Path:
-        return luts_dir() / self.name
+        """Where this device's new LUTs are written: its folder in the first user LUT layer
+        (nas.catalog.write_dir), never the installed package."""
+        return catalog.write_dir(catalog.LUTS) / self.name
 
     def runtime(self) -> dict[str, Any]:
         """What a measurement depends on: backend, provider, threads, batch, dtype, versions."""
@@ -127,14 +126,14 @@ def host_facts() -> dict[str, Any]:
 
 
 def device_names() -> list[str]:
-    folder = luts_dir()
-    return sorted(p.parent.name for p in folder.glob("*/device.yaml")) if folder.is_dir() else []
+    """Every device with a profile in some LUT layer."""
+    return sorted({name.split("/")[0] for name in catalog.glob(catalog.LUTS, "*/device.yaml")})
 
 
 def load_device(name: str) -> Device:
-    """The profile latency_luts/<name>/device.yaml."""
-    path = luts_dir() / name / "device.yaml"
-    if not path.is_file():
+    """The profile <name>/device.yaml of the first LUT layer that has one."""
+    path = catalog.find(catalog.LUTS, f"{name}/device.yaml") if name and "/" not in name else None
+    if path is None:
         known = device_names()
         raise NasError(f"unknown device {name!r}{closest(name, known)}; known devices: {', '.join(known) or 'none'}")
     from nas.space.registry import read_yaml

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from nas import catalog
 from nas.errors import NasError
 from nas.hardware.backends import Backend, make_backend
 from nas.hardware.calibration import block_features, fit_calibration
@@ -35,7 +36,10 @@ BATCH = 3 * CHUNK  # blocks measured between two saves of a LUT build
 
 
 def default_lut_path(device: Device, space: SearchSpace) -> Path:
-    return device.folder / f"{space.name}.csv"
+    """The device's LUT of the space: the first LUT layer's <device>/<space>.csv (see
+    nas.catalog), else where a new one is written (Device.folder, the first user layer)."""
+    name = f"{space.name}.csv"
+    return catalog.find(catalog.LUTS, f"{device.name}/{name}") or device.folder / name
 
 
 def arch_rng(seed: int, purpose: str) -> np.random.Generator:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from nas import catalog
 from nas.errors import NasError
 from nas.predictors.features import COARSE, Featurizer, get_featurizer
 from nas.space.arch import Arch
@@ -30,8 +31,9 @@ TYPICAL = 0.8
 
 
 def reference_dir() -> Path:
-    """predictors/reference/ of the checkout: the shipped sets, one JSON per space."""
-    return Path(__file__).resolve().parents[2] / "predictors" / "reference"
+    """Where new reference sets are written, one JSON per space: reference/ of the first
+    user predictors layer (nas.catalog.write_dir), never the installed package."""
+    return catalog.write_dir(catalog.PREDICTORS) / "reference"
 
 
 def design_order(features: np.ndarray, n: int, seed: int = 0, dims: int = DIMS, typical: float = TYPICAL) -> np.ndarray:
@@ -89,12 +91,14 @@ def reference_text(data: dict[str, Any]) -> str:
 
 
 def load_reference(space: SearchSpace, path: Path | str | None = None) -> list[Arch] | None:
-    """The ordered reference archs from `path`, or the shipped set of the space (None if
-    there is none)."""
-    path = Path(path) if path is not None else reference_dir() / f"{space.name}.json"
-    if not path.is_file():
-        if path.parent == reference_dir():
+    """The ordered reference archs from `path`, or the space's reference/<space>.json from
+    the first predictors layer that has one (None if none has)."""
+    if path is None:
+        path = catalog.find(catalog.PREDICTORS, f"reference/{space.name}.json")
+        if path is None:
             return None
+    path = Path(path)
+    if not path.is_file():
         raise NasError(f"no reference set at {path}")
     try:
         data = json.loads(path.read_text())

@@ -59,8 +59,8 @@ def make_storage(url: str | None) -> optuna.storages.BaseStorage:
                 _write_ahead_log(storage)
             return storage
         except (ImportError, ModuleNotFoundError) as exc:
-            raise NasError(f"storage {url}: its database driver is not installed ({exc.name}); for PostgreSQL "
-                           "install psycopg2-binary") from None
+            hint = "pip install 'hwnas[postgres]'" if url.startswith("postgresql") else f"install {exc.name}"
+            raise NasError(f"storage {url}: its database driver is not installed ({exc.name or exc}); {hint}") from None
         except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
             # an unreachable server, a bad URL or bad credentials; and
             # the race of workers creating the schema of a new database at once (the loser retries)

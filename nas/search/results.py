@@ -6,7 +6,9 @@
     front.png      the objectives of every queried arch, the front highlighted
 
 Each file is written to a temporary name and renamed, so an interrupted write never
-leaves a half-written file behind.
+leaves a half-written file behind. The same tables come as pandas DataFrames, as Optuna's
+`study.trials_dataframe()` gives a study's: `trials_dataframe(result)` (archs.csv) and
+`front_dataframe(result)` (front.csv), with numbers as numbers and NaN where a metric is unknown.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +24,9 @@ from nas.atomic import atomic_path, write_atomic
 from nas.search.runner import SearchResult
 from nas.search.units import format_quantity
 from nas.space.base import SearchSpace
+
+if TYPE_CHECKING:
+    import pandas
 
 SCHEMA = "hwnas.search/1"
 
@@ -71,18 +76,40 @@ def summarize(result: SearchResult, controller: str, seed: int, budget: int,
     return out
 
 
-def write_results(result: SearchResult, out: Path, summary: dict[str, Any]) -> list[Path]:
-    """archs.csv, front.csv, summary.json and front.png in `out`; returns the paths."""
-    out = Path(out)
+def trials_table(result: SearchResult) -> tuple[list[str], list[list[Any]]]:
+    """Header and one row per queried arch in query order: query number, arch id, arch text,
+    every metric (a float, NaN where it is unknown), feasible, on the front."""
     p = result.problem
-    front = [int(i) for i in result.front()]
+    front = {int(i) for i in result.front()}
     names = list(p.metrics)
     feasible = result.feasible
     header = ["query", "arch_id", "arch", *names, "feasible", "front"]
     rows = [[i + 1, p.space.decode(codes).arch_id, arch_text(p.space, codes),
-             *[_cell(result.values[n][i]) for n in names], bool(feasible[i]), i in front]
+             *[float(result.values[n][i]) for n in names], bool(feasible[i]), i in front]
             for i, codes in enumerate(result.codes)]
-    text, front_text = _csv([header, *rows]), _csv([header, *(rows[i] for i in front)])
+    return header, rows
+
+
+def trials_dataframe(result: SearchResult) -> pandas.DataFrame:
+    """Every queried arch as a DataFrame (the rows of archs.csv), like Optuna's
+    study.trials_dataframe(): filter, sort and plot a search without parsing its CSV."""
+    import pandas as pd
+
+    header, rows = trials_table(result)
+    return pd.DataFrame(rows, columns=header)
+
+
+def front_dataframe(result: SearchResult) -> pandas.DataFrame:
+    """The feasible Pareto front as a DataFrame (the rows of front.csv), ordered by the first objective."""
+    return trials_dataframe(result).iloc[result.front()].reset_index(drop=True)
+
+
+def write_results(result: SearchResult, out: Path, summary: dict[str, Any]) -> list[Path]:
+    """archs.csv, front.csv, summary.json and front.png in `out`; returns the paths."""
+    out = Path(out)
+    header, rows = trials_table(result)
+    rows = [[_cell(c) if isinstance(c, float) else c for c in row] for row in rows]
+    text, front_text = _csv([header, *rows]), _csv([header, *(rows[int(i)] for i in result.front())])
     paths = [out / "archs.csv", out / "front.csv", out / "summary.json", out / "front.png"]
     write_atomic(paths[0], text)
     write_atomic(paths[1], front_text)

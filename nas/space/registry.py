@@ -1,4 +1,4 @@
-"""Find and load search spaces by name (shipped YAML files) or by path."""
+"""Find and load search spaces by name (YAML files in the catalogue's search_spaces layers) or by path."""
 from __future__ import annotations
 
 import functools
@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from nas import catalog
 from nas.errors import NasError, closest
 from nas.space.base import SearchSpace
 from nas.space.cell import NB201Space
@@ -16,17 +17,12 @@ from nas.space.chain import ChainSpace
 SPACE_TYPES = {"chain": ChainSpace, "nb201": NB201Space}
 
 
-def space_dirs() -> list[Path]:
-    """The shipped search_spaces/ folder, then any folders in $HWNAS_SPACES (os.pathsep-separated)."""
-    dirs = [Path(__file__).resolve().parents[2] / "search_spaces"]
-    dirs += [Path(p) for p in os.environ.get("HWNAS_SPACES", "").split(os.pathsep) if p]
-    return dirs
-
-
 def space_files() -> dict[str, Path]:
-    """Space name -> YAML file, over every space folder (reference networks included)."""
+    """Space name -> YAML file, over the search_spaces layers ($HWNAS_SPACES, ./search_spaces,
+    the shipped ones; see nas.catalog), reference networks included: a user's space of a
+    shipped name hides the shipped one."""
     found: dict[str, Path] = {}
-    for folder in space_dirs():
+    for folder in catalog.layers(catalog.SPACES):
         for path in sorted(folder.rglob("*.yaml")):
             found.setdefault(path.stem, path)
     return found

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from nas.cli import Result, positive_int
+from nas.redact import STORAGE_ENV
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -17,7 +19,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                                         "--storage URL and --study NAME on several machines to share one study "
                                         "(Optuna controllers).")
     p.add_argument("config", type=Path, help="search config (YAML)")
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db)")
+    p.add_argument("--storage", help="Optuna storage URL (default: $HWNAS_STORAGE_URL, else the config's, else "
+                                     "sqlite:///OUT/study.db); a URL with a password is better given through "
+                                     "$HWNAS_STORAGE_URL, which other users cannot read from the process list")
     p.add_argument("--study", help="study name (default: the config's, else its file name)")
     p.add_argument("--budget", type=positive_int, help="queries of the expensive metrics (overrides the config)")
     p.add_argument("--seed", type=int, help="random seed (overrides the config)")
@@ -57,7 +61,7 @@ def _search(args: argparse.Namespace) -> Result:
     from nas.search.config import load_search_config
     from nas.search.run import run_search
 
-    overrides = {"storage": args.storage, "study": args.study, "budget": args.budget, "seed": args.seed,
+    overrides = {"storage": args.storage or os.environ.get(STORAGE_ENV), "study": args.study, "budget": args.budget, "seed": args.seed,
                  "out": str(args.out) if args.out else None}
     run = run_search(load_search_config(args.config, overrides), progress=not args.quiet)
     s = run.summary

@@ -26,6 +26,7 @@ before the first query.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Callable
@@ -44,6 +45,7 @@ from pydantic import (
 
 from nas.config import Section, validate
 from nas.errors import ConfigError, NasError
+from nas.redact import redact
 from nas.search.controllers.base import ControllerSettings
 from nas.search.objectives import Constraint, Objective, parse_constraint, parse_objective
 from nas.search.problem import Problem
@@ -150,8 +152,16 @@ class SearchConfig(Section):
     @field_validator("storage")
     @classmethod
     def _storage(cls, value: str | None) -> str | None:
-        if value is not None and "://" not in value:
-            raise ValueError(f"storage {value!r} must be a database URL such as sqlite:///study.db or "
+        """Kept as written: $VARIABLES stay unexpanded until the study is opened, so a
+        password held in the environment never lands in a file this config is saved to."""
+        if value is None:
+            return value
+        try:
+            url = expand_storage(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        if "://" not in url:
+            raise ValueError(f"storage {redact(value)!r} must be a database URL such as sqlite:///study.db or "
                              "postgresql://user@host/db")
         return value
 
@@ -184,7 +194,7 @@ class SearchConfig(Section):
     @property
     def storage_url(self) -> str:
         """The Optuna storage: the configured URL, or an SQLite file in the output folder."""
-        return self.storage or f"sqlite:///{(self.out_dir / 'study.db').resolve()}"
+        return expand_storage(self.storage) if self.storage else f"sqlite:///{(self.out_dir / 'study.db').resolve()}"
 
     def identity(self) -> dict[str, Any]:
         """What a study's evaluations depend on: resuming with anything else is refused."""
@@ -205,6 +215,15 @@ class SearchConfig(Section):
                 raise NasError(f"reference: give a value for every objective; {o.metric} has none")
             ref.append(parse_quantity(self.reference[o.metric], problem.metrics[o.metric].unit, f"reference.{o.metric}"))
         return np.array(ref)
+
+
+def expand_storage(text: str) -> str:
+    """A storage URL with its $VARIABLES expanded; an unset variable is an error, not a literal '$'."""
+    url = os.path.expandvars(text)
+    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", url)
+    if unset:
+        raise ConfigError(f"environment variable {unset[0]} in the storage URL is not set")
+    return url
 
 
 def load_search_config(path: Path | str, overrides: Mapping[str, Any] | None = None) -> SearchConfig:

@@ -34,6 +34,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from nas.errors import NasError
+from nas.redact import redact, scrub
 from nas.search.codes import packed_rows
 from nas.search.problem import Problem
 
@@ -60,16 +61,17 @@ def make_storage(url: str | None) -> optuna.storages.BaseStorage:
             return storage
         except (ImportError, ModuleNotFoundError) as exc:
             hint = "pip install 'hwnas[postgres]'" if url.startswith("postgresql") else f"install {exc.name}"
-            raise NasError(f"storage {url}: its database driver is not installed ({exc.name or exc}); {hint}") from None
+            raise NasError(f"storage {redact(url)}: its database driver is not installed ({exc.name or exc}); "
+                           f"{hint}") from None
         except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
             # an unreachable server, a bad URL or bad credentials; and
             # the race of workers creating the schema of a new database at once (the loser retries)
             racing = any(s in str(exc) for s in ("UNIQUE constraint", "already exists", "duplicate key"))
             if not racing or attempt + 1 == OPEN_ATTEMPTS:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise NasError(f"storage {url}: cannot open it ({first})") from None
+                raise NasError(f"storage {redact(url)}: cannot open it ({scrub(first, url)})") from None
             time.sleep(0.5 * (attempt + 1))
-    raise NasError(f"storage {url}: cannot open it")
+    raise NasError(f"storage {redact(url)}: cannot open it")
 
 
 def _write_ahead_log(storage: optuna.storages.RDBStorage) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.redact import redact
 from nas.search.config import SearchConfig, config_from_dict, load_search_config
 from nas.search.runner import SearchOutcome
 from nas.space import load_space
@@ -48,7 +49,7 @@ def run_search(config: SearchConfig | Mapping[str, Any] | str | Path, *, progres
     result = controller.search(problem, ledger, config.budget, progress, config.out_dir if write else None)
     summary = result.summary(config)
     if ledger is not None:
-        summary["storage"], summary["study"] = _redacted(config.storage_url), config.study
+        summary["storage"], summary["study"] = redact(config.storage_url), config.study
     files = result.write(config.out_dir, summary) if write else []
     return SearchRun(config, result, summary, files)
 
@@ -60,12 +61,3 @@ def _space(config: SearchConfig) -> SearchSpace:
             and not Path(text).exists():
         text = str(config.base / text)
     return load_space(text)
-
-
-def _redacted(url: str) -> str:
-    """A storage URL without its password, for files that may be shared."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}" if ":" in credentials else url
-    return url

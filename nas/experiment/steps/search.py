@@ -3,7 +3,7 @@
 A thin adapter over nas.search.run_search: the profile step's sources (paths inside the
 run), the trained supernet as the accuracy oracle, the controller and its settings
 become one search config, also written to `search.yaml` so the search can be rerun or
-joined by hand (`hwnas search search.yaml --storage URL --study NAME`). The study lives
+joined by hand (`hwnas search search.yaml --storage URL --study NAME`, or the URL in $HWNAS_STORAGE_URL). The study lives
 in the step folder (SQLite) unless the experiment names a storage URL; a killed search
 resumes from it without repeating queries. With `workers: N` (Optuna controllers),
 N-1 extra `hwnas search` processes join the same study.
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from nas.atomic import write_atomic
 from nas.errors import CompatibilityWarning, NasError
+from nas.redact import STORAGE_ENV, redact
 
 if TYPE_CHECKING:
     from nas.experiment.schema import Experiment
@@ -49,7 +50,7 @@ def _base_config(exp: Experiment, space: str) -> dict[str, Any]:
     data: dict[str, Any] = {"space": space, "objectives": list(exp.objectives), "constraints": list(exp.budgets),
                             "controller": s.controller.model_dump(mode="json"), "seed": exp.seed, "budget": s.budget}
     if s.storage:
-        data["storage"] = os.path.expandvars(s.storage)
+        data["storage"] = s.storage  # as written: $VARIABLES are expanded when the study is opened
     if s.reference:
         data["reference"] = dict(s.reference)
     return data
@@ -89,8 +90,11 @@ def run(exp: Experiment, space: str, out: Path, sources: dict[str, Any], study: 
     from nas.search import config_from_dict, run_search
 
     data = {**_base_config(exp, space), "sources": sources, "study": exp.search.study or study, "out": str(out)}
-    write_atomic(out / "search.yaml", json.dumps(data, indent=2) + "\n")
     config = config_from_dict(data, "search", out)
+    # the file joins more workers by hand; a literal password in the URL stays out of it
+    # (workers started here get the URL through the environment)
+    shown = {**data, "storage": redact(data["storage"])} if "storage" in data else data
+    write_atomic(out / "search.yaml", json.dumps(shown, indent=2) + "\n")
     workers = _start_workers(out, config.storage_url, config.study, exp.search.workers - 1)
     try:
         with warnings.catch_warnings():
@@ -109,10 +113,11 @@ def _start_workers(out: Path, storage: str, study: str, n: int) -> list[tuple[su
     for i in range(n):
         log = out / "workers" / f"w{i + 1}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "nas.cli", "search", str(out / "search.yaml"), "--storage", storage,
-               "--study", study, "--out", str(log.with_suffix("")), "--quiet"]
+        cmd = [sys.executable, "-m", "nas.cli", "search", str(out / "search.yaml"), "--study", study,
+               "--out", str(log.with_suffix("")), "--quiet"]
+        env = {**os.environ, STORAGE_ENV: storage}  # never on the command line: every user can read that
         with open(log, "w") as fh:
-            procs.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT), log))
+            procs.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env), log))
     return procs
 
 

@@ -14,7 +14,7 @@ from nas.search.config import config_from_dict, load_search_config
 from nas.search.objectives import parse_constraint, parse_objective
 from nas.search.problem import Problem, best_value
 from nas.search.run import run_search
-from nas.search.sources import Metric, resolve_metrics
+from nas.sources import Metric, resolve_metrics
 from nas.search.units import format_quantity, parse_quantity
 from nas.space import load_space
 from tests.search_helpers import local_cpu_lut  # noqa: F401  (a fixture)
@@ -260,7 +260,7 @@ def test_shipped_predictors_serve_devices_without_a_profile():
     """latency@edgegpu and energy@edgegpu resolve to the shipped predictors (no device
     profile exists for the public tables' devices); `{predictor: NAME}` names a shipped file."""
     from nas.predictors.predictor import Predictor
-    from nas.search.sources import predictors_dir
+    from nas.sources import predictors_dir
 
     space = load_space("nb201")
     metrics = resolve_metrics(space, ["latency@edgegpu", "energy@edgegpu", "acc"],

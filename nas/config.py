@@ -75,9 +75,13 @@ def expand_path(value: str) -> str:
 
 def locate_path(value: str, info: ValidationInfo) -> Path:
     """A path as given: from the working folder if it exists there, else from the folder
-    named `base` in the validation context (the config file's folder)."""
+    named `base` in the validation context (the config file's folder); a context
+    `relative_to` folder (a step's, for files it wrote) is the only place looked in."""
     path = Path(expand_path(value))
-    base = (info.context or {}).get("base")
+    context = info.context or {}
+    if context.get("relative_to") is not None and not path.is_absolute():
+        return (Path(context["relative_to"]) / path).resolve()
+    base = context.get("base")
     if not path.is_absolute() and not path.exists() and base is not None:
         path = Path(base) / path
     return path.resolve()

@@ -100,6 +100,10 @@ class Source(Section):
         """Where the figure comes from, in a few words (for the model card)."""
         return f"{self.kind} {getattr(self, self.kind)}"
 
+    def file(self, name: str, resolver: Resolver) -> str | None:
+        """The file the figures are read from, if one."""
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         """The serialized form: what a config would say (defaults left out), read back by the same union."""
         return self.model_dump(mode="json", exclude_defaults=True)
@@ -139,6 +143,9 @@ class LutSource(Source):
         latency = lut_cost(Path(self.lut), resolver.space, device, self.allow_mismatch)
         return latency if metric == "latency" else AnalyticEnergy(resolver.space, device, latency)
 
+    def file(self, name: str, resolver: Resolver) -> str | None:
+        return self.lut
+
     def label(self, name: str, resolver: Resolver) -> str:
         over = f"LUT {self.lut}"
         return over if name.startswith("latency@") else f"analytic estimate over {over}"
@@ -171,6 +178,9 @@ class TableSource(Source):
 
         return ColumnCost.read(resolver.space, self.table, self.column, name, self.unit)
 
+    def file(self, name: str, resolver: Resolver) -> str | None:
+        return self.table
+
     def label(self, name: str, resolver: Resolver) -> str:
         return f"table {self.table}, column {self.column}"
 
@@ -190,6 +200,9 @@ class PredictorSource(Source):
     def cost(self, name: str, resolver: Resolver) -> CostModel:
         from nas.predictors.predictor import Predictor
 
+        return Predictor.load(self.file(name, resolver), resolver.space)
+
+    def file(self, name: str, resolver: Resolver) -> str:
         path = Path(self.predictor)
         if not path.exists():
             path = predictors_dir() / (self.predictor if self.predictor.endswith(".npz") else f"{self.predictor}.npz")
@@ -197,7 +210,7 @@ class PredictorSource(Source):
                 known = [str(p.relative_to(predictors_dir()).with_suffix("")) for p in shipped_predictors(resolver.space)]
                 raise NasError(f"sources.{name}: predictor {self.predictor} does not exist, as a path or as a shipped "
                                f"predictor; shipped for {resolver.space.name}: {', '.join(known) or 'none'}")
-        return Predictor.load(path, resolver.space)
+        return str(path)
 
 
 class SupernetSource(Source):
@@ -255,6 +268,9 @@ class LikeSource(Source):
     def cost(self, name: str, resolver: Resolver) -> CostModel:
         metric, _ = _on_device(name, self.kind)
         return resolver.model(f"{metric}@{self.like}")
+
+    def file(self, name: str, resolver: Resolver) -> str | None:
+        return resolver.file(f"{name.split('@')[0]}@{self.like}")
 
     def label(self, name: str, resolver: Resolver) -> str:
         other = f"{name.split('@')[0]}@{self.like}"
@@ -368,9 +384,11 @@ EnergySource = _union("energy source", [AnalyticSource, PredictorSource, TableSo
 AccuracySource = _union("accuracy source", [TrainedSupernetSource, TableSource, PredictorSource])
 
 
-def read_source(data: Any, where: str, base: Path | None = None, union: Any = SearchSource) -> Source:
+def read_source(data: Any, where: str, base: Path | None = None, union: Any = SearchSource,
+                relative_to: Path | None = None) -> Source:
     """One source of `union` from its mapping (a config's, or a serialized one read back),
-    paths read from the working folder else `base`; a ConfigError 'where: ...' otherwise."""
+    paths read from the working folder else `base` (or from `relative_to` only: the folder
+    of the step that wrote it); a ConfigError 'where: ...' otherwise."""
     pick = next(m.func for m in union.__metadata__ if isinstance(m, WrapValidator))
     if isinstance(data, pick.members):
         return data
@@ -378,7 +396,7 @@ def read_source(data: Any, where: str, base: Path | None = None, union: Any = Se
         member, data = pick.member(data)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    return validate(member, data, where, {"base": base})
+    return validate(member, data, where, {"base": base, "relative_to": relative_to})
 
 
 # ---------------------------------------------------------------------- the resolver
@@ -438,8 +456,18 @@ class Resolver:
         return spec if spec is not None else self._by_name(name)
 
     def label(self, name: str) -> str:
+        """Where the metric's figures come from, in a few words."""
         source = self.source(name)
         return source.label(name, self) if source is not None else type(self.model(name)).__name__
+
+    def file(self, name: str) -> str | None:
+        """The file the metric's figures are read from, if one."""
+        source = self.source(name)
+        return source.file(name, self) if source is not None else None
+
+    def serialized(self) -> dict[str, dict[str, Any]]:
+        """The declared sources in their serialized form (ready cost models left out)."""
+        return {name: spec.to_dict() for name, spec in self.declared.items() if isinstance(spec, Source)}
 
     def _resolve(self, name: str) -> Metric:
         spec = self.declared.get(name)

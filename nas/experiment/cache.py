@@ -46,10 +46,11 @@ def file_digest(path: str | os.PathLike) -> str:
 
 @cache
 def code_digest(folders: tuple[str, ...]) -> str:
-    """Hash of the Python sources under the given package folders (nas/space, ...)."""
+    """Hash of the Python sources under the given package folders (nas/space, ...) or files (nas/sources.py)."""
     h = hashlib.sha256()
     for folder in folders:
-        for f in sorted((PACKAGE_ROOT / folder).rglob("*.py")):
+        path = PACKAGE_ROOT / folder
+        for f in [path] if path.is_file() else sorted(path.rglob("*.py")):
             h.update(str(f.relative_to(PACKAGE_ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 

@@ -20,7 +20,7 @@ def plan_lines(exp: Experiment, config: Path) -> list[str]:
         lines.append(f"  train    supernet, {train.get('epochs', 'default')} epochs, accuracy on the "
                      f"{exp.accuracy.supernet.split} split")
     else:
-        source = exp.accuracy.table or exp.accuracy.predictor
+        source = getattr(exp.accuracy, exp.accuracy.kind)
         lines.append(f"  train    skipped (accuracy from {source})")
     s = exp.search
     controller = s.controller if isinstance(s.controller, str) else s.controller.get("name")

@@ -304,3 +304,55 @@ def test_budgets_on_several_devices_at_once(tmp_path):
     names = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"archs.csv", "front.csv", "front.png", "summary.json", "study.db"} <= names
     assert not [n for n in names if n.startswith(".")]  # no temp file left behind
+
+
+def test_stand_ins_and_analytic_energy_resolve_through_the_source_they_name(local_cpu_lut):  # noqa: F811
+    """{like: DEVICE} is that device's source for the metric (the same cost model);
+    {analytic: true}, and energy@DEVICE by name, are the power model over latency@DEVICE
+    as the config resolves it."""
+    from nas.hardware.devices import load_device
+    from nas.hardware.energy import AnalyticEnergy
+    from nas.hardware.lut import LUT, LUTCost
+
+    space = load_space("tiny_mbconv")
+    sources = {"latency@local-cpu": {"lut": str(local_cpu_lut)}, "latency@pi4-ort": {"like": "local-cpu"},
+               "energy@pi4-ort": {"analytic": True}}
+    metrics = resolve_metrics(space, ["latency@pi4-ort", "energy@pi4-ort", "energy@local-cpu"], sources)
+    from nas.sources import Resolver
+
+    resolver = Resolver(space, sources)
+    assert resolver.model("latency@pi4-ort") is resolver.model("latency@local-cpu")  # one model, not a copy
+    codes = space.sample_codes(0, 300)
+    lut = LUTCost(LUT.load(local_cpu_lut), space, device=load_device("local-cpu"))
+    assert np.array_equal(metrics["latency@pi4-ort"].model.predict(codes), lut.predict(codes))
+    for device in ("pi4-ort", "local-cpu"):
+        want = AnalyticEnergy(space, load_device(device), lut).predict(codes)
+        assert np.array_equal(metrics[f"energy@{device}"].model.predict(codes), want)
+        assert not metrics[f"energy@{device}"].queried and metrics[f"energy@{device}"].unit == "mJ"
+    assert metrics["energy@pi4-ort"].model.device.name == "pi4-ort"
+    with pytest.raises(NasError, match="latency@pi4-ort -> latency@local-cpu -> latency@pi4-ort stand in for each other"):
+        resolve_metrics(space, ["latency@pi4-ort"], {"latency@pi4-ort": {"like": "local-cpu"},
+                                                     "latency@local-cpu": {"like": "pi4-ort"}})
+    with pytest.raises(NasError, match="an analytic source serves energy@DEVICE, not 'latency@pi4-ort'"):
+        resolve_metrics(space, ["latency@pi4-ort"], {"latency@pi4-ort": {"analytic": True}})
+
+
+def test_a_serialized_source_reads_back_as_the_same_source(tmp_path, local_cpu_lut):  # noqa: F811
+    """The union's serialized form (sources.json, search.yaml, card.json) is read back by
+    the same models; relative paths are read from the folder of the step that wrote them."""
+    from nas.errors import ConfigError
+    from nas.sources import LutSource, read_source
+
+    specs = [{"counter": "params", "queried": True}, {"lut": str(local_cpu_lut), "allow_mismatch": True},
+             {"table": str(local_cpu_lut), "column": "median", "unit": "ms"}, {"predictor": "edgegpu/nb201_latency"},
+             {"analytic": True}, {"like": "local-cpu"}, {"supernet": str(tmp_path), "split": "test", "calib_images": 8}]
+    for spec in specs:
+        source = read_source(spec, "t")
+        assert source.to_dict() == spec and read_source(source.to_dict(), "t") == source
+    step = local_cpu_lut.parent
+    source = read_source({"lut": local_cpu_lut.name}, "step.json", relative_to=step)
+    assert isinstance(source, LutSource) and source.lut == str(local_cpu_lut.resolve())
+    with pytest.raises(ConfigError, match=r"^step.json: sources.x: lut: nope.csv does not exist"):
+        read_source({"lut": "nope.csv"}, "step.json: sources.x", relative_to=step)
+    with pytest.raises(ConfigError, match="give exactly one source kind of .*; got lut, like"):
+        read_source({"lut": str(local_cpu_lut), "like": "local-cpu"}, "t")

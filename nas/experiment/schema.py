@@ -17,7 +17,9 @@
     search: {controller: {name: evolution, population: 16}, budget: 40}
     export: {arch: best, onnx: true}       # or false
 
-Every mistake is one line naming the key: unknown keys with the closest valid one,
+Device and accuracy sources are the cost-source union of nas.sources (one model per
+kind), the same models a search config's `sources:` uses. Every mistake is one line
+naming the key: unknown keys with the closest valid one,
 wrong types, files that do not exist, unknown devices and spaces, budgets without a
 unit or in a unit of the wrong kind. Training and controller settings are checked by
 their own packages' validators, so the two can never disagree about what is valid.

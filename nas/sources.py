@@ -76,6 +76,12 @@ def predictors_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "predictors"
 
 
+def shipped_predictor(name: str) -> Path | None:
+    """The shipped predictor file a name like `edgegpu/nb201_latency` stands for, if one."""
+    path = predictors_dir() / (name if name.endswith(".npz") else f"{name}.npz")
+    return path if path.is_file() else None
+
+
 def shipped_predictors(space: SearchSpace) -> list[Path]:
     """predictors/*/<space>_<metric>.npz, without another space whose name extends this one's."""
     return [p for p in sorted(predictors_dir().glob(f"*/{space.name}_*.npz"))
@@ -93,7 +99,7 @@ class Source(Section):
         return False
 
     def cost(self, name: str, resolver: Resolver) -> CostModel:
-        raise NasError(f"{name}: a {self.kind} source is made by an experiment step, not read by a search; "
+        raise NasError(f"sources.{name}: a {self.kind} source is made by an experiment step, not read by a search; "
                        "give a lut, table, predictor or supernet source")
 
     def label(self, name: str, resolver: Resolver) -> str:
@@ -203,13 +209,11 @@ class PredictorSource(Source):
         return Predictor.load(self.file(name, resolver), resolver.space)
 
     def file(self, name: str, resolver: Resolver) -> str:
-        path = Path(self.predictor)
-        if not path.exists():
-            path = predictors_dir() / (self.predictor if self.predictor.endswith(".npz") else f"{self.predictor}.npz")
-            if not path.is_file():
-                known = [str(p.relative_to(predictors_dir()).with_suffix("")) for p in shipped_predictors(resolver.space)]
-                raise NasError(f"sources.{name}: predictor {self.predictor} does not exist, as a path or as a shipped "
-                               f"predictor; shipped for {resolver.space.name}: {', '.join(known) or 'none'}")
+        path = Path(self.predictor) if Path(self.predictor).exists() else shipped_predictor(self.predictor)
+        if path is None:
+            known = [str(p.relative_to(predictors_dir()).with_suffix("")) for p in shipped_predictors(resolver.space)]
+            raise NasError(f"sources.{name}: predictor {self.predictor} does not exist, as a path or as a shipped "
+                           f"predictor; shipped for {resolver.space.name}: {', '.join(known) or 'none'}")
         return str(path)
 
 
@@ -363,8 +367,8 @@ def _union(what: str, members: Sequence[type[Source]], shorthands: Mapping[str, 
 
 def _member(data: Any, by_kind: Mapping[str, type[Source]], what: str) -> type[Source]:
     if not isinstance(data, Mapping):
-        raise ValueError(f"expected a mapping with one of {', '.join(by_kind)} (like {{table: FILE, column: NAME, "  # noqa: TRY004
-                         f"unit: ms}}), got {data!r}")
+        example = "{table: FILE, column: NAME, unit: ms}"
+        raise ValueError(f"expected a mapping with one of {', '.join(by_kind)} (like {example}), got {data!r}")  # noqa: TRY004
     kinds = [k for k in by_kind if k in data]
     if len(kinds) == 1:
         return by_kind[kinds[0]]

@@ -357,5 +357,9 @@ def test_the_quickstart_finishes_within_ten_minutes_with_a_report(tmp_path: Path
     assert summary["best"]["metrics"]["accuracy"] >= 0.9  # the digits, learned
     card = json.loads((run / "export" / "model" / "card.json").read_text())
     assert card["onnx"]["max_abs_diff"] <= card["onnx"]["tolerance"]
+    # every budget of the run on the card, met or not, the stand-in device's energy included
+    assert [b["budget"] for b in card["budgets"]] == summary["problem"]["constraints"]
+    assert "energy@pi4-ort" in [b["metric"] for b in card["budgets"]]
+    assert all(b["met"] in (True, False) for b in card["budgets"])
     dom = headless(chromium, "--dump-dom", (run / "report.html").as_uri(), cwd=tmp_path)
     assert run.name in dom.stdout and summary["best"]["arch_id"] in dom.stdout

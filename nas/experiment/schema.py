@@ -218,9 +218,9 @@ def _check_devices(exp: Experiment, where: str) -> None:
 
 def _check_predictor(text: str, at: str) -> None:
     """A predictor is a file, or a shipped one by name (checked against the space by the search)."""
-    from nas.sources import predictors_dir
+    from nas.sources import shipped_predictor
 
-    if not Path(text).is_file() and not (predictors_dir() / (text if text.endswith(".npz") else f"{text}.npz")).is_file():
+    if not Path(text).is_file() and shipped_predictor(text) is None:
         raise NasError(f"{at}: {text} does not exist, as a path or as a shipped predictor (predictors/DEVICE/NAME)")
 
 

@@ -49,12 +49,12 @@ def card_budgets(budgets: Budgets | None, resolver: Resolver, arch: Arch,
                  measured: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """check_budgets over the arch's figures from the resolver's sources, else from
     `measured` (the card's own measurements), else with the resolver's reason."""
-    from nas.export.predictions import figure
-
     figures: dict[str, Mapping[str, Any]] = {}
     for constraint in parse_budgets(budgets):
         try:
-            figures[constraint.metric] = figure(resolver, constraint.metric, arch)
+            model = resolver.model(constraint.metric)
+            figures[constraint.metric] = {"value": float(model.predict([arch])[0]), "unit": model.unit,
+                                          "source": resolver.label(constraint.metric)}
         except NasError as exc:
             figures[constraint.metric] = measured.get(constraint.metric) or {"reason": str(exc)}
     return check_budgets(budgets, figures)

@@ -170,9 +170,3 @@ def _from_predictors(space: SearchSpace, arch: Arch, skipped: list[dict[str, Any
         out.append({**_entry(predictor.meta.get("device"), predictor, arch, str(path)), "metric": predictor.metric})
     return out
 
-
-def figure(resolver: Resolver, name: str, arch: Arch) -> dict[str, Any]:
-    """One metric of the arch as the resolver's sources give it: value, unit, source."""
-    model = resolver.model(name)
-    return {"value": float(model.predict([arch])[0]), "unit": model.unit, "source": resolver.label(name)}
-

@@ -163,7 +163,7 @@ class TableSource(Source):
     kind: ClassVar[str] = "table"
     table: str
     column: str
-    unit: str
+    unit: str = ""                      # the column's unit ("": a plain number); an experiment requires one
 
     _file = field_validator("table")(existing_path)
 
@@ -171,9 +171,9 @@ class TableSource(Source):
     @classmethod
     def _complete(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and all(k in cls.model_fields for k in data):  # else: the unknown key is news
-            missing = [k for k in ("table", "column", "unit") if k not in data]
+            missing = [k for k in ("table", "column") if k not in data]
             if missing:
-                raise ValueError(f"a table source needs table, column and unit; {', '.join(missing)} missing")
+                raise ValueError(f"a table source needs table and column; {', '.join(missing)} missing")
         return data
 
     def default_queried(self, name: str) -> bool:

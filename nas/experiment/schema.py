@@ -210,18 +210,22 @@ def _check_devices(exp: Experiment, where: str) -> None:
             raise NasError(f"{at}.latency: only this machine's profile (detect: true, like local-cpu) can be "
                            "profiled here; profile a remote device with 'kit: {results: FILE}'")
         for metric, spec in (("latency", lat), ("energy", energy)):
-            if spec is not None and spec.kind == "predictor":
-                _check_predictor(spec.predictor, f"{at}.{metric}.predictor")
-    if exp.accuracy.kind == "predictor":
-        _check_predictor(exp.accuracy.predictor, f"{where}: accuracy.predictor")
+            _check_file_source(spec, f"{at}.{metric}")
+    _check_file_source(exp.accuracy, f"{where}: accuracy")
 
 
-def _check_predictor(text: str, at: str) -> None:
-    """A predictor is a file, or a shipped one by name (checked against the space by the search)."""
+def _check_file_source(spec: Any, at: str) -> None:
+    """A table names its unit here (budgets are written in units); a predictor is a file,
+    or a shipped one by name (checked against the space by the search)."""
     from nas.sources import shipped_predictor
 
-    if not Path(text).is_file() and shipped_predictor(text) is None:
-        raise NasError(f"{at}: {text} does not exist, as a path or as a shipped predictor (predictors/DEVICE/NAME)")
+    if spec is None:
+        return
+    if spec.kind == "table" and "unit" not in spec.model_fields_set:
+        raise NasError(f"{at}: a table source needs table, column and unit; unit missing")
+    if spec.kind == "predictor" and not Path(spec.predictor).is_file() and shipped_predictor(spec.predictor) is None:
+        raise NasError(f"{at}.predictor: {spec.predictor} does not exist, as a path or as a shipped predictor "
+                       "(predictors/DEVICE/NAME)")
 
 
 def _check_analytic(name: str, dev: Device, at: str) -> None:

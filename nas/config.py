@@ -6,10 +6,13 @@ always reads the same way: one line, the dotted key, the closest known key for a
 """
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, ValidationInfo, model_validator
 
 from nas.errors import ConfigError, closest, unknown_key
 
@@ -87,3 +90,35 @@ def first_error(exc: ValidationError) -> str:
         text = msg[0].lower() + msg[1:]
     hint = " (true or false)" if kind == "bool_type" else ""
     return f"{loc}: {text}, got {got!r}{hint}" if loc else f"{text}, got {got!r}{hint}"
+
+
+def expand_path(value: str) -> str:
+    """~ and $VARIABLES in a path; an unset variable is an error, not a literal '$' path."""
+    text = os.path.expandvars(os.path.expanduser(value))
+    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text)
+    if unset:
+        raise ValueError(f"{value}: environment variable {unset[0]} is not set")
+    return text
+
+
+def locate_path(value: str, info: ValidationInfo) -> Path:
+    """A path as given: from the working folder if it exists there, else from the folder
+    named `base` in the validation context (the config file's folder); a context
+    `relative_to` folder (a step's, for files it wrote) is the only place looked in."""
+    path = Path(expand_path(value))
+    context = info.context or {}
+    if context.get("relative_to") is not None and not path.is_absolute():
+        return (Path(context["relative_to"]) / path).resolve()
+    base = context.get("base")
+    if not path.is_absolute() and not path.exists() and base is not None:
+        path = Path(base) / path
+    return path.resolve()
+
+
+def existing_path(value: str, info: ValidationInfo) -> str:
+    """An existing file or folder as an absolute path (see locate_path)."""
+    path = locate_path(value, info)
+    if not path.exists():
+        base = (info.context or {}).get("base")
+        raise ValueError(f"{value} does not exist" + (f" (looked in . and {base})" if base is not None else ""))
+    return str(path)

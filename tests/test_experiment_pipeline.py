@@ -115,7 +115,7 @@ def killed_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     def in_profile() -> bool:
         run = run_dir()
         lut = run / "profile" / "luts" / "local-cpu" / "tiny_mbconv.csv" if run else None
-        return bool(lut and lut.with_suffix(".json").is_file() and lut_rows(lut))
+        return bool(lut and lut.with_suffix(".json").is_file() and lut.is_file() and lut_rows(lut))
 
     run_until(cwd, config, in_profile, "the first LUT chunk")
     run = only_run(cwd)
@@ -204,6 +204,35 @@ def test_the_exported_model_runs_the_same_in_onnxruntime_and_pytorch(killed_run:
     with torch.no_grad():
         want = model(torch.from_numpy(x)).numpy()
     assert got.shape == (2, 10) and np.abs(got - want).max() <= 1e-4
+
+
+def test_the_card_and_the_report_check_every_budget_of_the_run_from_the_search_sources(killed_run: dict) -> None:
+    """pi4-ort has no LUT of its own: its latency is local-cpu's LUT (a stand-in) and its
+    energy the analytic estimate over it. The card re-checks that budget, and every other
+    one the search ran under, with the search's own sources: the same values, met or not."""
+    import html
+
+    run = killed_run["run"]
+    card = json.loads((run / "export" / "model" / "card.json").read_text())
+    summary = json.loads((run / "search" / "summary.json").read_text())
+    assert [b["budget"] for b in card["budgets"]] == summary["problem"]["constraints"] == TINY["budgets"]
+    searched = summary["best"]["metrics"]
+    for row in card["budgets"]:
+        assert row["met"] is True, row  # the best feasible arch meets every budget it was searched under
+        assert row["value"] == pytest.approx(searched[row["metric"]], rel=1e-12), row
+    energy = next(b for b in card["budgets"] if b["metric"] == "energy@pi4-ort")
+    assert energy["unit"] == "mJ" and "stand-in: latency@local-cpu" in energy["source"]
+    assert card["sources"]["latency@pi4-ort"] == {"like": "local-cpu"} and card["sources"]["energy@pi4-ort"] == \
+        {"analytic": True}
+    predicted = [p for p in card["predictions"] if p["device"] == "pi4-ort"]
+    assert {p["metric"] for p in predicted} == {"latency", "energy"}
+    assert not [s for s in card["skipped"] if s.get("device") == "pi4-ort"]
+    markdown = (run / "export" / "model" / "MODEL_CARD.md").read_text()
+    report = (run / "report.html").read_text()
+    section = report[report.index("Budgets on the card"):]
+    for budget in TINY["budgets"]:
+        assert f"| `{budget}` |" in markdown and html.escape(budget) in section
+    assert markdown.count("| yes |") == len(TINY["budgets"]) and section.count("<td>met</td>") == len(TINY["budgets"])
 
 
 def test_a_finished_config_reruns_from_the_cache_and_from_step_recomputes(killed_run: dict) -> None:
@@ -328,5 +357,9 @@ def test_the_quickstart_finishes_within_ten_minutes_with_a_report(tmp_path: Path
     assert summary["best"]["metrics"]["accuracy"] >= 0.9  # the digits, learned
     card = json.loads((run / "export" / "model" / "card.json").read_text())
     assert card["onnx"]["max_abs_diff"] <= card["onnx"]["tolerance"]
+    # every budget of the run on the card, met or not, the stand-in device's energy included
+    assert [b["budget"] for b in card["budgets"]] == summary["problem"]["constraints"]
+    assert "energy@pi4-ort" in [b["metric"] for b in card["budgets"]]
+    assert all(b["met"] in (True, False) for b in card["budgets"])
     dom = headless(chromium, "--dump-dom", (run / "report.html").as_uri(), cwd=tmp_path)
     assert run.name in dom.stdout and summary["best"]["arch_id"] in dom.stdout

@@ -18,6 +18,7 @@ from nas.export.bundle import ARCH_FILE, CARD_FILE, ONNX_FILE, WEIGHTS_FILE, fil
 from nas.export.weights import fresh_model
 from nas.hardware.measure import Protocol
 from nas.space import load_space
+from tests.search_helpers import local_cpu_lut  # noqa: F401  (a fixture)
 
 torch.set_num_threads(1)
 
@@ -123,6 +124,55 @@ def test_budget_checks_follow_the_values() -> None:
     assert [r["met"] for r in check_budgets({"accuracy": "81 %", "params": "2K"}, metrics)] == [False, True]
     with pytest.raises(NasError, match="does not measure time"):
         check_budgets({"latency@dev": "5 MiB"}, metrics)
+
+
+def stand_in_sources(lut: Path) -> dict:
+    """The quickstart's sources: local-cpu's LUT, pi4-ort's latency standing in from it, its energy estimated."""
+    return {"latency@local-cpu": {"lut": str(lut)}, "latency@pi4-ort": {"like": "local-cpu"},
+            "energy@pi4-ort": {"analytic": True}}
+
+
+def test_budgets_are_checked_with_the_sources_the_arch_was_searched_under(tmp_path, local_cpu_lut) -> None:  # noqa: F811
+    """A stand-in device with an energy budget: the card gives it a value from the same
+    sources (the search's resolver), met or not met, and predicts that device instead of skipping it."""
+    from nas.sources import resolve_metrics
+
+    space = load_space("tiny_mbconv")
+    arch = space.extreme(False)
+    sources = stand_in_sources(local_cpu_lut)
+    budgets = ["latency@local-cpu <= 1 s", "energy@pi4-ort <= 1 uJ", "params <= 1M"]
+    out = export_arch(space, arch, tmp_path / "out", budgets=budgets, latency_protocol=None, sources=sources)
+    card = read_card(out)
+    searched = resolve_metrics(space, [b.split()[0] for b in budgets], sources)
+    assert [b["met"] for b in card["budgets"]] == [True, False, True]
+    for row in card["budgets"]:
+        assert row["value"] == searched[row["metric"]].model.predict([arch])[0] and row["unit"] == searched[row["metric"]].unit
+    assert "stand-in: latency@local-cpu" in card["budgets"][1]["source"]
+    assert card["sources"] == sources
+    pi4 = {p["metric"]: p for p in card["predictions"] if p["device"] == "pi4-ort"}
+    assert pi4["latency"]["source"]["from_device"] == "local-cpu" and pi4["energy"]["estimate"]
+    assert pi4["energy"]["value"] == card["budgets"][1]["value"]
+    assert not [s for s in card["skipped"] if s.get("device") == "pi4-ort"]
+    markdown = (out / "MODEL_CARD.md").read_text()
+    assert "| `energy@pi4-ort <= 1 uJ` |" in markdown and "| **no** |" in markdown and "stand-in" in markdown
+
+
+def test_cli_export_checks_budgets_with_a_search_configs_sources(capsys, tmp_path, local_cpu_lut) -> None:  # noqa: F811
+    config = tmp_path / "search.yaml"
+    lut = tmp_path / "luts" / local_cpu_lut.name
+    lut.parent.mkdir()
+    for src in (local_cpu_lut, local_cpu_lut.with_suffix(".json")):
+        shutil.copyfile(src, lut.parent / src.name)
+    sources = {**stand_in_sources(Path("luts") / lut.name)}
+    config.write_text(json.dumps({"space": "tiny_mbconv", "objectives": ["min params"], "sources": sources}))
+    code, out, _ = run(capsys, "export", "--space", "tiny_mbconv", "--arch", "min", "-o", tmp_path / "cli",
+                       "--no-measure", "--sources", config, "--budgets", '["energy@pi4-ort <= 1 J"]', "--json")
+    card = json.loads(out)
+    assert code == 0 and card["budgets"][0]["met"] is True and card["budgets"][0]["unit"] == "mJ"
+    code, _, err = run(capsys, "export", "--space", "tiny_mbconv", "--arch", "min", "-o", tmp_path / "bad",
+                       "--no-measure", "--sources", '{"latency@local-cpu": {"lutt": "x.csv"}}')
+    assert code == 2 and err.count("\n") == 1 and "sources.latency@local-cpu: unknown key 'lutt'" in err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_nb201_card_names_predictor_files_with_their_metadata(tmp_path) -> None:

@@ -14,7 +14,7 @@ from nas.search.config import config_from_dict, load_search_config
 from nas.search.objectives import parse_constraint, parse_objective
 from nas.search.problem import Problem, best_value
 from nas.search.run import run_search
-from nas.search.sources import Metric, resolve_metrics
+from nas.sources import Metric, resolve_metrics
 from nas.search.units import format_quantity, parse_quantity
 from nas.space import load_space
 from tests.search_helpers import local_cpu_lut  # noqa: F401  (a fixture)
@@ -259,8 +259,8 @@ def test_hypervolume_reference_from_the_config(tmp_path):
 def test_shipped_predictors_serve_devices_without_a_profile():
     """latency@edgegpu and energy@edgegpu resolve to the shipped predictors (no device
     profile exists for the public tables' devices); `{predictor: NAME}` names a shipped file."""
+    from nas import catalog
     from nas.predictors.predictor import Predictor
-    from nas.search.sources import predictors_dir
 
     space = load_space("nb201")
     metrics = resolve_metrics(space, ["latency@edgegpu", "energy@edgegpu", "acc"],
@@ -269,7 +269,7 @@ def test_shipped_predictors_serve_devices_without_a_profile():
     for name, file in (("latency@edgegpu", "edgegpu/nb201_latency.npz"), ("energy@edgegpu", "edgegpu/nb201_energy.npz"),
                        ("acc", "accuracy/nb201_cifar10.npz")):
         assert not metrics[name].queried
-        assert np.array_equal(metrics[name].model.predict(codes), Predictor.load(predictors_dir() / file).predict(codes))
+        assert np.array_equal(metrics[name].model.predict(codes), Predictor.load(catalog.find_predictor(file)).predict(codes))
     assert (metrics["latency@edgegpu"].unit, metrics["energy@edgegpu"].unit) == ("ms", "mJ")
     with pytest.raises(NasError, match="predictor edgegpu/nb201_latncy does not exist.*shipped for nb201: .*"
                                        "edgegpu/nb201_latency"):
@@ -328,3 +328,55 @@ def test_a_searchs_trials_and_front_as_dataframes_are_its_csv_files(tmp_path):
     assert front["arch_id"].tolist() == ids and front["front"].all() and front["feasible"].all()
     best = trials[trials.feasible].sort_values("proxy", ascending=False).iloc[0]
     assert best["arch_id"] == result.problem.space.decode(result.codes[result.best()]).arch_id
+
+
+def test_stand_ins_and_analytic_energy_resolve_through_the_source_they_name(local_cpu_lut):  # noqa: F811
+    """{like: DEVICE} is that device's source for the metric (the same cost model);
+    {analytic: true}, and energy@DEVICE by name, are the power model over latency@DEVICE
+    as the config resolves it."""
+    from nas.hardware.devices import load_device
+    from nas.hardware.energy import AnalyticEnergy
+    from nas.hardware.lut import LUT, LUTCost
+
+    space = load_space("tiny_mbconv")
+    sources = {"latency@local-cpu": {"lut": str(local_cpu_lut)}, "latency@pi4-ort": {"like": "local-cpu"},
+               "energy@pi4-ort": {"analytic": True}}
+    metrics = resolve_metrics(space, ["latency@pi4-ort", "energy@pi4-ort", "energy@local-cpu"], sources)
+    from nas.sources import Resolver
+
+    resolver = Resolver(space, sources)
+    assert resolver.model("latency@pi4-ort") is resolver.model("latency@local-cpu")  # one model, not a copy
+    codes = space.sample_codes(0, 300)
+    lut = LUTCost(LUT.load(local_cpu_lut), space, device=load_device("local-cpu"))
+    assert np.array_equal(metrics["latency@pi4-ort"].model.predict(codes), lut.predict(codes))
+    for device in ("pi4-ort", "local-cpu"):
+        want = AnalyticEnergy(space, load_device(device), lut).predict(codes)
+        assert np.array_equal(metrics[f"energy@{device}"].model.predict(codes), want)
+        assert not metrics[f"energy@{device}"].queried and metrics[f"energy@{device}"].unit == "mJ"
+    assert metrics["energy@pi4-ort"].model.device.name == "pi4-ort"
+    with pytest.raises(NasError, match="latency@pi4-ort -> latency@local-cpu -> latency@pi4-ort stand in for each other"):
+        resolve_metrics(space, ["latency@pi4-ort"], {"latency@pi4-ort": {"like": "local-cpu"},
+                                                     "latency@local-cpu": {"like": "pi4-ort"}})
+    with pytest.raises(NasError, match="an analytic source serves energy@DEVICE, not 'latency@pi4-ort'"):
+        resolve_metrics(space, ["latency@pi4-ort"], {"latency@pi4-ort": {"analytic": True}})
+
+
+def test_a_serialized_source_reads_back_as_the_same_source(tmp_path, local_cpu_lut):  # noqa: F811
+    """The union's serialized form (sources.json, search.yaml, card.json) is read back by
+    the same models; relative paths are read from the folder of the step that wrote them."""
+    from nas.errors import ConfigError
+    from nas.sources import LutSource, read_source
+
+    specs = [{"counter": "params", "queried": True}, {"lut": str(local_cpu_lut), "allow_mismatch": True},
+             {"table": str(local_cpu_lut), "column": "median", "unit": "ms"}, {"predictor": "edgegpu/nb201_latency"},
+             {"analytic": True}, {"like": "local-cpu"}, {"supernet": str(tmp_path), "split": "test", "calib_images": 8}]
+    for spec in specs:
+        source = read_source(spec, "t")
+        assert source.to_dict() == spec and read_source(source.to_dict(), "t") == source
+    step = local_cpu_lut.parent
+    source = read_source({"lut": local_cpu_lut.name}, "step.json", relative_to=step)
+    assert isinstance(source, LutSource) and source.lut == str(local_cpu_lut.resolve())
+    with pytest.raises(ConfigError, match=r"^step.json: sources.x: lut: nope.csv does not exist"):
+        read_source({"lut": "nope.csv"}, "step.json: sources.x", relative_to=step)
+    with pytest.raises(ConfigError, match="give exactly one source kind of .*; got lut, like"):
+        read_source({"lut": str(local_cpu_lut), "like": "local-cpu"}, "t")

@@ -50,14 +50,16 @@ def file_digest(path: str | os.PathLike) -> str:
 
 @cache
 def code_digest(folders: tuple[str, ...]) -> str:
-    """Hash of the Python sources of the given subpackages (nas/space, ...), read from where
-    the running package is installed (a checkout or site-packages), each file named by its
-    path from the package's parent (nas/space/arch.py) so the hash does not depend on where."""
+    """Hash of the Python sources of the given subpackages (nas/space, ...) or modules
+    (nas/sources.py), read from where the running package is installed (a checkout or
+    site-packages), each file named by its path from the package's parent (nas/space/arch.py)
+    so the hash does not depend on where."""
     h = hashlib.sha256()
-    for folder in folders:
-        root = package_dir(folder.replace("/", "."))
-        for f in sorted(root.rglob("*.py")):
-            h.update(f"{folder}/{f.relative_to(root).as_posix()}".encode() + b"\0" + f.read_bytes() + b"\0")
+    for entry in folders:
+        package, _, module = entry.rpartition("/") if entry.endswith(".py") else (entry, "", "")
+        root = package_dir(package.replace("/", "."))
+        for f in [root / module] if module else sorted(root.rglob("*.py")):
+            h.update(f"{package}/{f.relative_to(root).as_posix()}".encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 

@@ -19,7 +19,7 @@ def plan_lines(exp: Experiment, config: Path) -> list[str]:
         lines.append(f"  train    supernet, {exp.train.epochs} epochs, accuracy on the "
                      f"{exp.accuracy.supernet.split} split")
     else:
-        source = exp.accuracy.table or exp.accuracy.predictor
+        source = getattr(exp.accuracy, exp.accuracy.kind)
         lines.append(f"  train    skipped (accuracy from {source})")
     s = exp.search
     lines.append(f"  search   {s.controller.name}, {s.budget} queries" + (f", {s.workers} workers" if s.workers > 1 else "")

@@ -169,11 +169,11 @@ def _export(export: dict[str, Any] | None) -> str:
               ((p.get("source") or {}).get("kind") or "") + (" (estimate)" if p.get("estimate") else "")]
              for p in predictions])
     budgets = card.get("budgets") or []
-    if budgets:
+    if budgets:  # every budget the search ran under, re-checked from the search's own sources
         out += "<h3>Budgets on the card</h3>" + _table(
-            ["budget", "value", "met"],
-            [[b.get("budget"), _num(b.get("value")), {True: "yes", False: "NO"}.get(b.get("met"), b.get("reason", "?"))]
-             for b in budgets])
+            ["budget", "value", "unit", "met", "source"],
+            [[b.get("budget"), _num(b.get("value")), _unit(b), {True: "met", False: "NOT met"}.get(b.get("met"), "unknown"),
+              b.get("source") or b.get("reason", "")] for b in budgets])
     return out + f"<details><summary>card.json</summary><pre>{_e(json.dumps(card, indent=2))}</pre></details>"
 
 

@@ -166,10 +166,9 @@ class Pipeline:
             return {"summary": search_step.run(exp, self.space, folder, sources, self.run.id, self.progress)}
         summary = _finished(path / "search")["result"]["summary"]
         profiled = _finished(path / "profile")["result"]["sources"]
-        luts = {metric.split("@", 1)[1]: path / "profile" / spec["lut"] for metric, spec in profiled.items()
-                if metric.startswith("latency@") and "lut" in spec}  # own LUTs only, not stand-ins
-        return export_step.run(exp, self.space, folder, summary, path / "train" if exp.uses_supernet else None,
-                               self.run.id, luts)
+        train = path / "train" if exp.uses_supernet else None
+        sources = search_step.search_sources(exp, profiled, path / "profile", train)  # what the search ran under
+        return export_step.run(exp, self.space, folder, summary, train, self.run.id, sources)
 
 
 def _space_file(space: str) -> str:

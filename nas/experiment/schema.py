@@ -17,7 +17,9 @@
     search: {controller: {name: evolution, population: 16}, budget: 40}   # a nas.search controller's settings
     export: {arch: best, onnx: true}       # or false
 
-Every mistake is one line naming the key: unknown keys with the closest valid one,
+Device and accuracy sources are the cost-source union of nas.sources (one model per
+kind), the same models a search config's `sources:` uses. Every mistake is one line
+naming the key: unknown keys with the closest valid one,
 wrong types, files that do not exist, unknown devices and spaces, budgets without a
 unit or in a unit of the wrong kind. The training, dataset and controller sections are
 the models of the packages that run them (nas.supernet.config, nas.search.config), so
@@ -28,14 +30,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import (
     Field,
-    NonNegativeInt,
     PositiveInt,
     ValidationError,
     ValidationInfo,
@@ -43,9 +43,16 @@ from pydantic import (
     model_validator,
 )
 
-from nas.config import Section, first_error, validate
+from nas.config import Section, expand_path, first_error, locate_path, validate
 from nas.errors import NasError, closest, unknown_key
 from nas.search.config import ControllerSpec, default_controller
+from nas.sources import (
+    AccuracySource,
+    EnergySource,
+    LatencySource,
+    SupernetSettings,
+    TrainedSupernetSource,
+)
 from nas.supernet.config import DataConfig, TrainSettings
 
 STEPS = ("profile", "train", "search", "export")
@@ -56,165 +63,9 @@ METRIC_DIMENSIONS = {"latency": "time", "energy": "energy", "weight_bytes": "byt
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def _expand(value: str) -> str:
-    """~ and $VARIABLES in a path; an unset variable is an error, not a literal '$' path."""
-    text = os.path.expandvars(os.path.expanduser(value))
-    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text)
-    if unset:
-        raise ValueError(f"{value}: environment variable {unset[0]} is not set")
-    return text
-
-
-def _locate(value: str, info: ValidationInfo) -> Path:
-    """A path as given: from the working folder if it exists there, else from the config's folder."""
-    path = Path(_expand(value))
-    base = (info.context or {}).get("base")
-    if not path.is_absolute() and not path.exists() and base is not None:
-        path = Path(base) / path
-    return path.resolve()
-
-
-def _existing_path(value: str, info: ValidationInfo) -> str:
-    """An existing file or folder as an absolute path."""
-    path = _locate(value, info)
-    if not path.exists():
-        base = (info.context or {}).get("base")
-        raise ValueError(f"{value} does not exist" + (f" (looked in . and {base})" if base is not None else ""))
-    return str(path)
-
-
-class Profile(Section):
-    """Profile a LUT on this machine (nas.hardware.profiling.build_lut)."""
-
-    warmup: NonNegativeInt = 10
-    repeats: PositiveInt = 60
-    rounds: PositiveInt = 6
-    passes: PositiveInt = 3
-    calibrate: NonNegativeInt = 30
-    resolution: list[int] | None = None
-
-
-class Kit(Section):
-    """A device profiled through `hwnas lut kit`: the run writes the kit and waits for its results file."""
-
-    results: str
-    resolution: list[int] | None = None
-    batch: int = 1
-
-    @field_validator("results")
-    @classmethod
-    def _results(cls, value: str, info: ValidationInfo) -> str:
-        """Where the results will be (they may not exist yet: the run writes the kit first)."""
-        return str(_locate(value, info))
-
-
-class TableColumns(Section):
-    """A source that may be a column of a per-arch table (a public benchmark or your own
-    measurements): `table: FILE, column: NAME, unit: UNIT` side by side."""
-
-    table: str | None = None
-    column: str | None = None
-    unit: str | None = None
-
-    _table = field_validator("table")(lambda v, info: None if v is None else _existing_path(v, info))
-
-    @model_validator(mode="after")
-    def _table_complete(self) -> TableColumns:
-        given = [k for k in ("table", "column", "unit") if getattr(self, k) is not None]
-        if given and len(given) < 3:
-            missing = [k for k in ("table", "column", "unit") if k not in given]
-            raise ValueError(f"a table source needs table, column and unit; {', '.join(missing)} missing")
-        return self
-
-    def table_source(self) -> dict[str, str]:
-        return {"table": self.table, "column": self.column, "unit": self.unit}
-
-
-class Latency(TableColumns):
-    """Exactly one latency source of a device."""
-
-    profile: Profile | None = None
-    lut: str | None = None
-    kit: Kit | None = None
-    like: str | None = None
-    predictor: str | None = None
-    allow_mismatch: bool = False        # use a LUT (given or imported) measured with other settings
-
-    _files = field_validator("lut", "predictor")(lambda v, info: None if v is None else _existing_path(v, info))
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, data: Any) -> Any:
-        return {"profile": {}} if data == "profile" else data
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Latency:
-        kinds = [k for k in ("profile", "lut", "kit", "like", "predictor", "table") if getattr(self, k) is not None]
-        if len(kinds) != 1:
-            raise ValueError("give exactly one latency source of profile, lut, kit, like, predictor, table"
-                             + (f"; got {', '.join(kinds)}" if kinds else ""))
-        return self
-
-    @property
-    def kind(self) -> str:
-        return next(k for k in ("profile", "lut", "kit", "like", "predictor", "table") if getattr(self, k) is not None)
-
-    @property
-    def is_lut(self) -> bool:
-        """A per-block LUT (what the analytic energy model and LUT scoring need)."""
-        return self.kind in ("profile", "lut", "kit", "like")
-
-
-class Energy(TableColumns):
-    """Exactly one energy source: the device's analytic power model, a predictor or a table."""
-
-    analytic: bool = False
-    predictor: str | None = None
-
-    _files = field_validator("predictor")(lambda v, info: None if v is None else _existing_path(v, info))
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, data: Any) -> Any:
-        return {"analytic": True} if data == "analytic" else data
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Energy:
-        kinds = [k for k in ("analytic", "predictor", "table") if getattr(self, k)]
-        if len(kinds) != 1:
-            raise ValueError("give exactly one energy source: analytic, predictor or table"
-                             + (f"; got {', '.join(kinds)}" if kinds else ""))
-        return self
-
-    @property
-    def kind(self) -> str:
-        return next(k for k in ("analytic", "predictor", "table") if getattr(self, k))
-
-
 class Device(Section):
-    latency: Latency | None = None
-    energy: Energy | None = None
-
-
-class SupernetAccuracy(Section):
-    split: Literal["val", "test"] = "val"
-    calib_images: int | None = None
-
-
-class Accuracy(TableColumns):
-    """Where accuracy comes from: the supernet the train step trains (default), a table or a predictor."""
-
-    supernet: SupernetAccuracy | None = None
-    predictor: str | None = None
-
-    _files = field_validator("predictor")(lambda v, info: None if v is None else _existing_path(v, info))
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Accuracy:
-        kinds = [k for k in ("supernet", "table", "predictor") if getattr(self, k) is not None]
-        if len(kinds) != 1:
-            raise ValueError("give exactly one accuracy source of supernet, table, predictor")
-        return self
+    latency: LatencySource | None = None
+    energy: EnergySource | None = None
 
 
 class Search(Section):
@@ -233,7 +84,7 @@ class Search(Section):
     def _storage(cls, value: str | None) -> str | None:
         """Kept as written ($VARIABLES unexpanded, so no password lands in run files); checked here."""
         if value is not None:
-            _expand(value)
+            expand_path(value)
         return value
 
     @model_validator(mode="after")
@@ -263,7 +114,7 @@ class Experiment(Section):
     devices: dict[str, Device] = {}
     objectives: list[str | dict[str, str]] = ["max accuracy"]
     budgets: list[str] = []
-    accuracy: Accuracy = Accuracy(supernet=SupernetAccuracy())
+    accuracy: AccuracySource = TrainedSupernetSource(supernet=SupernetSettings())
     train: TrainSettings | None = None
     search: Search = Field(default_factory=Search)
     export: Export | None = Export()
@@ -285,7 +136,7 @@ class Experiment(Section):
             from nas.data import LAYOUTS
             from nas.data.sources import check_source
 
-            path = _locate(source, info)
+            path = locate_path(source, info)
             if not path.exists():
                 raise ValueError(f"source: {source} does not exist; a dataset is {LAYOUTS}")
             try:
@@ -307,7 +158,7 @@ class Experiment(Section):
 
     @property
     def uses_supernet(self) -> bool:
-        return self.accuracy.supernet is not None
+        return self.accuracy.kind == "supernet"
 
     @field_validator("threads")
     @classmethod
@@ -363,38 +214,57 @@ def resolved_space(exp: Experiment, base: Path | None) -> str:
     return text
 
 
+LUT_KINDS = ("profile", "lut", "kit", "like")  # latency sources that are a per-block LUT
+
+
 def _check_devices(exp: Experiment, where: str) -> None:
     from nas.hardware.devices import device_names
 
     profiles = device_names()
     for name, dev in exp.devices.items():
         at = f"{where}: devices.{name}"
-        if dev.latency is None and dev.energy is None:
+        lat, energy = dev.latency, dev.energy
+        if lat is None and energy is None:
             raise NasError(f"{at}: give a latency and/or an energy source")
-        needs_profile = (dev.latency is not None and dev.latency.kind in ("profile", "kit", "lut", "like")) or \
-            (dev.energy is not None and dev.energy.kind == "analytic")
+        needs_profile = (lat is not None and lat.kind in LUT_KINDS) or (energy is not None and energy.kind == "analytic")
         if needs_profile and name not in profiles:
             raise NasError(f"{at}: no device profile {name!r}{closest(name, profiles)} for a LUT or an energy model; "
                            f"known: {', '.join(profiles)} (latency_luts/<device>/device.yaml)")
-        if dev.latency is not None and dev.latency.kind == "like":
-            other = exp.devices.get(dev.latency.like)
-            if other is None or other.latency is None or not other.latency.is_lut or other.latency.kind == "like":
-                lut_devices = [n for n, d in exp.devices.items()
-                               if d.latency is not None and d.latency.is_lut and d.latency.kind != "like"]
-                raise NasError(f"{at}.latency.like: {dev.latency.like!r} is not a device of this experiment with its "
-                               f"own LUT{closest(dev.latency.like, lut_devices)}; those are: {', '.join(lut_devices) or 'none'}")
-        if dev.energy is not None and dev.energy.kind == "analytic":
+        if lat is not None and lat.kind == "like":
+            other = exp.devices.get(lat.like)
+            if other is None or other.latency is None or other.latency.kind not in LUT_KINDS[:3]:
+                lut_devices = [n for n, d in exp.devices.items() if d.latency is not None and d.latency.kind in LUT_KINDS[:3]]
+                raise NasError(f"{at}.latency.like: {lat.like!r} is not a device of this experiment with its "
+                               f"own LUT{closest(lat.like, lut_devices)}; those are: {', '.join(lut_devices) or 'none'}")
+        if energy is not None and energy.kind == "analytic":
             _check_analytic(name, dev, at)
-        if dev.latency is not None and dev.latency.kind == "profile" and not _is_local(name):
+        if lat is not None and lat.kind == "profile" and not _is_local(name):
             raise NasError(f"{at}.latency: only this machine's profile (detect: true, like local-cpu) can be "
                            "profiled here; profile a remote device with 'kit: {results: FILE}'")
+        for metric, spec in (("latency", lat), ("energy", energy)):
+            _check_file_source(spec, f"{at}.{metric}")
+    _check_file_source(exp.accuracy, f"{where}: accuracy")
+
+
+def _check_file_source(spec: Any, at: str) -> None:
+    """A table names its unit here (budgets are written in units); a predictor is a file,
+    or a shipped one by name (checked against the space by the search)."""
+    from nas.sources import shipped_predictor
+
+    if spec is None:
+        return
+    if spec.kind == "table" and "unit" not in spec.model_fields_set:
+        raise NasError(f"{at}: a table source needs table, column and unit; unit missing")
+    if spec.kind == "predictor" and not Path(spec.predictor).is_file() and shipped_predictor(spec.predictor) is None:
+        raise NasError(f"{at}.predictor: {spec.predictor} does not exist, as a path or as a shipped predictor "
+                       "(predictors/DEVICE/NAME)")
 
 
 def _check_analytic(name: str, dev: Device, at: str) -> None:
-    """The analytic energy estimate needs the device's latency LUT and its power model."""
+    """The analytic estimate needs the device's latency LUT and its power model."""
     from nas.hardware.devices import POWER_KEYS, load_device
 
-    if dev.latency is None or not dev.latency.is_lut:
+    if dev.latency is None or dev.latency.kind not in LUT_KINDS:
         raise NasError(f"{at}.energy: the analytic estimate needs a latency LUT of the device "
                        "(latency: profile, lut, kit or like)")
     missing = [k for k in POWER_KEYS if k not in load_device(name).power]

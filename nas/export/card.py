@@ -18,8 +18,6 @@ from nas.errors import NasError
 from nas.export.bundle import CARD_FILE, CARD_MD, read_json
 
 SCHEMA = "hwnas.model-card/1"
-COUNTERS = {"params": ("params", "count"), "macs": ("macs", "count"), "weight_bytes": ("weight_bytes", "bytes"),
-            "peak_memory": ("peak_activation_bytes", "bytes")}
 
 
 CARD_LIBRARIES = ("hwnas", "python", "torch", "onnx", "onnxruntime", "safetensors", "numpy")
@@ -29,21 +27,14 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def card_metrics(card: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The card's figures under the search's metric names (params, macs, weight_bytes,
-    peak_memory, latency@DEVICE, energy@DEVICE, accuracy): the first prediction per
-    device and metric, the latency measured here where nothing predicts it."""
+def measured_figures(card: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """What the card measured itself, under the search's metric names: the latency on this
+    machine and the accuracy inherited from the supernet (budgets fall back to these)."""
     out: dict[str, dict[str, Any]] = {}
-    for name, (key, unit) in COUNTERS.items():
-        out[name] = {"value": card["costs"][key], "unit": unit, "source": "exact counter"}
-    for p in card["predictions"]:
-        if p["device"] and p["metric"] in ("latency", "energy"):
-            kind = p["source"]["kind"]
-            out.setdefault(f"{p['metric']}@{p['device']}", {"value": p["value"], "unit": p["unit"], "source": kind})
     measured = card.get("measured_latency")
     if measured:
-        out.setdefault(f"latency@{measured['device']}", {"value": measured["median_ms"], "unit": "ms",
-                                                         "source": "measured at export"})
+        out[f"latency@{measured['device']}"] = {"value": measured["median_ms"], "unit": "ms",
+                                                "source": "measured at export"}
     accuracy = card.get("accuracy")
     if accuracy:
         out["accuracy"] = {"value": accuracy["value"], "unit": "fraction", "source": accuracy["source"]}
@@ -110,18 +101,18 @@ def render(card: Mapping[str, Any]) -> str:
             over = "measured" if src["latency_source"]["source"].startswith("measured") else "LUT"
             label = f"ESTIMATE: analytic power model over the {over} latency"
         else:
-            label = f"{src['kind']} `{src['file']}`"
+            label = f"{src['kind']} `{src['file']}`" + (f" (stand-in: {src['from_device']}'s)" if src.get("from_device") else "")
         lines.append(f"| {p['device'] or '-'} | {p['metric']} | {p['value']:.4g} {p['unit']} | {label} |")
     if card.get("skipped"):
         lines += ["", "Not predicted: " + "; ".join(
             f"{s.get('device') or s.get('source')} {s.get('metric', '')}: {s['reason']}".replace("  ", " ")
             for s in card["skipped"])]
     if card.get("budgets"):
-        lines += ["", "## Budgets", "", "| budget | value | met |", "|---|---:|---|"]
+        lines += ["", "## Budgets", "", "| budget | value | met | source |", "|---|---:|---|---|"]
         for b in card["budgets"]:
             value = _num(b["value"], b["unit"]) if "value" in b else "-"
             met = {True: "yes", False: "**no**", None: "unknown"}[b["met"]]
-            lines.append(f"| `{b['budget']}` | {value} | {met} |")
+            lines.append(f"| `{b['budget']}` | {value} | {met} | {b.get('source') or b.get('reason', '')} |")
     p = card["provenance"]
     lines += ["", "## Provenance", "", f"- search run: {p.get('search_run') or '-'}",
               f"- seeds: {json.dumps(p.get('seeds', {}), sort_keys=True)}",

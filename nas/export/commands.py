@@ -22,6 +22,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("-o", "--out", type=Path, required=True, metavar="OUT", help="export folder")
     p.add_argument("--budgets", help="budgets to check on the card: a JSON/YAML file or inline JSON, a mapping "
                                      "{metric: bound} or a list like [\"latency@local-cpu <= 5 ms\"]")
+    p.add_argument("--sources", help="cost sources the budgets are checked with, as a search config names them: a "
+                                     "search config (its sources:), a JSON/YAML file or inline JSON {metric: source} "
+                                     "(default: the names hwnas knows: counters, device LUTs, shipped predictors)")
     p.add_argument("--search-run", help="id of the search run that found the arch (recorded in the card)")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed without a supernet (default 0)")
     p.add_argument("--split", choices=("val", "test"), default="val", help="split the supernet accuracy is on")
@@ -47,21 +50,35 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.set_defaults(run=_finetune)
 
 
-def read_budgets(text: str | None):
-    """--budgets: inline JSON, or a JSON/YAML file."""
+def read_budgets(text: str | None, flag: str = "--budgets"):
+    """--budgets (or another flag's value): inline JSON, or a JSON/YAML file."""
     if text is None:
         return None
     if text.strip().startswith(("{", "[")):
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
-            raise NasError(f"--budgets is not valid JSON ({exc.msg})") from None
+            raise NasError(f"{flag} is not valid JSON ({exc.msg})") from None
     path = Path(text)
     if not path.is_file():
-        raise NasError(f"--budgets {text!r} is neither inline JSON nor an existing file")
+        raise NasError(f"{flag} {text!r} is neither inline JSON nor an existing file")
     from nas.space.registry import read_yaml
 
     return read_yaml(path)  # YAML reads JSON too
+
+
+def read_sources(text: str | None) -> tuple[dict | None, Path | None]:
+    """--sources: (the mapping of metric -> source, the folder relative paths are read from);
+    a search config gives its `sources:` and its own folder, as `hwnas search` reads them."""
+    data = read_budgets(text, "--sources")
+    if data is None:
+        return None, None
+    if not isinstance(data, dict):
+        raise NasError("--sources must map metric names to sources, like {\"latency@local-cpu\": {\"lut\": \"FILE\"}}")
+    base = Path(text).resolve().parent if Path(text).is_file() else None
+    if "objectives" in data:  # a search config
+        data = data.get("sources") or {}
+    return data, base
 
 
 def _export(args: argparse.Namespace) -> Result:
@@ -70,9 +87,11 @@ def _export(args: argparse.Namespace) -> Result:
 
     set_torch_threads(args.threads)
     budgets = read_budgets(args.budgets)
+    sources, base = read_sources(args.sources)
     out = export_arch(args.space, args.arch, args.out, args.supernet, budgets,
                       {"search_run": args.search_run} if args.search_run else None, seed=args.seed, split=args.split,
-                      latency_protocol=None if args.no_measure else DEFAULT_PROTOCOL, force=args.force)
+                      latency_protocol=None if args.no_measure else DEFAULT_PROTOCOL, force=args.force,
+                      sources=sources, base=base)
     card = read_card(out)
     c = card["costs"]
     lines = [f"{out}: {card['space']} arch {card['arch_id']}, {c['params']:,} params, {c['macs']:,} MACs; ONNX max abs "
@@ -82,8 +101,9 @@ def _export(args: argparse.Namespace) -> Result:
     if card["measured_latency"]:
         lines.append(f"  measured latency {card['measured_latency']['median_ms']:.4g} ms on "
                      f"{card['measured_latency']['device']}")
-    lines += [f"  budget {b['budget']}: {'met' if b['met'] else 'unknown' if b['met'] is None else 'NOT met'}"
-              for b in card["budgets"]]
+    for b in card["budgets"]:
+        state = "met" if b["met"] else f"unknown ({b['reason']})" if b["met"] is None else "NOT met"
+        lines.append(f"  budget {b['budget']}: {state}")
     return Result(card, "\n".join(lines))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from nas.export.budgets import Budgets, check_budgets
+from nas.export.budgets import Budgets, card_budgets
 from nas.export.bundle import (
     ARCH_FILE,
     ONNX_FILE,
@@ -20,7 +20,7 @@ from nas.export.bundle import (
     write_json,
 )
 from nas.export.card import SCHEMA as CARD_SCHEMA
-from nas.export.card import CARD_LIBRARIES, card_metrics, now, write_card
+from nas.export.card import CARD_LIBRARIES, measured_figures, now, write_card
 from nas.export.onnx_export import write_onnx
 from nas.export.weights import fresh_model, save_weights
 from nas.hardware.measure import Protocol
@@ -45,18 +45,24 @@ def export_arch(space: SearchSpace | str, arch: Arch | Mapping[str, Any] | str, 
                 supernet: Path | str | None = None, budgets: Budgets | None = None,
                 provenance: Mapping[str, Any] | None = None, *, seed: int = 0, split: str = "val",
                 latency_protocol: Protocol | None = DEFAULT_PROTOCOL, force: bool = False,
-                device: torch.device | None = None, luts: Mapping[str, Path] | None = None) -> Path:
+                device: torch.device | None = None, sources: Mapping[str, Any] | None = None,
+                base: Path | None = None) -> Path:
     """Write the export folder `out` (see nas.export.bundle) and return its path.
 
     supernet: a `hwnas supernet train` folder (or its checkpoint) to inherit weights and
     recalibrated BN statistics from and to score the arch on `split`; without one the
     weights are freshly initialised from `seed`. budgets: checked on the card (see
     nas.export.budgets). provenance: extra facts for the card, e.g. {"search_run": id,
-    "seeds": {...}}. latency_protocol None skips the local latency measurement. luts:
-    LUT files by device name for the card's predictions, in place of latency_luts/.
+    "seeds": {...}}. latency_protocol None skips the local latency measurement.
+    sources: the cost sources the arch was searched under (a search config's `sources:`,
+    nas.sources; relative paths read from `base`): the card predicts from them first and
+    checks the budgets with them.
     """
+    from nas.sources import Resolver
+
     started = time.perf_counter()
     space, arch = resolve(space, arch)
+    resolver = Resolver(space, sources, base)  # bad sources fail before any work
     layers = space.layers(arch)
     resolution = space.resolution(arch)
     input_shape = (1, space.in_channels, resolution, resolution)
@@ -86,25 +92,26 @@ def export_arch(space: SearchSpace | str, arch: Arch | Mapping[str, Any] | str, 
         for name in (WEIGHTS_FILE, ONNX_FILE):
             record_file(tmp, record, name)
         write_json(tmp / ARCH_FILE, record)
-        card = _card(space, arch, record, check.to_dict(), measured, inherited, budgets, provenance, seed, luts)
+        card = _card(space, arch, record, check.to_dict(), measured, inherited, budgets, provenance, seed, resolver)
         card["provenance"]["export_seconds"] = round(time.perf_counter() - started, 3)
         write_card(tmp, card)
     return out
 
 
-def _card(space, arch, record, onnx_check, measured, inherited, budgets, provenance, seed, luts) -> dict[str, Any]:
+def _card(space, arch, record, onnx_check, measured, inherited, budgets, provenance, seed, resolver) -> dict[str, Any]:
     from nas.export.predictions import predict_all
 
     extra = dict(provenance or {})
     seeds = {"export": seed, **(extra.pop("seeds", None) or {})}
     if inherited is not None:
         seeds["supernet"] = inherited.source["seed"]
-    found = predict_all(space, arch, measured["median_ms"] if measured else None, luts=luts)
+    found = predict_all(space, arch, measured["median_ms"] if measured else None, resolver)
     card: dict[str, Any] = {
         "schema": CARD_SCHEMA, "space": space.name, "arch_id": arch.arch_id, "arch": dict(arch),
         "input": record["input"], "classes": record["classes"], "costs": space.counts(arch),
         "onnx": {"file": ONNX_FILE, **onnx_check}, "measured_latency": measured,
         "predictions": found["predictions"], "skipped": found["skipped"],
+        "sources": resolver.serialized(),
         "accuracy": None if inherited is None else {
             "value": inherited.accuracy, "split": inherited.split,
             "source": f"supernet {inherited.source['supernet']}, BN recalibrated on "
@@ -114,6 +121,6 @@ def _card(space, arch, record, onnx_check, measured, inherited, budgets, provena
                        "weights": "inherited from supernet" if inherited else f"fresh initialisation (seed {seed})",
                        "versions": library_versions(CARD_LIBRARIES), "created": record["created"], **extra},
     }
-    card["budgets"] = check_budgets(budgets, card_metrics(card))
+    card["budgets"] = card_budgets(budgets, resolver, arch, measured_figures(card))
     return card
 

@@ -21,7 +21,7 @@ from typing import Any
 _EXPORTS = {
     "run_search": "nas.search.run", "SearchRun": "nas.search.run",
     "SearchConfig": "nas.search.config", "load_search_config": "nas.search.config",
-    "config_from_dict": "nas.search.config", "Problem": "nas.search.problem", "Metric": "nas.search.sources",
+    "config_from_dict": "nas.search.config", "Problem": "nas.search.problem", "Metric": "nas.sources",
     "search": "nas.search.runner", "SearchResult": "nas.search.runner", "SearchOutcome": "nas.search.runner",
     "register": "nas.search.controllers",
     "Ledger": "nas.search.ledger", "bench_search": "nas.search.bench",

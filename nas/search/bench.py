@@ -30,7 +30,7 @@ from nas.search.objectives import Constraint, Objective
 from nas.search.pareto import hypervolume
 from nas.search.problem import Problem, enumerate_codes
 from nas.search.runner import search
-from nas.search.sources import Metric
+from nas.sources import Metric
 from nas.space import load_space
 from nas.space.base import SearchSpace
 
@@ -200,7 +200,7 @@ def scoring_speed(space_name: str, device: str, n: int = 50_000, repeats: int = 
     from nas.bench.space import median_seconds, pin_one_core
     from nas.search.controllers.evolution import Evolution
     from nas.search.objectives import parse_constraint, parse_objective
-    from nas.search.sources import resolve_metrics
+    from nas.sources import resolve_metrics
 
     cpu = pin_one_core()
     space = load_space(space_name)

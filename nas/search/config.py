@@ -6,7 +6,7 @@
       - latency@local-cpu <= 0.4 ms
       - peak_memory <= 256 KiB
       - params <= 2M
-    sources:                               # metrics hwnas cannot find by name (see nas.search.sources)
+    sources:                               # metrics hwnas cannot find by name (see nas.sources)
       accuracy: {supernet: runs/supernet}
     controller: evolution                  # or {name: evolution, population: 20, batch: 5, ...}
     seed: 0

@@ -18,7 +18,7 @@ import numpy as np
 from nas.errors import NasError
 from nas.search.codes import packed_rows
 from nas.search.objectives import Constraint, Objective
-from nas.search.sources import Metric, resolve_metrics
+from nas.sources import Metric, resolve_metrics
 from nas.search.units import format_quantity, parse_quantity
 from nas.space.base import SearchSpace
 
@@ -49,7 +49,7 @@ class Problem:
     @classmethod
     def build(cls, space: SearchSpace, objectives: Sequence[Objective], constraints: Sequence[Constraint],
               declared: Mapping[str, Any] | None = None, base: Path | None = None) -> Problem:
-        """Resolve every metric the objectives and constraints name (see nas.search.sources)."""
+        """Resolve every metric the objectives and constraints name (see nas.sources)."""
         names = [o.metric for o in objectives] + [c.metric for c in constraints]
         return cls(space, list(objectives), list(constraints), resolve_metrics(space, names, declared or {}, base))
 

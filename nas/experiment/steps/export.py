@@ -2,8 +2,9 @@
 
 A thin adapter over nas.export: the arch (the search's best feasible one unless the
 experiment names one), the trained supernet for inherited weights and recalibrated BN
-statistics, the experiment's budgets (the card lists which it meets) and the run id
-(provenance) go in; the export folder `model/` comes out. Export is quick, so a killed
+statistics, the experiment's budgets with the cost sources the search scored them with
+(the card re-checks every one from the same sources and says met or not met) and the
+run id (provenance) go in; the export folder `model/` comes out. Export is quick, so a killed
 export simply runs again; nas.export writes the folder atomically.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from nas.experiment.schema import Experiment
 
 READS = ("profile", "train", "search")  # steps whose outputs this one uses (their keys are part of its key)
-CODE = ("nas/space", "nas/export", "nas/supernet", "nas/data", "nas/hardware")
+CODE = ("nas/sources.py", "nas/space", "nas/export", "nas/supernet", "nas/data", "nas/hardware")
 LIBRARIES = ("torch", "onnx", "onnxruntime", "safetensors", "numpy")
 
 
@@ -38,19 +39,20 @@ def chosen_arch(exp: Experiment, summary: dict[str, Any]) -> str:
 
 
 def run(exp: Experiment, space: str, out: Path, summary: dict[str, Any], supernet: Path | None, run_id: str,
-        luts: dict[str, Path] | None = None) -> dict[str, Any]:
-    """Export into out/model; returns the card for the report. luts: the run's own LUT per
-    device, so the card predicts from what the search used."""
+        sources: dict[str, Any]) -> dict[str, Any]:
+    """Export into out/model; returns the card for the report. sources: the search's
+    (nas.experiment.steps.search.search_sources), so the card predicts and checks the
+    budgets from what the search used."""
     from nas.export import export_arch
 
-    split = exp.accuracy.supernet.split if exp.accuracy.supernet is not None else "val"
+    split = exp.accuracy.supernet.split if exp.accuracy.kind == "supernet" else "val"
     best = summary.get("best") or {}
     provenance = {"search_run": run_id, "seeds": {"experiment": exp.seed},
                   "search_metrics": best.get("metrics") if best.get("arch") == chosen_arch(exp, summary) else None}
     model_dir = export_arch(space, chosen_arch(exp, summary), out / "model", supernet=supernet,
                             budgets=list(exp.budgets), provenance=provenance, seed=exp.seed, split=split,
                             latency_protocol=None if not exp.export.measure_latency else _protocol(), force=True,
-                            luts=luts)
+                            sources=sources)
     card = json.loads((model_dir / "card.json").read_text())
     return {"arch_id": card.get("arch_id"), "folder": "model", "card": card}
 

@@ -7,11 +7,13 @@ Per device and metric, by kind of source:
     lut        copy the given LUT (and its provenance JSON) into the run
     predictor  copy the learned predictor file into the run
     table      referenced where it is (public tables are large and read-only); hashed
-    like       another device's LUT as a stand-in (resolved by the search step)
-    analytic   the device's power model over its latency LUT (resolved by the search step)
+    like       another device's LUT as a stand-in (kept as is: the resolver follows it)
+    analytic   the device's power model over its latency (kept as is)
 
-The result, `sources.json`, maps each metric to its source with paths relative to the
-step folder, so a cached copy of the step works in any run folder.
+The result, `sources.json`, maps each metric to its source in the serialized form of
+the cost-source union (nas.sources: profile and kit become lut sources), with paths
+relative to the step folder, so a cached copy of the step works in any run folder; the
+search step reads it back through the same union.
 """
 from __future__ import annotations
 
@@ -24,10 +26,11 @@ from nas.errors import NasError
 
 if TYPE_CHECKING:
     from nas.experiment.schema import Experiment
+    from nas.sources import Source
     from nas.space.base import SearchSpace
 
 READS = ()  # steps whose outputs this one uses (their keys are part of its key)
-CODE = ("nas/space", "nas/hardware")
+CODE = ("nas/sources.py", "nas/space", "nas/hardware")
 LIBRARIES = ("onnx", "onnxruntime", "numpy")
 
 
@@ -39,19 +42,19 @@ def inputs(exp: Experiment) -> dict[str, Any]:
 
 def input_files(exp: Experiment) -> list[str]:
     """Files whose contents the step's results depend on (kit results once they exist)."""
+    from nas.sources import KitSource, LutSource, PredictorSource, TableSource
+
     files = []
-    for dev in exp.devices.values():
-        lat, energy = dev.latency, dev.energy
-        if lat is not None:
-            files += [f for f in (lat.lut, lat.predictor, lat.table) if f]
-            if lat.lut:
-                files.append(str(Path(lat.lut).with_suffix(".json")))
-            if lat.kit is not None and Path(lat.kit.results).is_file():
-                files.append(lat.kit.results)
-        if energy is not None:
-            files += [f for f in (energy.predictor, energy.table) if f]
-    acc = exp.accuracy
-    return files + [f for f in (acc.predictor, acc.table) if f]
+    for spec in [s for d in exp.devices.values() for s in (d.latency, d.energy)] + [exp.accuracy]:
+        if isinstance(spec, LutSource):
+            files += [spec.lut, str(Path(spec.lut).with_suffix(".json"))]
+        elif isinstance(spec, TableSource):
+            files.append(spec.table)
+        elif isinstance(spec, PredictorSource) and Path(spec.predictor).is_file():
+            files.append(spec.predictor)
+        elif isinstance(spec, KitSource) and Path(spec.kit.results).is_file():
+            files.append(spec.kit.results)
+    return files
 
 
 def host(exp: Experiment) -> dict[str, Any]:
@@ -65,52 +68,43 @@ def host(exp: Experiment) -> dict[str, Any]:
 
 
 def run(exp: Experiment, space: SearchSpace, out: Path, progress: bool) -> dict[str, Any]:
-    """Gather every source into `out`; returns {metric: source spec} (paths relative to `out`)."""
-    sources: dict[str, Any] = {}
+    """Gather every source into `out`; returns {metric: serialized source} (paths relative to `out`)."""
+    sources: dict[str, Source] = {}
     for name, dev in exp.devices.items():
         if dev.latency is not None:
-            sources[f"latency@{name}"] = _latency(exp, space, name, out)
+            sources[f"latency@{name}"] = _gathered(exp, space, name, "latency", dev.latency, out)
         if dev.energy is not None:
-            sources[f"energy@{name}"] = _energy(exp, name, out)
-    if exp.accuracy.table is not None:
-        sources["accuracy"] = exp.accuracy.table_source()
-    elif exp.accuracy.predictor:
-        sources["accuracy"] = {"predictor": _copy(Path(exp.accuracy.predictor), out / "predictors" / "accuracy.npz", out)}
-    return sources
+            sources[f"energy@{name}"] = _gathered(exp, space, name, "energy", dev.energy, out)
+    if exp.accuracy.kind != "supernet":  # the supernet is the train step's
+        sources["accuracy"] = _gathered(exp, space, "accuracy", "accuracy", exp.accuracy, out)
+    return {metric: spec.to_dict() for metric, spec in sources.items()}
 
 
-def _latency(exp: Experiment, space: SearchSpace, name: str, out: Path) -> dict[str, Any]:
+def _gathered(exp: Experiment, space: SearchSpace, name: str, metric: str, spec: Source, out: Path) -> Source:
+    """The source as the search will read it: a LUT built, imported or copied into the run,
+    a predictor file copied in; tables (large, read-only), stand-ins and estimates as given."""
     from nas.hardware.devices import load_device
+    from nas.sources import KitSource, LutSource, PredictorSource, ProfileSource
 
-    spec = exp.devices[name].latency
     lut_path = out / "luts" / name / f"{space.name}.csv"
-    if spec.kind == "profile":
+    if isinstance(spec, ProfileSource):
         from nas.hardware.measure import Protocol
         from nas.hardware.profiling import build_lut
 
         p = spec.profile
         build_lut(space, load_device(name), p.resolution or [None], lut_path, Protocol(p.warmup, p.repeats, p.rounds, p.passes),
                   p.calibrate, exp.seed)
-    elif spec.kind == "kit":
+    elif isinstance(spec, KitSource):
         _kit(space, name, spec.kit, spec.allow_mismatch, lut_path, out)
-    elif spec.kind == "lut":
+    elif isinstance(spec, LutSource):
         _copy_lut(Path(spec.lut), lut_path)
-    elif spec.kind == "predictor":
-        return {"predictor": _copy(Path(spec.predictor), out / "predictors" / f"{name}_latency.npz", out)}
-    elif spec.kind == "table":
-        return spec.table_source()
-    else:  # like: the other device's LUT, resolved by the search step
-        return {"like": spec.like}
-    return {"lut": str(lut_path.relative_to(out)), "allow_mismatch": spec.allow_mismatch}
-
-
-def _energy(exp: Experiment, name: str, out: Path) -> dict[str, Any]:
-    spec = exp.devices[name].energy
-    if spec.kind == "analytic":
-        return {"analytic": True}
-    if spec.kind == "predictor":
-        return {"predictor": _copy(Path(spec.predictor), out / "predictors" / f"{name}_energy.npz", out)}
-    return spec.table_source()
+    elif isinstance(spec, PredictorSource) and Path(spec.predictor).is_file():
+        file = f"{name}_{metric}.npz" if metric != "accuracy" else "accuracy.npz"
+        return spec.model_copy(update={"predictor": _copy(Path(spec.predictor), out / "predictors" / file, out)})
+    else:
+        return spec
+    mismatch = getattr(spec, "allow_mismatch", False)
+    return LutSource.model_construct(lut=str(lut_path.relative_to(out)), allow_mismatch=mismatch, queried=spec.queried)
 
 
 def _kit(space: SearchSpace, name: str, kit: Any, allow_mismatch: bool, lut_path: Path, out: Path) -> None:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from nas.experiment.schema import Experiment
 
 READS = ("profile", "train")  # steps whose outputs this one uses (their keys are part of its key)
-CODE = ("nas/space", "nas/search", "nas/hardware", "nas/predictors", "nas/supernet", "nas/data")
+CODE = ("nas/sources.py", "nas/space", "nas/search", "nas/hardware", "nas/predictors", "nas/supernet", "nas/data")
 LIBRARIES = ("optuna", "numpy", "scipy", "scikit-learn", "torch")
 
 
@@ -58,31 +58,16 @@ def _base_config(exp: Experiment, space: str) -> dict[str, Any]:
 
 def search_sources(exp: Experiment, profiled: dict[str, Any], profile_dir: Path, train_dir: Path | None
                    ) -> dict[str, Any]:
-    """The profile step's sources as nas.search sources, with absolute paths in this run."""
-    def lut_of(device: str) -> tuple[str, bool]:
-        spec = profiled[f"latency@{device}"]
-        if "like" in spec:
-            return lut_of(spec["like"])[0], True  # another device's LUT: a stand-in, so mismatch is expected
-        if "lut" not in spec:
-            raise NasError(f"latency@{device} has no LUT for the analytic energy estimate")
-        return str(profile_dir / spec["lut"]), bool(spec.get("allow_mismatch", False))
+    """The run's cost sources as the search reads them: the profile step's (read back
+    through the cost-source union, paths made absolute in this run) and the trained
+    supernet for accuracy; serialized, for search.yaml and the model card."""
+    from nas.sources import read_source
 
-    sources: dict[str, Any] = {}
-    for metric, spec in profiled.items():
-        device = metric.split("@", 1)[1] if "@" in metric else None
-        if "like" in spec or "analytic" in spec or "lut" in spec:
-            path, mismatch = lut_of(device)
-            sources[metric] = {"lut": path, "allow_mismatch": mismatch}
-        elif "predictor" in spec:
-            sources[metric] = {"predictor": str(profile_dir / spec["predictor"])}
-        else:
-            sources[metric] = dict(spec)
-    if exp.accuracy.supernet is not None:
-        acc = exp.accuracy.supernet
-        sources["accuracy"] = {"supernet": str(train_dir), "split": acc.split}
-        if acc.calib_images:
-            sources["accuracy"]["calib_images"] = acc.calib_images
-    return sources
+    sources = {metric: read_source(spec, f"{profile_dir / 'step.json'}: sources.{metric}", relative_to=profile_dir)
+               for metric, spec in profiled.items()}
+    if exp.accuracy.kind == "supernet":
+        sources["accuracy"] = exp.accuracy.trained(train_dir)
+    return {metric: spec.to_dict() for metric, spec in sources.items()}
 
 
 def run(exp: Experiment, space: str, out: Path, sources: dict[str, Any], study: str, progress: bool) -> dict[str, Any]:

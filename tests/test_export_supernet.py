@@ -220,7 +220,7 @@ def test_a_lut_a_supernet_run_and_an_export_of_one_space_share_its_fingerprint(t
     device = load_device("local-cpu")
     lut = build_lut(space, device, out=tmp_path / "micro.csv", protocol=FAST, calibrate=0)
     out = export_arch(space, "min", tmp_path / "out", supernet=run_dir, latency_protocol=None,
-                      luts={"local-cpu": tmp_path / "micro.csv"})
+                      sources={"latency@local-cpu": {"lut": str(tmp_path / "micro.csv")}})
     fingerprints = {"lut": LUT.load(tmp_path / "micro.csv").meta["space_fingerprint"],
                     "run": RunDir(run_dir).read()["space_fingerprint"],
                     "export": json.loads((out / ARCH_FILE).read_text())["space_fingerprint"]}

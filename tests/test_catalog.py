@@ -16,7 +16,7 @@ from nas.hardware.devices import device_names, load_device
 from nas.hardware.profiling import default_lut_path
 from nas.predictors.reference import load_reference, reference_dir
 from nas.space import load_space, space_files
-from tests.test_grammar import BASE
+from tests.space.test_grammar import BASE
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.test_experiment_pipeline import ENV, TIMEOUT_S, TINY, frozen_checkout
+from tests.experiment.test_experiment_pipeline import ENV, TIMEOUT_S, TINY, frozen_checkout
 
 
 def _finished(run: Path, step: str) -> dict:

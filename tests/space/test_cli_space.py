@@ -11,7 +11,7 @@ import pytest
 from nas.cli import main
 from nas.space import load_space
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

@@ -12,7 +12,7 @@ import yaml
 from nas.experiment.steps.search import _start_workers, _wait
 from nas.errors import NasError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SECRET = "SECRETPASS"
 URL = f"postgresql+psycopg2://user:{SECRET}@127.0.0.1:1/db"  # nothing listens on port 1: the open fails at once
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

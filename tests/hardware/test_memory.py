@@ -13,7 +13,7 @@ from nas.hardware.devices import Device, load_device
 from nas.hardware.memory import check_memory, measured_memory_unavailable
 from nas.space import load_space
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(measured_memory_unavailable(load_device("local-cpu")) is not None,
                                 reason="this machine does not expose process memory (Linux /proc only)")

@@ -130,7 +130,7 @@ def test_metadata_records_provenance(fbnet_table, tmp_path):
 
 
 def test_shipped_predictors_load_and_predict():
-    folder = Path(__file__).resolve().parents[1] / "predictors"
+    folder = Path(__file__).resolve().parents[2] / "predictors"
     files = sorted(folder.glob("*/*.npz"))
     if not files:
         pytest.skip(f"no shipped predictors under {folder}")

@@ -21,7 +21,7 @@ from nas.hardware.measure import Summary
 from nas.space import load_space
 from tests.hw_helpers import SMALL_SPACE, small_space
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _lut(path: Path, **meta_extra) -> LUT:

@@ -23,7 +23,7 @@ OFA_RESOLUTIONS = tuple(range(128, 225, 4))
 
 def benchmarks_dir() -> Path:
     env = os.environ.get("HWNAS_BENCHMARKS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "benchmarks"
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "benchmarks"
 
 
 # ----------------------------------------------------------------------------- sizes

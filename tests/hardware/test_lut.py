@@ -25,7 +25,7 @@ from nas.space import load_space
 from nas.space.tables import unique_layers
 from tests.hw_helpers import FAST, small_space
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

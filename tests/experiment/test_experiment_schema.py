@@ -12,7 +12,7 @@ import yaml
 from nas.errors import NasError
 from nas.experiment.schema import experiment_from_dict, load_experiment
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))
 
 

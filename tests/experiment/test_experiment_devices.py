@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.postgres import postgres_url  # noqa: F401 - the session fixture
-from tests.test_experiment_pipeline import ENV, TIMEOUT_S, frozen_checkout, hwnas
+from tests.experiment.test_experiment_pipeline import ENV, TIMEOUT_S, frozen_checkout, hwnas
 
 TRAIN = {"epochs": 1, "batch_size": 16, "calib_images": 16, "sampling": {"random_subnets": 0}}
 

@@ -27,7 +27,7 @@ from nas.space.layers import OPS, LayerSpec
 from nas.supernet import families
 from nas.supernet.elastic import init_weights
 from nas.supernet.slot import SlotModule
-from tests.test_counters import deployed_weights
+from tests.space.test_counters import deployed_weights
 
 CONSUMERS = {"counters": counters, "builder": builder, "onnx": onnx_graph, "supernet": families,
              "features": features}

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 600
 # Small enough to run in about a minute, with steps long enough (seconds) to be killed inside
 # even when this test process is descheduled for a while on a loaded machine.

@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hwnas", description="Hardware-aware neural architecture search.")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    bench = commands.add_parser("bench", help="benchmarks (the README's figures)")
+    bench = commands.add_parser("bench", help="benchmarks (the figures in docs/benchmarks.md)")
     bench_cmds = bench.add_subparsers(title="benchmarks", metavar="BENCH", required=True)
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(commands, bench_cmds)

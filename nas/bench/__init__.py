@@ -1,1 +1,1 @@
-"""Benchmarks behind `hwnas bench ...`: commands that print the README's figures."""
+"""Benchmarks behind `hwnas bench ...`: commands that print the figures in docs/benchmarks.md."""

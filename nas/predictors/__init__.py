@@ -7,7 +7,7 @@
     predictor  a fitted model as a CostModel, its file, fit and evaluation
     transfer   few-shot adaptation to a new device; reference: which archs to measure
     energy     analytic energy tables where no energy was measured
-    bench      the README's figures (`hwnas bench predictors`)
+    bench      the figures in docs/benchmarks.md (`hwnas bench predictors`)
 """
 from nas.predictors.features import Featurizer, get_featurizer
 from nas.predictors.predictor import Predictor, evaluate, fit_predictor

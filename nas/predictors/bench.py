@@ -1,4 +1,4 @@
-"""`hwnas bench predictors`: the README's predictor figures, from public device tables.
+"""`hwnas bench predictors`: the predictor figures of docs/benchmarks.md, from public device tables.
 
 For every latency and energy column of the given tables (accuracy columns are scored
 too, in their own section):

@@ -27,7 +27,8 @@ from typing import Any
 
 from nas.atomic import write_atomic
 from nas.catalog import package_dir
-from nas.errors import DataError, NasError, closest
+from nas.errors import NasError, closest
+from nas.jsonfile import read_json
 
 SCHEMA = "hwnas.run/1"
 LIBRARIES = ("hwnas", "torch", "numpy", "onnx", "onnxruntime", "optuna", "scikit-learn", "scipy", "pandas",
@@ -90,17 +91,7 @@ class Run:
 
     # ------------------------------------------------------------------ state
     def read(self) -> dict[str, Any]:
-        try:
-            state = json.loads(self.file.read_text())
-        except FileNotFoundError:
-            raise NasError(f"{self.path} is not a run folder (no run.json)") from None
-        except json.JSONDecodeError as exc:
-            raise NasError(f"{self.file}: not valid JSON ({exc.msg})") from None
-        except UnicodeDecodeError:
-            raise DataError(f"{self.file}: not UTF-8 text") from None
-        if not isinstance(state, dict) or state.get("schema") != SCHEMA:
-            raise NasError(f"{self.file}: not a {SCHEMA} file")
-        return state
+        return read_json(self.file, f"{self.path} is not a run folder (no run.json)", schema=SCHEMA)
 
     def write(self, state: dict[str, Any]) -> None:
         write_atomic(self.file, json.dumps(state, indent=2) + "\n")

@@ -25,10 +25,12 @@ from typing import Any
 
 from nas.atomic import write_atomic
 from nas.errors import DataError, NasError
+from nas.jsonfile import read_json
 from nas.space.layers import LayerSpec
 
 SCHEMA = "hwnas.export/1"
 ARCH_FILE, CARD_FILE, CARD_MD = "arch.json", "card.json", "MODEL_CARD.md"
+DAMAGED = "the file is damaged, export again"
 WEIGHTS_FILE, ONNX_FILE = "model.safetensors", "model.onnx"
 FINETUNED_WEIGHTS, FINETUNED_ONNX, FINETUNE_DIR = "finetuned.safetensors", "finetuned.onnx", "finetune"
 
@@ -50,22 +52,6 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    """A JSON object from `path`, or a one-line error naming the file and what it should be."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise NasError(f"{path}: missing; {what}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        detail = f"{exc.msg}, line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
-        raise DataError(f"{path}: not valid JSON ({detail}); the file is damaged, export again") from None
-    except OSError as exc:
-        raise NasError(f"{path}: cannot read ({exc.strerror})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object; the file is damaged, export again")
-    return data
-
-
 def write_json(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(data, indent=2) + "\n")
 
@@ -75,7 +61,8 @@ def read_record(out: Path) -> dict[str, Any]:
     out = Path(out)
     if not out.is_dir():
         raise NasError(f"{out}: no such export folder; create one with 'hwnas export --space S --arch A -o {out}'")
-    record = read_json(out / ARCH_FILE, "not an hwnas export folder (hwnas export writes arch.json)")
+    record = read_json(out / ARCH_FILE, f"{out / ARCH_FILE}: missing; not an hwnas export folder (hwnas export writes "
+                       "arch.json)", damaged=DAMAGED)
     if record.get("schema") != SCHEMA:
         raise DataError(f"{out / ARCH_FILE}: schema {record.get('schema')!r} is not {SCHEMA!r}")
     for key, kind in (("space", str), ("arch", dict), ("layers", list), ("layers_hash", str), ("files", dict),

@@ -15,7 +15,8 @@ from typing import Any
 
 from nas.atomic import write_atomic
 from nas.errors import NasError
-from nas.export.bundle import CARD_FILE, CARD_MD, read_json
+from nas.export.bundle import CARD_FILE, CARD_MD, DAMAGED
+from nas.jsonfile import read_json
 
 SCHEMA = "hwnas.model-card/1"
 
@@ -47,7 +48,8 @@ def write_card(out: Path, card: dict[str, Any]) -> None:
 
 
 def read_card(out: Path) -> dict[str, Any]:
-    card = read_json(Path(out) / CARD_FILE, "the export has no model card; export again")
+    card = read_json(Path(out) / CARD_FILE, f"{Path(out) / CARD_FILE}: missing; the export has no model card; export again",
+                     damaged=DAMAGED)
     if card.get("schema") != SCHEMA:
         raise NasError(f"{Path(out) / CARD_FILE}: schema {card.get('schema')!r} is not {SCHEMA!r}; export again")
     return card

@@ -29,13 +29,13 @@ from nas.export.bundle import (
     FINETUNE_DIR,
     FINETUNED_ONNX,
     FINETUNED_WEIGHTS,
-    read_json,
     read_record,
     record_file,
     write_json,
 )
 from nas.export.card import now, read_card, write_card
 from nas.export.onnx_export import write_onnx
+from nas.jsonfile import read_json
 from nas.export.weights import save_weights
 from nas.supernet.checkpoint import check_finite
 from nas.supernet.step import distillation
@@ -112,7 +112,7 @@ def _prepare(run: Path, settings: FinetuneSettings) -> None:
     wanted = asdict(settings)
     path = run / SETTINGS_FILE
     if path.is_file():
-        found = read_json(path, "")
+        found = read_json(path, f"{path}: missing", damaged=f"delete {run} to start over")
         if found != wanted:
             changed = [k for k in wanted if found.get(k) != wanted[k]]
             raise NasError(f"{run} holds a fine-tune with other settings ({', '.join(changed) or 'format'}); "

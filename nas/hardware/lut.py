@@ -28,6 +28,7 @@ from nas.errors import CompatibilityError, CompatibilityWarning, DataError, NasE
 from nas.hardware.calibration import calibrated_block_value
 from nas.hardware.devices import Device, host_facts
 from nas.hardware.measure import Summary
+from nas.jsonfile import read_json
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
 from nas.space.layers import LayerSpec
@@ -117,16 +118,8 @@ class LUT:
         csv_path, meta_path = cls.paths(path)
         if not csv_path.is_file():
             raise NasError(f"no LUT at {csv_path}; build one with 'hwnas lut build'")
-        if not meta_path.is_file():
-            raise NasError(f"LUT {csv_path} has no metadata file {meta_path.name}: its provenance is unknown")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise NasError(f"{meta_path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-        except UnicodeDecodeError:
-            raise DataError(f"{meta_path}: not UTF-8 text") from None
-        if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
-            raise NasError(f"{meta_path}: not a {SCHEMA} LUT (schema {meta.get('schema') if isinstance(meta, dict) else None!r})")
+        meta = read_json(meta_path, f"LUT {csv_path} has no metadata file {meta_path.name}: its provenance is unknown",
+                         schema=SCHEMA)
         reference = meta.get("reference")
         if reference is not None and not (isinstance(reference, dict) and isinstance(reference.get("ms"), (int, float))
                                           and math.isfinite(reference["ms"]) and reference["ms"] > 0):

@@ -21,6 +21,7 @@ import numpy as np
 
 from nas import catalog
 from nas.errors import NasError
+from nas.jsonfile import read_json
 from nas.predictors.features import COARSE, Featurizer, get_featurizer
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
@@ -98,14 +99,7 @@ def load_reference(space: SearchSpace, path: Path | str | None = None) -> list[A
         if path is None:
             return None
     path = Path(path)
-    if not path.is_file():
-        raise NasError(f"no reference set at {path}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise NasError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise NasError(f"{path}: not a {SCHEMA} reference set")
+    data = read_json(path, f"no reference set at {path}", schema=SCHEMA)
     if data.get("space") != space.name:
         raise NasError(f"{path} is a reference set for space {data.get('space')!r}, not {space.name!r}")
     archs = []

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from nas.atomic import write_atomic
-from nas.errors import CompatibilityError, DataError, NasError
+from nas.errors import CompatibilityError, NasError
+from nas.jsonfile import read_json
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
 from nas.supernet.config import RUNTIME_KEYS, TrainConfig, config_from_dict
@@ -53,16 +54,8 @@ class RunDir:
                                      "use another --out folder or delete it to start over")
 
     def read(self) -> dict[str, Any]:
-        try:
-            found = json.loads(self.config_file.read_text())
-        except FileNotFoundError:
-            raise NasError(f"{self.path} is not a training run (no config.json); train one with "
-                           "'hwnas supernet train ... --out DIR'") from None
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{self.config_file}: not valid JSON ({exc.msg})") from None
-        if not isinstance(found, dict) or found.get("schema") != SCHEMA:
-            raise DataError(f"{self.config_file}: not a {SCHEMA} file")
-        return found
+        return read_json(self.config_file, f"{self.path} is not a training run (no config.json); train one with "
+                         "'hwnas supernet train ... --out DIR'", schema=SCHEMA)
 
     def config(self) -> TrainConfig:
         return config_from_dict(self.read()["config"], str(self.config_file))

@@ -190,8 +190,9 @@ def differentiable_search(problem: Problem, settings: DifferentiableSettings, se
     space = problem.space
     identity = json.dumps({"problem": problem.describe(), "settings": s, "seed": seed}, sort_keys=True, default=str)
     torch.manual_seed(seed)
-    data = load_dataset(s["data"], space.resolution(space.extreme(True)), space.in_channels,
-                        val_fraction=s["val_fraction"], split_seed=seed)
+    largest = space.extreme(True)  # labels are checked against the network's classes before any training
+    data = load_dataset(s["data"], space.resolution(largest), space.in_channels,
+                        val_fraction=s["val_fraction"], split_seed=seed, classes=space.layers(largest)[-1].out_ch)
     supernet = Supernet(space, seed=seed).train()
     alphas = [torch.zeros(int(r), requires_grad=True) for r in space.radices]
     w_opt = make_optimizer(supernet, OptimizerConfig(lr=s["lr"]))

@@ -11,8 +11,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
 from nas.errors import NasError
 from nas.hardware.devices import Device
 from nas.hardware.measure import ort_session

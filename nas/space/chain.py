@@ -13,6 +13,13 @@
         first: {...}                              # overrides for the stage's first layer
     head: [{op: conv, out: 256, kernel: 1}, {op: gap}, {op: linear, out: classes}]
 
+`precision` (fp32, int8) is a block field like the others, so a list is a decision per
+layer or per stage; the top-level `precision` (fp32 unless given; a list there is one
+decision for the whole network) is every layer's unless its block or `defaults` set one.
+Each layer also knows the precision of its input, the last active layer's before it
+(`Producer`): the first layer of a stage reads the previous stage's precision decision,
+and its depth as well when that stage's layers choose their precisions one by one.
+
 Any block field given as a list becomes a decision, one per layer (`per: layer`, the
 default) or one per stage (`per: stage`); `{choices: [...], per: stage}` sets the scope
 of one field. `candidates: {name: {fields}}` makes a decision over named block

@@ -372,3 +372,21 @@ def test_a_kit_of_an_int8_space_runs_and_imports(built, tmp_path) -> None:
     with pytest.raises(CompatibilityError, match="runs only fp32"):
         import_results(tmp_path / "results.csv", space, load_device("pi4-ort"), tmp_path / "pi.csv")
     assert not (tmp_path / "pi.csv").exists()
+
+
+def test_the_supernet_of_an_int8_space_shares_one_set_of_float_weights_across_precisions() -> None:
+    import torch
+
+    from nas.supernet.supernet import Supernet
+
+    torch.set_num_threads(1)
+    float_net, int8_net = Supernet(load_space("tiny_mbconv")), Supernet(load_space("tiny_mbconv_int8"))
+    assert sum(p.numel() for p in int8_net.parameters()) == sum(p.numel() for p in float_net.parameters())
+    space = load_space("tiny_mbconv_int8")
+    int8_net.eval()
+    for seed in range(2):
+        arch = space.sample(seed)
+        x = torch.randn(2, 3, 32, 32)
+        with torch.no_grad():
+            int8_net.set_active(arch)
+            assert torch.allclose(int8_net(x), int8_net.extract(arch).eval()(x), atol=1e-5)

@@ -101,6 +101,17 @@ def test_in_precision_is_the_producers_precision_through_depth_and_per_layer_cho
     assert "s1.precision" in s2.deps and "s1.depth" not in s2.deps
 
 
+def test_a_candidate_can_set_the_precision_and_the_next_layer_reads_it() -> None:
+    data = json.loads(json.dumps(SMALL_SPACE))
+    data["stages"] = [{"depth": 1, "width": 8, "block": {"expand": 1, "candidates": {
+        "k3_int8": {"kernel": 3, "precision": "int8"}, "k5": {"kernel": 5}}}}]
+    space = space_from_dict(data, "cand.yaml")
+    for choice, precision in (("k3_int8", "int8"), ("k5", "fp32")):
+        arch = space.arch({**{d.name: d.choices[0] for d in space.decisions}, "s1.op": choice})
+        layers = space.layers(arch)
+        assert layers[1].precision == precision and layers[2].in_precision == precision
+
+
 def test_a_space_wide_precision_is_the_default_and_a_list_there_is_one_decision() -> None:
     plain = {k: v for k, v in SMALL_SPACE.items()}
     space = space_from_dict({**plain, "name": "all8", "precision": "int8"}, "all8.yaml")

@@ -124,27 +124,32 @@ class ChainLayer:
                              self.producer.get(values))
 
     @property
+    def _candidate_precision(self) -> bool:
+        """Whether some candidate of this layer sets its precision."""
+        return self.candidate is not None and any("precision" in o for o in self.options.values())
+
+    @property
+    def _precision_field(self) -> Ref:
+        return next((r for k, r in self.fields if k == "precision"), Const("fp32"))
+
+    @property
     def precision_deps(self) -> tuple[str, ...]:
         """The decisions this layer's precision reads (its field, a candidate that sets it)."""
-        deps = {n for k, r in self.fields if k == "precision" for n in r.deps}
-        if self.candidate and any("precision" in o for o in self.options.values()):
-            deps |= set(self.candidate.deps)
+        deps = set(self._precision_field.deps) | (set(self.candidate.deps) if self._candidate_precision else set())
         return tuple(sorted(deps))
 
     @property
     def precision_source(self) -> object:
         """What decides the precision: layers with equal sources have equal precisions."""
-        if self.candidate and any("precision" in o for o in self.options.values()):
-            return id(self)
-        return next((r for k, r in self.fields if k == "precision"), Const("fp32"))
+        return id(self) if self._candidate_precision else self._precision_field
 
     def precision(self, values: Mapping[str, Value]) -> str:
         """The layer's precision for these decision values (only precision_deps are read)."""
-        if self.candidate and any("precision" in o for o in self.options.values()):
+        if self._candidate_precision:
             option = self.options[self.candidate.get(values)]
             if "precision" in option:
                 return option["precision"]
-        return next((r.get(values) for k, r in self.fields if k == "precision"), "fp32")
+        return self._precision_field.get(values)
 
 
 @dataclass(frozen=True, eq=False)

@@ -401,3 +401,19 @@ def test_the_supernet_of_an_int8_space_shares_one_set_of_float_weights_across_pr
         with torch.no_grad():
             int8_net.set_active(arch)
             assert torch.allclose(int8_net(x), int8_net.extract(arch).eval()(x), atol=1e-5)
+
+
+def test_the_energy_estimate_moves_int8_blocks_at_their_stored_width() -> None:
+    from nas.hardware.energy import AnalyticEnergy
+    from nas.space.counters import layer_io_elements, layer_weight_bytes
+    from tests.test_energy import FixedLatency
+
+    space = small_int8()
+    model = AnalyticEnergy(space, load_device("local-cpu"), FixedLatency(space))
+    prec = [d.name for d in space.decisions if d.name.endswith("precision")]
+    base = {d.name: d.choices[-1] for d in space.decisions}
+    fp32, int8 = (space.arch({**base, **{p: v for p in prec}}) for v in ("fp32", "int8"))
+    moved = model.bytes_moved(space.encode_batch([fp32, int8]))
+    expected = [sum(layer_weight_bytes(s) + layer_io_elements(s) * (1 if s.precision == "int8" else 4)
+                    for s in space.layers(a)) for a in (fp32, int8)]
+    assert moved.tolist() == expected and moved[1] < moved[0] / 2  # small convs: the 17 B per channel weigh in

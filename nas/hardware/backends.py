@@ -11,8 +11,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
 from nas.errors import NasError
 from nas.hardware.devices import Device
 from nas.hardware.measure import ort_session
@@ -46,11 +44,10 @@ class OnnxRuntimeBackend(Backend):
         return ort_session(self._ort, model, self.device.provider, self.device.threads)
 
     def runner(self, layers: Sequence[LayerSpec], seed: int = 0) -> Runner:
-        from nas.hardware.onnx_graph import input_shape, network_model
+        from nas.hardware.onnx_graph import model_input, network_model
 
         session = self.session(network_model(layers, self.device.batch, seed).SerializeToString())
-        x = np.random.default_rng(seed).standard_normal(input_shape(layers[0], self.device.batch)).astype(np.float32)
-        feeds = {"input": x}
+        feeds = {"input": model_input(layers[0], self.device.batch, seed)}
         return lambda: session.run(None, feeds)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from nas.errors import NasError
-from nas.space.counters import layer_weight_params
+from nas.space.counters import layer_weight_bytes
 from nas.space.layers import LayerSpec
 
 BlockValue = Callable[[LayerSpec], float]
@@ -28,7 +28,7 @@ def block_features(lut_value: BlockValue) -> dict[str, BlockValue]:
     return {
         "lut_sum": lut_value,
         "blocks": lambda s: 1.0,
-        "weight_mb": lambda s: layer_weight_params(s) * 4e-6,
+        "weight_mb": lambda s: layer_weight_bytes(s) * 1e-6,  # at each block's precision
     }
 
 

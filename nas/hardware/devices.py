@@ -2,7 +2,9 @@
 ($HWNAS_LUTS, ./latency_luts, the shipped profiles; see nas.catalog).
 
 A profile says how a device runs models (runtime backend, execution provider, threads,
-batch, dtype) and, optionally, hardware facts and a power model for the analytic
+batch, dtype), which block precisions its runtime runs (`precisions`, fp32 unless the
+profile says more; `reduce_range: true` for x86 CPUs without VNNI, whose int8 kernels
+need 7-bit weights) and, optionally, hardware facts and a power model for the analytic
 energy estimate. `detect: true` marks the profile of the machine hwnas runs on: its
 CPU model, cores and library versions are read when it is loaded.
 """
@@ -11,14 +13,16 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from nas import catalog
-from nas.config import Section, first_error, validate
-from nas.errors import NasError, closest
+from nas.config import Section, Tuple, first_error, validate
+from nas.errors import CompatibilityError, NasError, closest, unknown_key
 from nas.provenance import library_versions
+from nas.space.layers import PRECISIONS, LayerSpec
 
 
 class Power(Section):
@@ -57,6 +61,28 @@ class Device(Section):
     hardware: dict[str, Any] = {}
     power: dict[str, float] = {}
     versions: dict[str, str] = {}           # pinned runtime versions of a remote device
+    precisions: Tuple[tuple[str, ...]] = ("fp32",)  # block precisions the runtime runs (nas.space.layers.PRECISIONS)
+    reduce_range: bool = False              # int8 weights in [-64, 64]: x86 without VNNI (saturating int16 sums)
+
+    @field_validator("precisions")
+    @classmethod
+    def _precisions(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        for p in value:
+            if p not in PRECISIONS:
+                raise ValueError(unknown_key(p, PRECISIONS, "precision"))
+        if not value or len(set(value)) != len(value):
+            raise ValueError(f"precisions must list distinct precisions, got {list(value)}")
+        if "int8" in value and info.data.get("backend") == "torch":
+            raise ValueError("the torch backend runs the float modules; int8 needs backend onnxruntime")
+        return value
+
+    def check_precisions(self, specs: Iterable[LayerSpec], what: str) -> None:
+        """Refuse blocks of a precision this device's runtime does not run (before any
+        profiling or costing starts)."""
+        lacking = sorted({s.precision for s in specs} - set(self.precisions))
+        if lacking:
+            raise CompatibilityError(f"{what} has {', '.join(lacking)} blocks, but device {self.name} runs only "
+                                     f"{', '.join(self.precisions)} (precisions in its device.yaml)")
 
     @field_validator("power", "hardware", mode="before")
     @classmethod

@@ -6,7 +6,7 @@ profile's power model:
     E [mJ] = idle_w x latency [ms] + (pJ/MAC x MACs + pJ/byte x bytes moved) x 1e-9
 
 where bytes moved = deployed weights + every block's input and output activations
-(nas.space.counters.layer_io_elements). Measured energy reads Linux powercap/RAPL or
+(nas.space.counters.layer_io_elements), each at its block's precision. Measured energy reads Linux powercap/RAPL or
 NVML where the machine exposes them; measurements from remote devices are imported
 into energy LUTs (per block) or arch tables (per whole model, for predictors).
 """
@@ -30,7 +30,8 @@ from nas.hardware.lut import LUT, lut_blocks, new_meta
 from nas.hardware.measure import Summary
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
-from nas.space.counters import dtype_bytes, layer_io_elements, layer_macs, layer_weight_params
+from nas.space.counters import dtype_bytes, layer_io_elements, layer_macs, layer_weight_bytes
+from nas.space.layers import LayerSpec
 from nas.space.tables import SpecTable
 
 
@@ -49,8 +50,10 @@ class AnalyticEnergy(CostModel):
         self.space, self.device, self.latency = space, device, latency
         nbytes = dtype_bytes(device.dtype)
         self.macs = SpecTable(space, layer_macs, "sum", resolution)
-        self.bytes_moved = SpecTable(space, lambda s: (layer_weight_params(s) + layer_io_elements(s)) * nbytes, "sum",
-                                     resolution)
+        def moved(s: LayerSpec) -> int:  # at each block's stored width (1 byte per int8 activation)
+            return layer_weight_bytes(s, device.dtype) + layer_io_elements(s) * (1 if s.precision == "int8" else nbytes)
+
+        self.bytes_moved = SpecTable(space, moved, "sum", resolution)
 
     def _combine(self, latency_ms, macs, moved):
         p = self.device.power

@@ -20,7 +20,7 @@ from nas.errors import NasError
 from nas.hardware import kit_runner, measure
 from nas.hardware.devices import Device
 from nas.hardware.lut import LUT, lut_blocks, new_meta, summary_from_row
-from nas.hardware.onnx_graph import input_shape, layer_model, network_model
+from nas.hardware.onnx_graph import layer_model, model_input_shape, network_model
 from nas.hardware.profiling import reference_arch
 from nas.space.base import SearchSpace
 
@@ -34,13 +34,13 @@ def write_kit(space: SearchSpace, out: Path, resolutions: Sequence[int | None] =
     reference = space.layers(reference_arch(space), resolutions[0])
     manifest: dict[str, Any] = {"schema": KIT_SCHEMA, "space": space.name, "kit_id": space.fingerprint(),
                                 "resolutions": list(resolutions), "batch": batch, "entries": [],
-                                "reference": {"file": "models/reference.onnx", "input": input_shape(reference[0], batch),
+                                "reference": {"file": "models/reference.onnx", "input": model_input_shape(reference[0], batch),
                                               "arch_id": reference_arch(space).arch_id, "resolution": resolutions[0]}}
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr(manifest["reference"]["file"], network_model(reference, batch, compact=True).SerializeToString())
         for i, spec in enumerate(specs):
             entry = {"id": f"m{i:05d}", "key": spec.key, "file": f"models/m{i:05d}.onnx",
-                     "input": input_shape(spec, batch)}
+                     "input": model_input_shape(spec, batch)}
             z.writestr(entry["file"], layer_model(spec, batch, compact=True).SerializeToString())
             manifest["entries"].append(entry)
         z.writestr("manifest.json", json.dumps(manifest, indent=1))
@@ -85,6 +85,7 @@ def import_results(results: Path, space: SearchSpace, device: Device, out: Path,
     header, rows = read_results(results)
     resolutions = header.get("resolutions", [None])
     specs = {s.key: s for s in lut_blocks(space, resolutions)}
+    device.check_precisions(specs.values(), f"space {space.name}")
     if header.get("space") != space.name or header.get("kit") != space.fingerprint():
         raise NasError(f"{results}: results are from a kit of space {header.get('space')!r} "
                        f"(kit {header.get('kit')}), not of {space.name!r} as it is now (fingerprint {space.fingerprint()}); "

@@ -30,9 +30,15 @@ BATCH = 3 * CHUNK  # models between two progress lines
 
 
 def runner(entry, args):
-    """One inference of the entry's model per call, on a fixed random input."""
+    """One inference of the entry's model per call, on a fixed random input (uint8 for a
+    block that reads an int8 tensor, float32 otherwise: the model's own input type)."""
     sess = ort_session(ort, os.path.join(HERE, entry["file"]), args.provider, args.threads)
-    feeds = {"input": np.random.default_rng(0).standard_normal(entry["input"]).astype(np.float32)}
+    rng = np.random.default_rng(0)
+    if sess.get_inputs()[0].type == "tensor(uint8)":
+        x = rng.integers(0, 256, entry["input"], dtype=np.uint8)
+    else:
+        x = rng.standard_normal(entry["input"]).astype(np.float32)
+    feeds = {"input": x}
     return lambda: sess.run(None, feeds)
 
 

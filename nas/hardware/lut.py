@@ -39,6 +39,8 @@ SPEC_COLUMNS = [f.name for f in fields(LayerSpec)]
 VALUE_COLUMNS = [f.name for f in fields(Summary)]
 BOOL_COLUMNS = {"shuffle", "bn", "bias", "preact"}
 INT_COLUMNS = {"in_ch", "out_ch", "in_size", "kernel", "stride", "mid_ch", "groups", "se_ch"}
+# Columns a LUT written before blocks had a precision lacks: its blocks are all float.
+OPTIONAL_COLUMNS = {"precision": "fp32", "in_precision": "fp32"}
 
 
 def spec_to_row(spec: LayerSpec) -> dict[str, Any]:
@@ -51,7 +53,7 @@ def spec_from_row(row: dict[str, str], where: str) -> LayerSpec:
     values: dict[str, Any] = {}
     try:
         for name in SPEC_COLUMNS:
-            text = row[name]
+            text = row[name] if name in row or name not in OPTIONAL_COLUMNS else OPTIONAL_COLUMNS[name]
             if name in INT_COLUMNS:
                 values[name] = int(text)
             elif name in BOOL_COLUMNS:
@@ -134,7 +136,7 @@ class LUT:
         with io.StringIO(text, newline="") as fh:
             reader = csv.DictReader(fh)
             columns = ["key", *SPEC_COLUMNS, *VALUE_COLUMNS]
-            missing = set(columns) - set(reader.fieldnames or [])
+            missing = set(columns) - set(reader.fieldnames or []) - set(OPTIONAL_COLUMNS)
             if missing:
                 raise NasError(f"{csv_path}: missing column(s) {', '.join(sorted(missing))}")
             # an unknown column is refused, not ignored: save() would drop it on the next
@@ -267,6 +269,8 @@ class LUTCost(CostModel):
         if resolution is None and len(resolutions) == 1:
             resolution = resolutions[0]
         self.resolution = resolution
+        if device is not None:
+            device.check_precisions(unique_layers(space, resolution), f"space {space.name}")
         missing = lut.missing(unique_layers(space, resolution))
         if missing:
             raise CompatibilityError(f"LUT lacks {len(missing)} of the space's blocks, e.g. {missing[0].key!r}; "

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from nas.errors import NasError
 from nas.hardware.devices import Device
-from nas.hardware.onnx_graph import float_initializer_bytes, network_model
+from nas.hardware.onnx_graph import weight_initializer_bytes, network_model
 from nas.hardware.profiling import arch_rng, distinct_archs
 from nas.space.base import SearchSpace
 from nas.space.counters import network_counts
@@ -77,7 +77,7 @@ def check_memory(space: SearchSpace, device: Device, n: int = 20, seed: int = 0,
             model = network_model(layers, device.batch, seed)
             path.write_bytes(model.SerializeToString())
             rows.append({"arch_id": arch.arch_id, "weight_bytes": counts["weight_bytes"],
-                         "initializer_bytes": float_initializer_bytes(model),
+                         "initializer_bytes": weight_initializer_bytes(model),
                          "peak_activation_bytes": counts["peak_activation_bytes"] * device.batch,
                          **measure_memory(path, device)})
     col = {k: np.array([r[k] for r in rows], dtype=np.float64) for k in rows[0] if k != "arch_id"}

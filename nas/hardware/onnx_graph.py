@@ -4,21 +4,52 @@ Profiling needs one micro-model per unique LayerSpec and whole networks for
 validation; exporting each through torch costs seconds per model, writing the graph
 from the LayerSpec costs milliseconds. The graphs are what a deployment runtime sees:
 batch norm is folded into the preceding conv (a bias), so the float initializers of a
-graph are exactly the deployed weights that `nas.space.counters.layer_weight_params`
+graph are exactly the deployed weights that `nas.space.counters.layer_weight_bytes`
 counts. Weights are random (He-scaled, so activations stay in a normal float range
 and no denormals skew timings).
+
+int8 blocks are written in the QDQ form that onnxruntime's `quantize_static` writes and
+its CPU execution provider fuses into integer kernels (QLinearConv, QLinearAdd, QGemm,
+...; docs/research/int8): every activation tensor is QuantizeLinear -> DequantizeLinear
+to uint8 (asymmetric, one pair shared by all its readers), conv and Gemm weights are
+int8 symmetric per output channel (axis 0) with int8 zero points, biases int32 with a
+float scale s_x * s_w and int32 zero points, and no Relu/Clip follows an int8 conv (the
+output's zero point 0 is the relu). HardSwish/HardSigmoid stay float between a DQ and a
+Q, as quantize_static leaves them. Scales are fixed plausible values: timing does not
+depend on them. A tensor between blocks takes the producer's precision, and the block
+after a boundary pays it (a Q before an int8 block, a DQ before a float one). A model's
+own input and output are in the precision of its end blocks: an int8 input or output
+is uint8 channels-last (NHWC), which cancels against the Transpose onnxruntime puts at
+the edge of every integer region, so a micro-model of a block inside an int8 run times
+the bare integer kernels; a network whose last block is int8 returns quantized logits.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from nas.errors import NasError
 from nas.space.layers import NB201_EDGES, LayerSpec, nb201_edge_layer, resblock_layers
 
 OPSET = 17
+ACT_SCALE = 0.05  # fixed activation scale of int8 micro-models (timing does not depend on it)
+GATE_SCALE = 1.0 / 255  # sigmoid-like outputs in [0, 1]
+SIGNED_ZP, RELU_ZP = 128, 0
+
+
+@dataclass(frozen=True)
+class QTensor:
+    """A uint8 activation tensor with its quantization (scalar initializer names)."""
+
+    name: str
+    scale: float
+    zp: int
+    scale_name: str
+    zp_name: str
 
 
 class _Graph:
@@ -34,6 +65,7 @@ class _Graph:
         self.rng = np.random.default_rng(seed)
         self.pool = self.rng.standard_normal(251).astype(np.float32) if compact else None
         self.count = 0
+        self.dq_of: dict[str, str] = {}  # one DequantizeLinear per quantized tensor, shared by its readers
 
     def random(self, shape: tuple[int, ...], mean: float, std: float) -> np.ndarray:
         if self.pool is None:
@@ -165,38 +197,178 @@ class _Graph:
         return self.node("Add", [body, self.conv_layer(pooled, shortcut)])
 
 
+    # -- int8 (QDQ) ----------------------------------------------------------------
+    def quantize(self, x: str, scale: float, zp: int) -> QTensor:
+        s = self.const(np.array(scale, np.float32), "scale")
+        z = self.const(np.array(zp, np.uint8), "zp")
+        return QTensor(self.node("QuantizeLinear", [x, s, z]), scale, zp, s, z)
+
+    def dequantize(self, q: QTensor) -> str:
+        if q.name not in self.dq_of:
+            self.dq_of[q.name] = self.node("DequantizeLinear", [q.name, q.scale_name, q.zp_name])
+        return self.dq_of[q.name]
+
+    def same_quant(self, name: str, q: QTensor) -> QTensor:
+        """A tensor computed from q's uint8 values by a layout op (reshape, flatten): same scale."""
+        return QTensor(name, q.scale, q.zp, q.scale_name, q.zp_name)
+
+    def qconv(self, x: QTensor, in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, groups: int = 1,
+              bias: bool = True, act: str = "none") -> QTensor:
+        fan_in = in_ch // groups * kernel * kernel
+        w = self.random((out_ch, in_ch // groups, kernel, kernel), 0, np.sqrt(2.0 / fan_in))
+        inputs = [self.dequantize(x), *self.qweights(w, x.scale, self.random((out_ch,), 0, 0.01) if bias else None)]
+        pad = kernel // 2
+        y = self.node("Conv", inputs, kernel_shape=[kernel, kernel], strides=[stride, stride],
+                      pads=[pad, pad, pad, pad], group=groups)
+        return self.qact(y, act)
+
+    def qweights(self, w: np.ndarray, x_scale: float, b: np.ndarray | None) -> list[str]:
+        """DQ(int8 weight, per-channel scale, int8 zp) and DQ(int32 bias, s_x * s_w, int32 zp), as
+        quantize_static writes them (axis 0: output channels of a conv, rows of a transB Gemm)."""
+        flat = np.abs(w.reshape(len(w), -1)).max(axis=1)
+        w_scale = np.where(flat > 0, flat / 127, 1.0).astype(np.float32)
+        q = np.clip(np.round(w / w_scale.reshape(-1, *[1] * (w.ndim - 1))), -127, 127).astype(np.int8)
+        out = [self.node("DequantizeLinear", [self.const(q, "w"), self.const(w_scale, "w_scale"),
+                                              self.const(np.zeros(len(w), np.int8), "w_zp")], axis=0)]
+        if b is not None:
+            b_scale = (np.float64(x_scale) * w_scale.astype(np.float64)).astype(np.float32)
+            b_q = np.round(b.astype(np.float64) / b_scale.astype(np.float64)).astype(np.int32)
+            out.append(self.node("DequantizeLinear", [self.const(b_q, "b"), self.const(b_scale, "b_scale"),
+                                                      self.const(np.zeros(len(w), np.int32), "b_zp")], axis=0))
+        return out
+
+    def qact(self, y: str, name: str) -> QTensor:
+        """The activation after an int8 conv or Gemm, quantized: relu/relu6 are the output's zero
+        point 0 (no node), hswish and the gates run in float between a DQ and a Q, swish is
+        QLinearSigmoid times its input."""
+        if name in ("relu", "relu6"):
+            return self.quantize(y, ACT_SCALE, RELU_ZP)
+        q = self.quantize(y, ACT_SCALE, SIGNED_ZP)
+        if name == "none":
+            return q
+        if name in ("sigmoid", "hsigmoid"):
+            return self.quantize(self.act(self.dequantize(q), name), GATE_SCALE, RELU_ZP)
+        if name == "hswish":
+            return self.quantize(self.act(self.dequantize(q), name), ACT_SCALE, RELU_ZP + 8)
+        if name == "swish":
+            gate = self.quantize(self.act(self.dequantize(q), "sigmoid"), GATE_SCALE, RELU_ZP)
+            return self.quantize(self.node("Mul", [self.dequantize(q), self.dequantize(gate)]), ACT_SCALE, RELU_ZP + 8)
+        raise ValueError(name)
+
+    def qlayer(self, x: QTensor, s: LayerSpec) -> QTensor:
+        return INT8_EMITTERS[s.op](self, x, s)
+
+    def _q_conv(self, x: QTensor, s: LayerSpec) -> QTensor:
+        if s.preact:
+            x = self.quantize(self.act(self.dequantize(x), s.act), ACT_SCALE, RELU_ZP)
+        return self.qconv(x, s.in_ch, s.out_ch, s.kernel, s.stride, s.groups, bias=s.bn or s.bias,
+                          act="none" if s.preact else s.act)
+
+    def _q_mbconv(self, x: QTensor, s: LayerSpec) -> QTensor:
+        mid = s.mid_ch or s.in_ch
+        y = x
+        if s.mid_ch:
+            y = self.qconv(y, s.in_ch, mid, groups=s.groups, act=s.act)
+            if s.shuffle and s.groups > 1:
+                y = self.same_quant(self._shuffle(y.name, mid, s.in_size, s.groups), y)
+        y = self.qconv(y, mid, mid, s.kernel, s.stride, groups=mid, act=s.act)
+        if s.se_ch:
+            squeeze = self.quantize(self.node("GlobalAveragePool", [self.dequantize(y)]), ACT_SCALE, RELU_ZP)
+            gate = self.qconv(self.qconv(squeeze, mid, s.se_ch, act="relu"), s.se_ch, mid, act=s.se_gate)
+            y = self.quantize(self.node("Mul", [self.dequantize(y), self.dequantize(gate)]), ACT_SCALE, RELU_ZP)
+        y = self.qconv(y, mid, s.out_ch, groups=s.groups)
+        if not s.residual:
+            return y
+        return self.quantize(self.node("Add", [self.dequantize(x), self.dequantize(y)]), ACT_SCALE, SIGNED_ZP)
+
+    def _q_skip(self, x: QTensor, s: LayerSpec) -> QTensor:
+        if s.is_identity:
+            return self.same_quant(self.node("Identity", [x.name]), x)
+        return self.qconv(x, s.in_ch, s.out_ch, 1, s.stride, act="relu")
+
+    def _q_gap(self, x: QTensor, s: LayerSpec) -> QTensor:
+        pooled = self.quantize(self.node("GlobalAveragePool", [self.dequantize(x)]), x.scale, x.zp)
+        return self.same_quant(self.node("Flatten", [pooled.name]), pooled)
+
+    def _q_linear(self, x: QTensor, s: LayerSpec) -> QTensor:
+        w = self.random((s.out_ch, s.in_ch), 0, np.sqrt(1.0 / s.in_ch))
+        bias = np.zeros(s.out_ch, np.float32) if s.bias else None
+        return self.qact(self.node("Gemm", [self.dequantize(x), *self.qweights(w, x.scale, bias)], transB=1), s.act)
+
+
 EMITTERS = {"conv": _Graph._conv, "mbconv": _Graph._mbconv, "skip": _Graph._skip, "gap": _Graph._gap,
             "linear": _Graph._linear, "norm": _Graph._norm, "avgpool": _Graph._avgpool,
             "nb201_cell": _Graph._nb201_cell, "resblock": _Graph._resblock}
+INT8_EMITTERS = {"conv": _Graph._q_conv, "mbconv": _Graph._q_mbconv, "skip": _Graph._q_skip, "gap": _Graph._q_gap,
+                 "linear": _Graph._q_linear}
 SUPPORTED_OPS = frozenset(EMITTERS)
 REFUSED_OPS: frozenset[str] = frozenset()
+# Ops written in int8 (every op reads an int8 input: a DQ first); layers.INT8_OPS are all there is.
+INT8_SUPPORTED_OPS = frozenset(INT8_EMITTERS)
+INT8_REFUSED_OPS: frozenset[str] = frozenset()
+_NCHW_TO_NHWC, _NHWC_TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
 
 
 def input_shape(spec: LayerSpec, batch: int = 1) -> list[int]:
-    """The input tensor shape of a block: (N, C) for linear layers, else (N, C, H, W)."""
+    """The logical input shape of a block: (N, C) for linear layers, else (N, C, H, W)."""
     if spec.op == "linear":
         return [batch, spec.in_ch]
     return [batch, spec.in_ch, spec.in_size, spec.in_size]
 
 
+def model_input_shape(spec: LayerSpec, batch: int = 1) -> list[int]:
+    """The input shape of the model whose first block is `spec`: channels-last when int8."""
+    shape = input_shape(spec, batch)
+    return [shape[i] for i in _NCHW_TO_NHWC] if spec.in_precision == "int8" and len(shape) == 4 else shape
+
+
+def model_input(spec: LayerSpec, batch: int = 1, seed: int = 0) -> np.ndarray:
+    """A random input for the model whose first block is `spec` (uint8 when it reads int8)."""
+    rng = np.random.default_rng(seed)
+    shape = model_input_shape(spec, batch)
+    if spec.in_precision == "int8":
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
 def network_model(layers: Sequence[LayerSpec], batch: int | None = 1, seed: int = 0, name: str = "hwnas",
                   compact: bool = False) -> onnx.ModelProto:
-    """One ONNX model running the blocks in order; batch None makes the batch axis dynamic."""
+    """One ONNX model running the blocks in order; batch None makes the batch axis dynamic.
+
+    Its input and output are in the precision of its first block's input and its last
+    block (see the module doc), so one block alone is its micro-model for the LUT.
+    """
     g = _Graph(seed, compact)
-    x = "input"
-    for spec in layers:
-        x = g.layer(x, spec)
-    g.nodes.append(helper.make_node("Identity", [x], ["output"]))
-    in_shape = input_shape(layers[0], batch or 1)
-    in_shape[0] = batch if batch else "batch"
-    last = layers[-1]
+    first, last = layers[0], layers[-1]
+    x: str | QTensor = "input"
+    if first.in_precision == "int8":
+        x = "input" if first.op == "linear" else g.node("Transpose", ["input"], perm=_NHWC_TO_NCHW)
+        x = QTensor(x, ACT_SCALE, SIGNED_ZP, g.const(np.array(ACT_SCALE, np.float32), "scale"),
+                    g.const(np.array(SIGNED_ZP, np.uint8), "zp"))
+    for i, spec in enumerate(layers):
+        if spec.in_precision != (layers[i - 1].precision if i else first.in_precision):
+            raise NasError(f"layer {spec.key} reads {spec.in_precision} but follows a {layers[i - 1].precision} block")
+        if spec.precision == "int8":
+            x = g.qlayer(g.quantize(x, ACT_SCALE, SIGNED_ZP) if isinstance(x, str) else x, spec)
+        else:
+            x = g.layer(g.dequantize(x) if isinstance(x, QTensor) else x, spec)
     out_shape: list = [batch or "batch", last.out_ch]
     if last.op not in ("gap", "linear"):
         out_shape += [last.out_size, last.out_size]
+    if isinstance(x, QTensor):
+        if len(out_shape) == 4:
+            out_shape = [out_shape[i] for i in _NCHW_TO_NHWC]
+            x = g.same_quant(g.node("Transpose", [x.name], perm=_NCHW_TO_NHWC), x)
+        x = x.name
+    g.nodes.append(helper.make_node("Identity", [x], ["output"]))
+    in_shape: list = model_input_shape(first, batch or 1)
+    in_shape[0] = batch if batch else "batch"
+    in_type = TensorProto.UINT8 if first.in_precision == "int8" else TensorProto.FLOAT
+    out_type = TensorProto.UINT8 if last.precision == "int8" else TensorProto.FLOAT
     graph = helper.make_graph(
         g.nodes, name,
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, in_shape)],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, out_shape)],
+        [helper.make_tensor_value_info("input", in_type, in_shape)],
+        [helper.make_tensor_value_info("output", out_type, out_shape)],
         g.initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="hwnas")
@@ -209,7 +381,12 @@ def layer_model(spec: LayerSpec, batch: int = 1, seed: int = 0, compact: bool = 
     return network_model([spec], batch, seed, name=spec.key, compact=compact)
 
 
-def float_initializer_bytes(model: onnx.ModelProto) -> int:
-    """Bytes of the float weight tensors in a model (scalars and shape constants excluded)."""
+WEIGHT_TYPES = (TensorProto.FLOAT, TensorProto.INT8, TensorProto.INT32)
+
+
+def weight_initializer_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the weight tensors of a model: float weights, and int8 weights with their
+    per-channel scales, zero points and int32 biases. Scalars (activation scales and zero
+    points, clip bounds) and int64 shape constants are excluded."""
     return sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer
-               if t.data_type == TensorProto.FLOAT and len(t.dims) > 0)
+               if t.data_type in WEIGHT_TYPES and len(t.dims) > 0)

@@ -75,12 +75,13 @@ def build_lut(space: SearchSpace, device: Device, resolutions: Sequence[int | No
               protocol: Protocol = Protocol(), calibrate: int = 30, seed: int = 0, force: bool = False) -> LUT:
     """Profile every block of the space on the device and write the LUT (resuming a partial one)."""
     out = Path(out) if out else default_lut_path(device, space)
+    specs = lut_blocks(space, resolutions)
+    device.check_precisions(specs, f"space {space.name}")
     backend = make_backend(device)
     meta = new_meta(space, device, list(resolutions), protocol=protocol.to_dict(),
                     host={"node": platform.node(), "cpu": host_facts()["cpu"], "machine": platform.machine()})
     lut = _resume(out, meta, force)
     yardstick = lut_yardstick(lut, space, backend, resolutions[0])
-    specs = lut_blocks(space, resolutions)
     todo = [s for s in specs if s.key not in lut.entries]
     bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=f"LUT {space.name}@{device.name}", unit="layer")
     for start in range(0, len(todo), BATCH):

@@ -28,7 +28,7 @@ import numpy as np
 from nas.errors import NasError, closest
 from nas.space.base import SearchSpace
 from nas.space.counters import layer_io_elements, layer_macs, layer_params
-from nas.space.layers import NB201_EDGES, NB201_OPS, LayerSpec, nb201_edge_layer
+from nas.space.layers import INT8_OPS, NB201_EDGES, NB201_OPS, LayerSpec, nb201_edge_layer
 from nas.space.tables import slot_variants
 
 GROUPS = ("net", "stage", "layer", "ops")
@@ -49,7 +49,20 @@ def layer_vector(spec: LayerSpec) -> dict[str, float]:
     out = {"macs": float(layer_macs(spec)), "params": float(layer_params(spec)),
            "io": float(layer_io_elements(spec)), "blocks": 1.0}
     out.update(OP_FEATURES[spec.op](spec))
+    if spec.quantized:  # float blocks add no column, so a float space's features stay as they were
+        out.update(_precision_features(spec))
     return out
+
+
+def _precision_features(spec: LayerSpec) -> dict[str, float]:
+    """What an int8 block changes: its MACs run on integer kernels, and a precision
+    boundary converts the block's input (a quantize before int8, a dequantize after it)."""
+    size_in = 1 if spec.op == "linear" else spec.in_size
+    boundary = float(spec.in_ch * size_in * size_in)
+    return {"int8_macs": float(layer_macs(spec)) if spec.precision == "int8" else 0.0,
+            "int8_blocks": float(spec.precision == "int8"),
+            "quantize_elements": boundary if (spec.in_precision, spec.precision) == ("fp32", "int8") else 0.0,
+            "dequantize_elements": boundary if (spec.in_precision, spec.precision) == ("int8", "fp32") else 0.0}
 
 
 def _mbconv_features(spec: LayerSpec) -> dict[str, float]:
@@ -82,6 +95,8 @@ OP_FEATURES: dict[str, Callable[[LayerSpec], dict[str, float]]] = {
 }
 SUPPORTED_OPS = frozenset(OP_FEATURES)
 REFUSED_OPS: frozenset[str] = frozenset()
+INT8_SUPPORTED_OPS = INT8_OPS  # _precision_features describes any block
+INT8_REFUSED_OPS: frozenset[str] = frozenset()
 
 
 @functools.lru_cache(maxsize=None)

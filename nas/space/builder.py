@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from nas.space.layers import NB201_EDGES, LayerSpec, nb201_edge_layer, resblock_layers
+from nas.space.layers import INT8_OPS, NB201_EDGES, LayerSpec, nb201_edge_layer, resblock_layers
 
 
 def activation(name: str) -> nn.Module:
@@ -153,10 +153,14 @@ _BUILDERS: dict[str, Callable[[LayerSpec], nn.Module]] = {
 
 SUPPORTED_OPS = frozenset(_BUILDERS)
 REFUSED_OPS: frozenset[str] = frozenset()
+# An int8 block builds its float module: networks train in float, and precision only
+# changes how the block is deployed (quantized from these weights after training).
+INT8_SUPPORTED_OPS = INT8_OPS
+INT8_REFUSED_OPS: frozenset[str] = frozenset()
 
 
 def build_layer(spec: LayerSpec) -> nn.Module:
-    """The torch module of one block."""
+    """The torch module of one block (the float module at every precision)."""
     return _BUILDERS[spec.op](spec)
 
 

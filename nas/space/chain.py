@@ -13,6 +13,13 @@
         first: {...}                              # overrides for the stage's first layer
     head: [{op: conv, out: 256, kernel: 1}, {op: gap}, {op: linear, out: classes}]
 
+`precision` (fp32, int8) is a block field like the others, so a list is a decision per
+layer or per stage; the top-level `precision` (fp32 unless given; a list there is one
+decision for the whole network) is every layer's unless its block or `defaults` set one.
+Each layer also knows the precision of its input, the last active layer's before it
+(`Producer`): the first layer of a stage reads the previous stage's precision decision,
+and its depth as well when that stage's layers choose their precisions one by one.
+
 Any block field given as a list becomes a decision, one per layer (`per: layer`, the
 default) or one per stage (`per: stage`); `{choices: [...], per: stage}` sets the scope
 of one field. `candidates: {name: {fields}}` makes a decision over named block
@@ -33,19 +40,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nas.errors import NasError, closest
+from nas.errors import NasError, closest, unknown_key
 from nas.space.arch import Arch, Decision, Value
 from nas.space.base import SearchSpace
-from nas.space.layers import LayerSpec, out_size
+from nas.space.layers import PRECISIONS, LayerSpec, out_size
 
 BLOCK_FIELDS = (
     "op", "kernel", "expand", "mid", "mid_divisor", "expand_conv", "groups", "shuffle",
-    "se", "se_base", "se_divisor", "se_gate", "act", "bn", "bias",
+    "se", "se_base", "se_divisor", "se_gate", "act", "bn", "bias", "precision",
 )
 ENTRY_KEYS = BLOCK_FIELDS + ("out", "stride", "name", "candidates", "per")
 STAGE_KEYS = ("name", "depth", "width", "stride", "block", "first")
 BLOCK_KEYS = BLOCK_FIELDS + ("candidates", "per")
-TOP_KEYS = ("name", "type", "description", "input", "classes", "defaults", "stem", "stages", "head", "reference")
+TOP_KEYS = ("name", "type", "description", "input", "classes", "precision", "defaults", "stem", "stages", "head",
+            "reference")
 CHAIN_OPS = ("conv", "mbconv", "skip", "gap", "linear", "norm")
 SIZE_LIMITS = {"depth": 1024, "layers": 4096, "channels": 16384, "resolution": 4096, "kernel": 31, "classes": 100_000}
 
@@ -96,10 +104,11 @@ class ChainLayer:
     reduction: int  # product of the strides before this layer; 0 after global pooling
     active_if: tuple[str, int] | None  # (depth decision, index): active when depth > index
     resolution: Ref
+    producer: Producer | Const = Const("fp32")  # the precision of the input (fp32: the network's input)
     deps: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        refs = [r for _, r in self.fields] + [self.in_ch, self.out_ch, self.resolution]
+        refs = [r for _, r in self.fields] + [self.in_ch, self.out_ch, self.resolution, self.producer]
         refs += [self.candidate] if self.candidate else []
         deps = {n for r in refs for n in r.deps} | ({self.active_if[0]} if self.active_if else set())
         object.__setattr__(self, "deps", tuple(sorted(deps)))
@@ -111,11 +120,73 @@ class ChainLayer:
         if self.candidate:
             fields.update(self.options[self.candidate.get(values)])
         size = 1 if self.reduction == 0 else out_size(resolution or self.resolution.get(values), self.reduction)
-        return resolve_layer(fields, self.in_ch.get(values), self.out_ch.get(values), size, self.stride)
+        return resolve_layer(fields, self.in_ch.get(values), self.out_ch.get(values), size, self.stride,
+                             self.producer.get(values))
+
+    @property
+    def _candidate_precision(self) -> bool:
+        """Whether some candidate of this layer sets its precision."""
+        return self.candidate is not None and any("precision" in o for o in self.options.values())
+
+    @property
+    def _precision_field(self) -> Ref:
+        return next((r for k, r in self.fields if k == "precision"), Const("fp32"))
+
+    @property
+    def precision_deps(self) -> tuple[str, ...]:
+        """The decisions this layer's precision reads (its field, a candidate that sets it)."""
+        deps = set(self._precision_field.deps) | (set(self.candidate.deps) if self._candidate_precision else set())
+        return tuple(sorted(deps))
+
+    @property
+    def precision_source(self) -> object:
+        """What decides the precision: layers with equal sources have equal precisions."""
+        return id(self) if self._candidate_precision else self._precision_field
+
+    def precision(self, values: Mapping[str, Value]) -> str:
+        """The layer's precision for these decision values (only precision_deps are read)."""
+        if self._candidate_precision:
+            option = self.options[self.candidate.get(values)]
+            if "precision" in option:
+                return option["precision"]
+        return self._precision_field.get(values)
 
 
-def resolve_layer(f: Mapping[str, Any], in_ch: int, out_ch: int, size: int, stride: int) -> LayerSpec:
+@dataclass(frozen=True, eq=False)
+class Producer:
+    """The precision of the tensor a layer reads: that of the last active layer before it.
+
+    `layers` are the candidates, latest first, each with whether it may be inactive; the
+    first layer of a stage reads the previous stage, whose depth decides which of its
+    layers came last (its first layer always runs, so the search ends there). A slot
+    thus reads the previous stage's depth and per-layer precisions only when they exist.
+    """
+
+    layers: tuple[tuple[ChainLayer, bool], ...]
+    deps: tuple[str, ...] = ()
+    same: bool = False  # all candidates have the same precision source
+
+    def __post_init__(self) -> None:
+        deps = {n for layer, _ in self.layers for n in layer.precision_deps}
+        # which layer ran last matters only when their precisions can differ (not when
+        # they read one per-stage decision, or all have the same fixed precision)
+        same = len({layer.precision_source for layer, _ in self.layers}) == 1
+        if not same:
+            deps |= {layer.active_if[0] for layer, may_skip in self.layers if may_skip}
+        object.__setattr__(self, "deps", tuple(sorted(deps)))
+        object.__setattr__(self, "same", same)
+
+    def get(self, values: Mapping[str, Value]) -> str:
+        for layer, may_skip in self.layers:
+            if self.same or not may_skip or values[layer.active_if[0]] > layer.active_if[1]:
+                return layer.precision(values)
+        return "fp32"  # not reached: a stage's first layer always runs
+
+
+def resolve_layer(f: Mapping[str, Any], in_ch: int, out_ch: int, size: int, stride: int,
+                  in_precision: str = "fp32") -> LayerSpec:
     """Block fields (ratios, divisors, defaults) -> a LayerSpec with every number concrete."""
+    q = {"precision": f.get("precision", "fp32"), "in_precision": in_precision}
     op = f.get("op", "mbconv")
     kernel = f.get("kernel", 3 if op == "mbconv" else 1)
     if isinstance(kernel, int) and kernel > SIZE_LIMITS["kernel"]:
@@ -123,16 +194,16 @@ def resolve_layer(f: Mapping[str, Any], in_ch: int, out_ch: int, size: int, stri
     if op not in CHAIN_OPS:
         raise NasError(f"unknown op {op!r}{closest(str(op), CHAIN_OPS)}; chain spaces know {', '.join(CHAIN_OPS)}")
     if op == "gap":
-        return LayerSpec("gap", in_ch, in_ch, size)
+        return LayerSpec("gap", in_ch, in_ch, size, **q)
     if op == "norm":
-        return LayerSpec("norm", in_ch, in_ch, size, act=f.get("act", "relu"))
+        return LayerSpec("norm", in_ch, in_ch, size, act=f.get("act", "relu"), **q)
     if op == "skip":
-        return LayerSpec("skip", in_ch, out_ch, size, stride=stride)
+        return LayerSpec("skip", in_ch, out_ch, size, stride=stride, **q)
     if op == "linear":
-        return LayerSpec("linear", in_ch, out_ch, 1, act=f.get("act", "none"), bn=False, bias=f.get("bias", True))
+        return LayerSpec("linear", in_ch, out_ch, 1, act=f.get("act", "none"), bn=False, bias=f.get("bias", True), **q)
     if op == "conv":
         return LayerSpec("conv", in_ch, out_ch, size, kernel=f.get("kernel", 1), stride=stride, groups=f.get("groups", 1),
-                         act=f.get("act", "relu"), bn=f.get("bn", True), bias=f.get("bias", False))
+                         act=f.get("act", "relu"), bn=f.get("bn", True), bias=f.get("bias", False), **q)
     if "mid" in f:
         mid = _field_value(f, "mid", int)
     else:
@@ -157,7 +228,7 @@ def resolve_layer(f: Mapping[str, Any], in_ch: int, out_ch: int, size: int, stri
         raise NasError(f"shuffle must be true or false, got {shuffle!r}")
     return LayerSpec("mbconv", in_ch, out_ch, size, kernel=f.get("kernel", 3), stride=stride, mid_ch=mid_ch,
                      groups=groups, shuffle=shuffle and groups > 1, act=f.get("act", "relu"),
-                     se_ch=se_ch, se_gate=f.get("se_gate", "sigmoid"))
+                     se_ch=se_ch, se_gate=f.get("se_gate", "sigmoid"), **q)
 
 
 def _field_value(f: Mapping[str, Any], key: str, kind: type, default: Any = None, minimum: float | None = None) -> Any:
@@ -236,7 +307,12 @@ class _Parser:
         _require_mapping(defaults, source, "defaults")
         _check_keys(defaults, BLOCK_FIELDS, source, "defaults")
         self.defaults = dict(defaults)
+        # the space-wide precision: every layer's unless its block or the defaults set one
+        # (a list here is one decision for the whole network)
+        self._check_precision(data.get("precision", "fp32"), "precision")
+        self.precision = self._ref(data.get("precision", "fp32"), "precision", "precision")
         self.layers: list[ChainLayer] = []
+        self.producer: Producer | Const = Const("fp32")
         self.channels: Ref = Const(self.in_channels)
         self.reduction = 1
         for part in ("stem", "stages", "head"):
@@ -311,7 +387,7 @@ class _Parser:
             if j == 0:
                 own.update({k: v for k, v in first.items() if k != "per"})
             label = name if max_depth == 1 else f"{name}.{j}"
-            fields = []
+            fields = [] if "precision" in own else [("precision", self.precision)]
             for key, raw in own.items():
                 if key == "candidates":
                     continue
@@ -323,12 +399,16 @@ class _Parser:
                                                       per == "layer" or (j == 0 and "candidates" in first), path)
             active_if = (depth.name, j) if isinstance(depth, Choose) and j >= min_depth else None
             layer_in = self.channels if j == 0 else out
-            self.layers.append(ChainLayer(
+            layer = ChainLayer(
                 label=label, fields=tuple(fields), candidate=candidate, options=options, in_ch=layer_in, out_ch=out,
                 stride=stride if j == 0 else 1, reduction=self.reduction, active_if=active_if,
-                resolution=self.resolution))
+                resolution=self.resolution, producer=self.producer if j == 0 else Producer(((self.layers[-1], False),)))
+            self.layers.append(layer)
             if j == 0:
                 self._advance(own, candidate, options, stride, path)
+        stage = self.layers[-max_depth:]
+        # the next stage reads the last active layer of this one (latest first, down to its first layer)
+        self.producer = Producer(tuple((layer, layer.active_if is not None) for layer in reversed(stage)))
         self.channels = out
 
     def _advance(self, fields, candidate, options, stride, path) -> None:
@@ -343,6 +423,11 @@ class _Parser:
             self.reduction *= stride
 
     # -- decisions -------------------------------------------------------------
+    def _check_precision(self, raw: Any, path: str) -> None:
+        for value in raw if isinstance(raw, list) else [raw]:
+            if not isinstance(value, str) or value not in PRECISIONS:
+                raise NasError(f"{self.source}: {path}: {unknown_key(value, PRECISIONS, 'precision')}")
+
     def _values(self, ref: Ref) -> tuple:
         """Every value a reference can take."""
         return self.decisions[ref.name].choices if isinstance(ref, Choose) else (ref.value,)
@@ -350,6 +435,8 @@ class _Parser:
     def _field(self, raw, key, stage, label, layer_scope, path) -> Ref:
         if key not in BLOCK_FIELDS:
             raise NasError(f"{self.source}: {path}: unknown block field {key!r}{closest(key, BLOCK_FIELDS)}")
+        if key == "precision":
+            self._check_precision(raw["choices"] if isinstance(raw, dict) and "choices" in raw else raw, path)
         if key == "op" and isinstance(raw, (list, dict)):
             raise NasError(f"{self.source}: {path}: op must be one op; to choose between ops use "
                            "'candidates: {name: {op: ..., ...}}'")
@@ -373,6 +460,8 @@ class _Parser:
             _check_keys(fields, BLOCK_FIELDS, self.source, f"{path}.candidates.{cand}")
             if any(isinstance(v, (list, dict)) for v in fields.values()):
                 raise NasError(f"{self.source}: {path}.candidates.{cand}: candidate fields must be single values")
+            if "precision" in fields:
+                self._check_precision(fields["precision"], f"{path}.candidates.{cand}.precision")
             options[str(cand)] = dict(fields)
         ref = self._ref(list(options), f"{label if layer_scope else stage}.op", f"{path}.candidates")
         return ref, options

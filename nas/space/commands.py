@@ -91,16 +91,15 @@ def _space_sample(args: argparse.Namespace) -> Result:
 
 def _space_stats(args: argparse.Namespace) -> Result:
     from nas.space import load_space
-    from nas.space.counters import dtype_bytes, layer_macs, layer_params, layer_peak_elements
+    from nas.space.counters import layer_macs, layer_params, layer_peak_bytes
 
     space = load_space(args.space)
     arch = space.resolve_arch(args.arch)
     out: dict[str, Any] = {"space": space.name, **space.counts(arch, args.resolution, args.dtype), "dtype": args.dtype,
                            "arch": dict(arch)}
     if args.layers:
-        nbytes = dtype_bytes(args.dtype)
         out["layers"] = [{"key": s.key, "params": layer_params(s), "macs": layer_macs(s),
-                          "peak_activation_bytes": layer_peak_elements(s) * nbytes}
+                          "peak_activation_bytes": layer_peak_bytes(s, args.dtype)}
                          for s in space.layers(arch, args.resolution)]
     lines = [f"{space.name} arch {out['arch_id']} at {out['resolution']}x{out['resolution']}, {args.dtype}",
              f"  params                 {out['params']:,}",

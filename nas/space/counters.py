@@ -9,13 +9,26 @@ use: each conv is fused with its BN and activation, a tensor lives from the step
 writes it until its last reader has run, and a block's input stays alive while a
 residual or shortcut still needs it. The peak of a network is the largest sum of
 live tensor sizes over all steps, batch 1.
+
+Bytes follow each block's precision (LayerSpec.precision). A float block stores its
+deployed weights at the dtype's width; an int8 block stores what onnxruntime's
+quantize_static writes in QDQ form, per conv or Gemm with W weights and C output
+channels: int8 weights (W), float32 per-channel scales (4C), int8 zero points (C), and
+with a bias an int32 bias, its float32 scale and int32 zero points (12C), so W + 17C,
+or W + 5C without a bias. The scalar scale and zero point of each quantized activation
+(5 bytes) are not weights, as the float counter leaves out scalars: the rule for both is
+"initializers with at least one dimension" (nas.hardware.onnx_graph.weight_initializer_bytes).
+Activations take 1 byte per element inside an int8 block; at a precision boundary the
+block's input is alive in both forms while it is quantized or dequantized. (HardSwish
+and the hard sigmoid gate run in float between a DQ and a Q inside an int8 block; those
+short-lived float copies are not modelled.)
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
 from nas.errors import NasError
-from nas.space.layers import NB201_EDGES, LayerSpec, nb201_edge_layer, resblock_layers
+from nas.space.layers import INT8_OPS, NB201_EDGES, LayerSpec, nb201_edge_layer, resblock_layers
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 
@@ -102,6 +115,43 @@ def layer_weight_params(spec: LayerSpec) -> int:
     nas.hardware.onnx_graph hold as float initializers.
     """
     return layer_params(spec) - _FOLDED_BN[spec.op](spec)
+
+
+# The convs and Gemms of an int8 block as (weights W, output channels C, has a bias), in
+# the deployed graph (BN folded into a bias): what its int8 weight bytes are made of.
+WeightLayers = list[tuple[int, int, bool]]
+
+
+def _mbconv_weight_layers(s: LayerSpec) -> WeightLayers:
+    mid = s.mid_ch or s.in_ch
+    parts = [(s.in_ch // s.groups * mid, mid, True)] if s.mid_ch else []
+    parts.append((mid * s.kernel * s.kernel, mid, True))
+    if s.se_ch:
+        parts += [(mid * s.se_ch, s.se_ch, True), (s.se_ch * mid, mid, True)]
+    return parts + [(mid // s.groups * s.out_ch, s.out_ch, True)]
+
+
+_WEIGHT_LAYERS: dict[str, Callable[[LayerSpec], WeightLayers]] = {
+    "conv": lambda s: [(s.kernel * s.kernel * (s.in_ch // s.groups) * s.out_ch, s.out_ch, s.bn or s.bias)],
+    "mbconv": _mbconv_weight_layers,
+    "skip": lambda s: [] if s.is_identity else [(s.in_ch * s.out_ch, s.out_ch, True)],
+    "gap": lambda s: [],
+    "linear": lambda s: [(s.in_ch * s.out_ch, s.out_ch, s.bias)],
+}
+INT8_WEIGHT_BYTES = {True: 17, False: 5}  # bytes per output channel beside the int8 weights, with / without bias
+
+
+def weight_layers(spec: LayerSpec) -> WeightLayers:
+    """(W, C, bias) of each conv or Gemm of an int8-capable block (see _WEIGHT_LAYERS)."""
+    return _WEIGHT_LAYERS[spec.op](spec)
+
+
+def layer_weight_bytes(spec: LayerSpec, dtype: str = "float32") -> int:
+    """Bytes of the deployed weights: at the dtype's width for a float block, in
+    quantize_static's QDQ layout (W + 17C, or W + 5C without bias) for an int8 one."""
+    if spec.precision == "int8":
+        return sum(w + INT8_WEIGHT_BYTES[bool(bias)] * c for w, c, bias in weight_layers(spec))
+    return layer_weight_params(spec) * dtype_bytes(dtype)
 
 
 # ----------------------------------------------------------------------------- MACs
@@ -219,6 +269,24 @@ def layer_peak_elements(spec: LayerSpec) -> int:
 # Every op of the LayerSpec vocabulary has an entry in each table above (the op-conformance test holds them to OPS).
 SUPPORTED_OPS = frozenset(_PARAMS) & frozenset(_FOLDED_BN) & frozenset(_MACS) & frozenset(_PEAK)
 REFUSED_OPS: frozenset[str] = frozenset()
+# Ops counted in int8 (their weight layers are known); layers.INT8_OPS are all there is.
+INT8_SUPPORTED_OPS = frozenset(_WEIGHT_LAYERS) & INT8_OPS
+INT8_REFUSED_OPS: frozenset[str] = frozenset()
+
+
+def _input_elements(spec: LayerSpec) -> int:
+    return spec.in_ch if spec.op == "linear" else _area(spec.in_ch, spec.in_size)
+
+
+def layer_peak_bytes(spec: LayerSpec, dtype: str = "float32") -> int:
+    """Largest number of activation bytes alive at once inside the block, batch 1: one
+    byte per element in an int8 block, and at a precision boundary the input in both
+    forms (the float tensor and its uint8 copy) while it is converted."""
+    float_bytes = dtype_bytes(dtype)
+    peak = layer_peak_elements(spec) * (1 if spec.precision == "int8" else float_bytes)
+    if spec.precision != spec.in_precision:
+        peak = max(peak, _input_elements(spec) * (float_bytes + 1))
+    return peak
 
 
 def layer_io_elements(spec: LayerSpec) -> int:
@@ -234,11 +302,11 @@ def layer_io_elements(spec: LayerSpec) -> int:
 # ----------------------------------------------------------------------------- whole networks
 
 def network_counts(layers: Sequence[LayerSpec], dtype: str = "float32") -> dict[str, int]:
-    """params, macs, peak_activation_bytes and weight_bytes (deployed, BN folded) of a chain."""
-    nbytes = dtype_bytes(dtype)
+    """params, macs, peak_activation_bytes and weight_bytes (deployed, BN folded, each block
+    at its precision) of a chain."""
     return {
         "params": sum(layer_params(s) for s in layers),
         "macs": sum(layer_macs(s) for s in layers),
-        "peak_activation_bytes": max(layer_peak_elements(s) for s in layers) * nbytes,
-        "weight_bytes": sum(layer_weight_params(s) for s in layers) * nbytes,
+        "peak_activation_bytes": max(layer_peak_bytes(s, dtype) for s in layers),
+        "weight_bytes": sum(layer_weight_bytes(s, dtype) for s in layers),
     }

@@ -12,11 +12,18 @@ import functools
 from dataclasses import dataclass, fields
 from numbers import Integral
 
-from nas.errors import NasError
+from nas.errors import NasError, unknown_key
 
 OPS = ("conv", "mbconv", "skip", "gap", "linear", "norm", "avgpool", "nb201_cell", "resblock")
 ACTIVATIONS = ("none", "relu", "relu6", "hswish", "swish")
 GATES = ("sigmoid", "hsigmoid")
+# Numeric formats a block can be deployed in. int8 is onnxruntime's QDQ form (uint8
+# asymmetric activations, int8 symmetric per-channel weights, int32 bias); the torch
+# module is the float one for every precision, so precision changes deployment only.
+PRECISIONS = ("fp32", "int8")
+# Ops with an int8 deployment form: the chain ops whose every part onnxruntime runs as an
+# integer kernel or between a DQ and a Q. A LayerSpec of another op refuses int8.
+INT8_OPS = frozenset({"conv", "mbconv", "skip", "gap", "linear"})
 
 # NAS-Bench-201 edge operations in the benchmark's own order (their code indices).
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -45,6 +52,10 @@ class LayerSpec:
     bn, bias    conv/linear: batch norm after, bias in the conv/linear
     preact      conv: activation before the conv (NB201's ReLU-Conv-BN)
     edges       nb201_cell: the six edge ops, NB201_EDGES order
+    precision   how the block is deployed (PRECISIONS)
+    in_precision  the precision of the tensor the block reads, i.e. of the block before it
+                (fp32 for a network's first block): a block after another precision pays
+                the quantize or dequantize at the boundary, so each boundary is timed once
     """
 
     op: str
@@ -63,6 +74,8 @@ class LayerSpec:
     bias: bool = False
     preact: bool = False
     edges: tuple[str, ...] = ()
+    precision: str = "fp32"
+    in_precision: str = "fp32"
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -85,6 +98,11 @@ class LayerSpec:
             return f"unknown activation {self.act!r}; known: {', '.join(ACTIVATIONS)}"
         if self.se_gate not in GATES:
             return f"unknown SE gate {self.se_gate!r}; known: {', '.join(GATES)}"
+        for name in ("precision", "in_precision"):
+            if getattr(self, name) not in PRECISIONS:
+                return f"{name}: {unknown_key(getattr(self, name), PRECISIONS, 'precision')}"
+        if self.precision == "int8" and self.op not in INT8_OPS:
+            return f"op {self.op} has no int8 form; int8 ops: {', '.join(sorted(INT8_OPS))}"
         if min(self.in_ch, self.out_ch, self.in_size, self.kernel, self.stride, self.groups) < 1:
             return "channels, size, kernel, stride and groups must be positive"
         if min(self.mid_ch, self.se_ch) < 0:
@@ -136,7 +154,14 @@ class LayerSpec:
             if value != dflt:
                 value = "+".join(value) if isinstance(value, tuple) else value
                 parts.append(f"{name}={value}")
+        if self.quantized:  # both, so a mixed key reads whole; a float block's key is as before
+            parts += [f"precision={self.precision}", f"in_precision={self.in_precision}"]
         return " ".join(parts)
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the block or its input is int8 (what float-only consumers cannot take)."""
+        return (self.precision, self.in_precision) != ("fp32", "fp32")
 
     def to_dict(self) -> dict:
         """Plain-data form (JSON-ready) for files and reports."""
@@ -158,7 +183,8 @@ class LayerSpec:
 
 _INT_FIELDS = ("in_ch", "out_ch", "in_size", "kernel", "stride", "mid_ch", "groups", "se_ch")
 _BOOL_FIELDS = ("shuffle", "bn", "bias", "preact")
-_KEY_DEFAULTS = {f.name: f.default for f in fields(LayerSpec) if f.name not in ("op", "in_ch", "out_ch", "in_size")}
+_KEY_DEFAULTS = {f.name: f.default for f in fields(LayerSpec)
+                 if f.name not in ("op", "in_ch", "out_ch", "in_size", "precision", "in_precision")}
 
 
 @functools.lru_cache(maxsize=1024)  # LayerSpecs are immutable; cell tables ask for the same few edges

@@ -17,7 +17,7 @@ import numpy as np
 
 from nas.errors import NasError
 from nas.space.base import SearchSpace
-from nas.space.counters import dtype_bytes, layer_macs, layer_params, layer_peak_elements, layer_weight_params
+from nas.space.counters import dtype_bytes, layer_macs, layer_params, layer_peak_bytes, layer_weight_bytes
 from nas.space.layers import LayerSpec
 
 if TYPE_CHECKING:
@@ -141,12 +141,12 @@ def unique_layers(space: SearchSpace, resolution: int | None = None) -> list[Lay
 
 def counter_table(space: SearchSpace, metric: str, resolution: int | None = None, dtype: str = "float32") -> SpecTable:
     """Tables for the analytic counters: params, macs, peak_activation_bytes, weight_bytes."""
-    nbytes = dtype_bytes(dtype)
+    dtype_bytes(dtype)  # an unknown dtype is refused before any table is built
     metrics: dict[str, tuple[Callable[[LayerSpec], float], str]] = {
         "params": (layer_params, "sum"),
         "macs": (layer_macs, "sum"),
-        "weight_bytes": (lambda s: layer_weight_params(s) * nbytes, "sum"),
-        "peak_activation_bytes": (lambda s: layer_peak_elements(s) * nbytes, "max"),
+        "weight_bytes": (lambda s: layer_weight_bytes(s, dtype), "sum"),
+        "peak_activation_bytes": (lambda s: layer_peak_bytes(s, dtype), "max"),
     }
     if metric not in metrics:
         from nas.errors import closest

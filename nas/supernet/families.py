@@ -17,7 +17,7 @@ from torch import nn
 
 from nas.errors import ConfigError
 from nas.space.builder import build_layer
-from nas.space.layers import NB201_EDGES, LayerSpec
+from nas.space.layers import INT8_OPS, NB201_EDGES, LayerSpec
 from nas.supernet.elastic import BNUnit, ConvUnit, LinearUnit, Move
 
 Tensors = tuple[list[torch.Tensor], list[torch.Tensor]]  # (parameters, buffers)
@@ -238,6 +238,11 @@ ELASTIC_FAMILIES: dict[str, type[Family]] = {"mbconv": MBConvFamily, "conv": Con
 FIXED_ONLY_OPS = frozenset({"resblock"})
 SUPPORTED_OPS = frozenset(ELASTIC_FAMILIES) | frozenset(WEIGHTLESS) | {"nb201_cell"}
 REFUSED_OPS = FIXED_ONLY_OPS  # refused as elastic; a lone variant of any op is Fixed
+# Precision is not part of a family (family_key ignores it): the supernet trains float
+# weights, and the fp32 and int8 variants of a block are one set of them, quantized
+# only when a subnet is deployed.
+INT8_SUPPORTED_OPS = INT8_OPS
+INT8_REFUSED_OPS: frozenset[str] = frozenset()
 
 
 def make_family(key: str, specs: Sequence[LayerSpec]) -> Family:

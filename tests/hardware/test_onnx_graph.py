@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from nas.hardware.onnx_graph import float_initializer_bytes, input_shape, layer_model, network_model
+from nas.hardware.onnx_graph import weight_initializer_bytes, input_shape, layer_model, network_model
 from nas.space import load_space
 from nas.space.tables import unique_layers
 
@@ -21,7 +21,7 @@ def test_network_graphs_match_counters(shipped_space_name: str) -> None:
         layers = space.layers(arch)
         model = network_model(layers, batch=None)
         onnx.checker.check_model(model, full_check=True)
-        assert float_initializer_bytes(model) == space.counts(arch)["weight_bytes"]
+        assert weight_initializer_bytes(model) == space.counts(arch)["weight_bytes"]
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         r = space.resolution(arch)
         out = session.run(None, {"input": rng.standard_normal((2, space.in_channels, r, r)).astype(np.float32)})[0]
@@ -46,7 +46,7 @@ def test_compact_weights_compress_but_keep_counts() -> None:
 
     spec = load_space("tiny_mbconv").layers(load_space("tiny_mbconv").extreme(True))[-3]
     full, compact = layer_model(spec).SerializeToString(), layer_model(spec, compact=True).SerializeToString()
-    assert float_initializer_bytes(layer_model(spec)) == float_initializer_bytes(layer_model(spec, compact=True))
+    assert weight_initializer_bytes(layer_model(spec)) == weight_initializer_bytes(layer_model(spec, compact=True))
     assert len(zlib.compress(compact)) * 5 < len(zlib.compress(full))
 
 

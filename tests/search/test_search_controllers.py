@@ -298,7 +298,8 @@ def test_gradients_reach_every_decision_of_the_sampled_path(one_thread):
     alphas = [torch.zeros(int(r), requires_grad=True) for r in space.radices]
     codes, hard = _sample(alphas, 1.0, torch.Generator().manual_seed(0))
     assert [float(h[c].detach()) for h, c in zip(hard, codes)] == [1.0] * len(codes)
-    logits = _forward(net, torch.randn(4, 3, 32, 32), codes, hard)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # not the global stream: other tests move it
+    logits = _forward(net, x, codes, hard)
     logits.square().mean().backward()
     active = space.active_mask(codes[None])[0]
     assert not active.all()  # this sample skips layers (seeded), whose choices must get no gradient

@@ -10,6 +10,7 @@ into the conv that feeds it) must equal one read off the module by forward hooks
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from nas.space.counters import (
     layer_macs,
     layer_params,
     layer_peak_elements,
+    network_counts,
 )
 from nas.space.registry import space_from_dict
 
@@ -111,7 +113,12 @@ def test_counters_match_torch(shipped_space_name):
             y = model(x)
         assert 2 * counts["macs"] == flops.get_total_flops(), where
         assert y.shape == (1, space.classes) and torch.isfinite(y).all(), where
-        assert counts["weight_bytes"] == 4 * deployed_weights(model, x), where
+        # the torch module is the float one at every precision (int8 bytes: tests/test_precision.py)
+        layers = space.layers(arch)
+        float_layers = [replace(s, precision="fp32", in_precision="fp32") for s in layers]
+        assert network_counts(float_layers)["weight_bytes"] == 4 * deployed_weights(model, x), where
+        if not any(s.quantized for s in layers):
+            assert counts["weight_bytes"] == 4 * deployed_weights(model, x), where
 
 
 # ----------------------------------------------------------------------------- tables

@@ -5,6 +5,11 @@ Adding an op to nas.space.layers.OPS fails this file until the counters, the bui
 the ONNX emitter, the supernet families and the predictor features each declare it
 (in their dispatch table, or in REFUSED_OPS) and the op has an example below, which is
 then counted, built, run in torch and in onnxruntime, and checked across them.
+
+Precision is held the same way: each consumer declares which ops with an int8 form
+(layers.INT8_OPS) it handles in int8 (INT8_SUPPORTED_OPS) or refuses (INT8_REFUSED_OPS),
+every handled one runs there in each of the three quantized in/out combinations, and an
+op without an int8 form is refused by LayerSpec itself in one line.
 """
 from __future__ import annotations
 
@@ -16,14 +21,21 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, NasError
 from nas.hardware import onnx_graph
-from nas.hardware.onnx_graph import float_initializer_bytes, input_shape, layer_model
+from nas.hardware.onnx_graph import input_shape, layer_model, model_input, weight_initializer_bytes
 from nas.predictors import features
 from nas.space import builder, counters
 from nas.space.builder import build_layer
-from nas.space.counters import layer_macs, layer_params, layer_peak_elements, layer_weight_params
-from nas.space.layers import OPS, LayerSpec
+from nas.space.counters import (
+    layer_macs,
+    layer_params,
+    layer_peak_bytes,
+    layer_peak_elements,
+    layer_weight_bytes,
+    layer_weight_params,
+)
+from nas.space.layers import INT8_OPS, OPS, LayerSpec
 from nas.supernet import families
 from nas.supernet.elastic import init_weights
 from nas.supernet.slot import SlotModule
@@ -98,7 +110,7 @@ def test_counters_builder_and_onnx_agree_on_each_op(op) -> None:
     assert list(y.shape) == expected and torch.isfinite(y).all()
 
     model = layer_model(spec)
-    assert float_initializer_bytes(model) == 4 * layer_weight_params(spec)
+    assert weight_initializer_bytes(model) == 4 * layer_weight_params(spec)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -130,3 +142,57 @@ def test_supernet_slots_share_weights_for_handled_ops_and_refuse_the_rest(op) ->
         with torch.no_grad():
             y = slot(x, spec)
             assert torch.isfinite(y).all() and torch.allclose(y, extracted(x), atol=1e-6)
+
+
+QUANTIZED = (("int8", "int8"), ("int8", "fp32"), ("fp32", "int8"))  # (precision, in_precision)
+
+
+@pytest.mark.parametrize("name", CONSUMERS)
+def test_every_consumer_handles_or_refuses_int8_for_every_op_that_has_it(name) -> None:
+    module = CONSUMERS[name]
+    handled, refused = set(module.INT8_SUPPORTED_OPS), set(module.INT8_REFUSED_OPS)
+    assert not handled & refused and handled | refused == set(INT8_OPS), name
+
+
+@pytest.mark.parametrize("op", sorted(set(OPS) - INT8_OPS))
+def test_an_op_without_an_int8_form_is_refused_in_one_line(op) -> None:
+    with pytest.raises(NasError, match=f"op {op} has no int8 form") as info:
+        replace(EXAMPLES[op], precision="int8")
+    assert "\n" not in str(info.value)
+    assert replace(EXAMPLES[op], in_precision="int8").key.endswith("precision=fp32 in_precision=int8")  # reads int8
+
+
+@pytest.mark.parametrize("op", sorted(INT8_OPS))
+@pytest.mark.parametrize("precision,in_precision", QUANTIZED)
+def test_quantized_blocks_count_build_run_and_describe(op, precision, in_precision) -> None:
+    spec = replace(EXAMPLES[op], precision=precision, in_precision=in_precision)
+    float_spec = EXAMPLES[op]
+    assert spec.key.endswith(f"precision={precision} in_precision={in_precision}") and float_spec.key in spec.key
+    # torch: the float module, whatever the precision
+    torch.manual_seed(0)
+    module = build_layer(spec)
+    assert [p.shape for p in module.parameters()] == [p.shape for p in build_layer(float_spec).parameters()]
+    # counters: the weights as the int8 graph stores them, activations at their width
+    model = layer_model(spec)
+    assert weight_initializer_bytes(model) == layer_weight_bytes(spec)
+    width = 1 if precision == "int8" else 4
+    assert layer_peak_bytes(spec) >= layer_peak_elements(spec) * width
+    if precision == "fp32":
+        assert layer_weight_bytes(spec) == 4 * layer_weight_params(spec)
+    # onnxruntime runs it, reading and writing the precision of its ends
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"input": model_input(spec)})
+    assert out.dtype == (np.uint8 if precision == "int8" else np.float32)
+    assert out.size == spec.out_ch * (1 if op in ("gap", "linear") else spec.out_size ** 2)
+    # features: finite, with the int8 columns
+    vector = features.layer_vector(spec)
+    assert vector["int8_blocks"] == float(precision == "int8") and all(np.isfinite(v) for v in vector.values())
+    # supernet: the fp32 and int8 variants of a slot share one set of weights
+    slot = SlotModule([float_spec, spec]).eval()
+    init_weights(slot, torch.Generator().manual_seed(0))
+    x = torch.randn(input_shape(spec))
+    with torch.no_grad():
+        assert torch.equal(slot(x, spec), slot(x, float_spec))

@@ -31,7 +31,7 @@ from nas.space.registry import load_space, space_from_dict
 from nas.space.tables import unique_layers
 from tests.hw_helpers import FAST, SMALL_SPACE
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PER_STAGE = {"choices": ["fp32", "int8"], "per": "stage"}
 
 # the small hardware-test space with a precision per stage, stem and head layer
@@ -406,7 +406,7 @@ def test_the_supernet_of_an_int8_space_shares_one_set_of_float_weights_across_pr
 def test_the_energy_estimate_moves_int8_blocks_at_their_stored_width() -> None:
     from nas.hardware.energy import AnalyticEnergy
     from nas.space.counters import layer_io_elements, layer_weight_bytes
-    from tests.test_energy import FixedLatency
+    from tests.hardware.test_energy import FixedLatency
 
     space = small_int8()
     model = AnalyticEnergy(space, load_device("local-cpu"), FixedLatency(space))

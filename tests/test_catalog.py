@@ -16,6 +16,7 @@ from nas.hardware.devices import device_names, load_device
 from nas.hardware.profiling import default_lut_path
 from nas.predictors.reference import load_reference, reference_dir
 from nas.space import load_space, space_files
+from tests.hw_helpers import small_space
 from tests.space.test_grammar import BASE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,10 +83,10 @@ def test_a_users_spaces_hide_shipped_ones_in_order(elsewhere: Path, tmp_path: Pa
 
 def test_device_profiles_and_luts_layer_and_new_luts_go_to_the_first_user_layer(
         elsewhere: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    space = load_space("tiny_mbconv")
+    space = small_space("catalog_probe")  # a name no checkout has profiled a LUT of
     shipped = catalog.shipped_dir(catalog.LUTS)
     device = load_device("local-cpu")
-    assert default_lut_path(device, space) == elsewhere / "latency_luts" / "local-cpu" / "tiny_mbconv.csv"
+    assert default_lut_path(device, space) == elsewhere / "latency_luts" / "local-cpu" / f"{space.name}.csv"
     device_file(elsewhere / "latency_luts", "local-cpu", threads=3)
     device_file(elsewhere / "latency_luts", "my-board", threads=2)
     assert load_device("local-cpu").threads == 3 and load_device("my-board").threads == 2
@@ -94,11 +95,11 @@ def test_device_profiles_and_luts_layer_and_new_luts_go_to_the_first_user_layer(
     first, second = tmp_path / "luts-a", tmp_path / "luts-b"
     monkeypatch.setenv("HWNAS_LUTS", f"{first}:{second}")
     assert load_device("local-cpu").threads == 3  # no profile in the variable's folders: ./latency_luts's
-    assert default_lut_path(load_device("local-cpu"), space) == first / "local-cpu" / "tiny_mbconv.csv"
+    assert default_lut_path(load_device("local-cpu"), space) == first / "local-cpu" / f"{space.name}.csv"
     (second / "pi4-ort").mkdir(parents=True)
-    (second / "pi4-ort" / "tiny_mbconv.csv").write_text("key\n")
+    (second / "pi4-ort" / f"{space.name}.csv").write_text("key\n")
     pi4 = load_device("pi4-ort")
-    assert default_lut_path(pi4, space) == second / "pi4-ort" / "tiny_mbconv.csv"  # an existing LUT is found
+    assert default_lut_path(pi4, space) == second / "pi4-ort" / f"{space.name}.csv"  # an existing LUT is found
     assert pi4.folder == first / "pi4-ort"  # where new ones go
     assert not default_lut_path(pi4, load_space("nb201")).is_relative_to(shipped)
     with pytest.raises(NasError, match="unknown device 'my-bored'.*did you mean 'my-board'"):

@@ -117,6 +117,8 @@ def test_smaller_kernels_are_transformed_centres_of_larger_ones():
     assert torch.allclose(unit.kernel_weight(4, 1, 5), w5, atol=1e-5)
     assert torch.allclose(unit.kernel_weight(2, 1, 3), w3[:2], atol=1e-5)
     identity = ConvUnit(2, 1, [3, 5])
+    with torch.no_grad():
+        identity.weight.normal_()  # a bare unit's weight is torch.empty (the supernet initialises it): NaN garbage would fail equal
     assert torch.equal(identity.kernel_weight(2, 1, 3), identity.weight[:, :, 1:4, 1:4])  # at start: plain centre
 
 

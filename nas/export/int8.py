@@ -23,6 +23,7 @@ from torch import nn
 from nas.atomic import write_atomic
 from nas.errors import NasError
 from nas.quant import QuantSettings, quantize
+from nas.quant.ptq import compare_with_onnxruntime
 from nas.space.layers import LayerSpec
 
 INT8_ONNX, INT8_PARAMS = "model_int8.onnx", "quant_int8.npz"
@@ -41,34 +42,6 @@ def random_images(n: int, shape: Sequence[int], seed: int) -> torch.Tensor:
     return torch.randn(n, *shape[1:], generator=g)
 
 
-def _session(blob: bytes):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
-
-
-def _logits(run, images: torch.Tensor, batch: int = 64) -> np.ndarray:
-    return np.concatenate([run(chunk) for chunk in images.split(batch)])
-
-
-def verify(net, images: torch.Tensor) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """onnxruntime's int8 model against the torch simulation on `images`: top-1 agreement,
-    largest logit difference (in output steps when the logits are int8) and both top-1s."""
-    session = _session(net.to_onnx())
-    x = images.detach().to("cpu", torch.float32).contiguous()
-    ours = _logits(lambda c: net(c).numpy(), x)
-    theirs = _logits(lambda c: session.run(None, {"input": c.numpy()})[0], x)
-    diff = float(np.abs(ours - theirs).max()) if len(x) else 0.0
-    found: dict[str, Any] = {"top1_agreement": float((ours.argmax(1) == theirs.argmax(1)).mean()) if len(x) else 0.0,
-                             "images": len(x), "max_logit_diff": diff}
-    if net.layers[-1].precision == "int8":
-        found["max_logit_diff_steps"] = round(diff / float(net.params()["act_scale"][-1]), 3)
-    return found, ours.argmax(1), theirs.argmax(1)
-
-
 def write_int8(model: nn.Module, layers: Sequence[LayerSpec], calib: torch.Tensor, settings: QuantSettings,
                folder: Path | str, verify_images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                *, calib_source: str = "given images", verify_source: str = "seeded random inputs",
@@ -83,7 +56,7 @@ def write_int8(model: nn.Module, layers: Sequence[LayerSpec], calib: torch.Tenso
     net = quantize(model, layers, calib, settings)
     if verify_images is None:
         verify_images = random_images(RANDOM_INPUTS, calib.shape, seed + 1)
-    checked, ours, theirs = verify(net, verify_images)
+    checked, ours, theirs = compare_with_onnxruntime(net, verify_images)
     checked["inputs"] = verify_source
     if checked["top1_agreement"] < MIN_AGREEMENT:
         raise NasError(f"int8 export refused: onnxruntime's int8 model and the torch simulation agree on top-1 for "

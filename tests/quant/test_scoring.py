@@ -2,6 +2,8 @@
 (the accuracy of the int8 ONNX model), and a float arch exactly as before."""
 from __future__ import annotations
 
+import json
+
 import onnxruntime as ort
 import pytest
 
@@ -58,3 +60,16 @@ def test_the_quant_settings_reach_the_oracle_and_too_few_images_are_refused(trai
     assert float(oracle.predict([with_precision(space, 0, "fp32")])[0]) > 0.3  # float archs need no calibration
     with pytest.raises(NasError, match="calibration method percentile needs at least 32 calibration images, got 8"):
         oracle.predict([with_precision(space, 0, "int8")])
+
+
+def test_the_quant_bench_reports_drop_and_agreement(trained, capsys) -> None:
+    from nas.cli import main
+
+    run_dir, _ = trained
+    code = main(["bench", "quant", str(run_dir), "--archs", "2", "--threads", "1", "--json"])
+    found = json.loads(capsys.readouterr().out)
+    assert code == 0 and len(found["rows"]) == 2 and found["agreement_min"] >= 0.99
+    for row in found["rows"]:
+        assert abs(row["int8"] - row["int8_onnxruntime"]) <= 1 - row["top1_agreement"] + 1e-9
+        assert row["float"] > 0.3
+    assert found["drop_worst"] >= found["drop_median"]

@@ -282,7 +282,8 @@ class GraphSimulator:
         if op == "Add":  # MLAS's AVX2 QLinearAdd: two fused multiply-adds on the raw uint8 values
             b_ = ins[1]
             ra, rb = F32(a_.scale) / ys, F32(b_.scale) / ys
-            fixed = F32(yz) - (ra * F32(a_.zp) + rb * F32(b_.zp))
+            # zc - (rA * za + rB * zb), which the compiler contracts to zc - fma(rA, za, rB * zb)
+            fixed = F32(yz) - F32(np.float64(ra) * np.float64(a_.zp) + np.float64(F32(rb * F32(b_.zp))))
             v = _fma(a_.q, torch.tensor(ra), _fma(b_.q, torch.tensor(rb), fixed))
             return torch.round(v)
         elif op == "Mul":

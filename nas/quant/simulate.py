@@ -3,12 +3,13 @@
 `integer`: what onnxruntime's CPU execution provider computes after it fuses the QDQ
 pattern into integer kernels (docs/research/int8, §4): QLinearConv / QGemm accumulate
 exactly in integers and requantize with a float32 multiplier, QLinearAdd / QLinearMul /
-QLinearGlobalAveragePool with their own float32 formulas, QuantizeLinear divides by the
-scale, every rounding is half to even; ops onnxruntime runs in float (HardSwish,
-HardSigmoid, Sigmoid's table, float blocks) run in float32 between a DQ and a Q, the
-logistic with onnxruntime's own polynomial (`mlas_logistic`). The
-simulation reads the very graph that is deployed, so the two cannot disagree about
-structure, and it was bit-exact against onnxruntime on every network of the research.
+QLinearGlobalAveragePool with their own float32 formulas (QLinearAdd's fused
+multiply-adds as MLAS's AVX2 kernel has them), QuantizeLinear divides by the scale, every
+rounding is half to even; ops onnxruntime runs in float (HardSwish, HardSigmoid,
+Sigmoid's table, float blocks) run in float32 between a DQ and a Q, the logistic with
+onnxruntime's own polynomial (`mlas_logistic`). The simulation reads the very graph that
+is deployed, so the two cannot disagree about structure; it was bit-exact against
+onnxruntime on the research's networks and on trained subnets (docs/benchmarks.md).
 
 `float` with an observer: the float network the graph was quantized from (float weights,
 no rounding), reporting each quantized tensor's values to calibration, with the relu or

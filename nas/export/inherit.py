@@ -29,6 +29,8 @@ class Inherited:
     split: str
     preprocessing: dict[str, Any]
     source: dict[str, Any]
+    scorer: Any = None   # the SubnetEvaluator that scored it: its calibration and validation images
+    quant: Any = None    # the run's QuantSettings (how search scored int8 archs)
 
 
 def supernet_run_dir(path: Path) -> Path:
@@ -64,9 +66,10 @@ def inherit(path: Path, space: SearchSpace, arch: Arch, split: str = "val",
     config, supernet = load_matching_supernet(path, space, device)
     arch = supernet.space.validate(arch)
     data = dataset_for(config, supernet.space)
-    evaluator = SubnetEvaluator(supernet, data, split, config.calib_images, config.eval_batch_size, config.seed)
+    evaluator = SubnetEvaluator(supernet, data, split, config.calib_images, config.eval_batch_size, config.seed,
+                                quant=config.quant)
     model = supernet.extract(arch)
-    accuracy = evaluator.score(model, supernet.space.resolution(arch))  # recalibrates `model` in place
+    accuracy = evaluator.score(model, supernet.space.resolution(arch))  # recalibrates `model` in place (float)
     preprocessing = {"dataset": data.name, "source": config.data.source, "load_resolution": data.resolution,
                      "mean": [float(v) for v in data.mean],
                      "std": [float(v) for v in data.std], "scale": "images read at load_resolution, pixels / 255, (x - mean) / std per channel, "
@@ -75,4 +78,4 @@ def inherit(path: Path, space: SearchSpace, arch: Arch, split: str = "val",
                                "split_seed": config.data.split_seed, "noise": config.data.noise}}
     source = {"supernet": str(supernet_run_dir(path)), "seed": config.seed, "epochs": config.epochs,
               "calib_images": config.calib_images, "calib_batch": config.eval_batch_size}
-    return Inherited(model, accuracy, split, preprocessing, source)
+    return Inherited(model, accuracy, split, preprocessing, source, evaluator, config.quant)

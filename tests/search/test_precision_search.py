@@ -114,3 +114,38 @@ def test_an_int8_lut_for_a_float_search_and_a_float_lut_for_a_precision_search_a
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "float-only LUT cannot price a search over precision" in err
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_precision_effects_are_paired_flips_of_each_decision_on_the_front(int8_lut) -> None:
+    from nas.search.ledger import Ledger
+    from nas.search.precision import precision_decisions, precision_effects
+    from nas.search.runner import search
+
+    space = load_space(SPACE)
+    sources = {"latency@local-cpu": {"lut": str(int8_lut)}, "proxy": {"counter": "macs", "queried": True}}
+    prob = Problem.build(space, [parse_objective("max proxy", "t"), parse_objective("min latency@local-cpu", "t")],
+                         [], sources)
+    result = search(prob, "evolution", {}, 0, 30, Ledger(prob, None, "t", {}), progress=False)
+    effects = precision_effects(result, max_archs=4)
+    decisions = precision_decisions(space)
+    assert decisions == [d.name for d in space.decisions if d.name.endswith("precision")] and len(decisions) == 8
+    assert [e["decision"] for e in effects["effects"]] == decisions
+    assert 2 <= len(effects["front"]) <= 4 and effects["queries"] == sum(e["archs"] for e in effects["effects"])
+    # recompute one decision's latency effect by hand: LUT(int8) - LUT(fp32) per front arch, median
+    lut = prob.metrics["latency@local-cpu"].model
+    front = [space.decode(result.codes[i]) for i in result.front()]
+    by_id = {a.arch_id: a for a in front}
+    archs = [by_id[r["arch_id"]] for r in effects["front"]]
+    for e in effects["effects"]:
+        d = e["decision"]
+        flips = [(space.arch({**dict(a), d: "int8"}), space.arch({**dict(a), d: "fp32"})) for a in archs]
+        flips = [(i, f) for i, f in flips if space.layers(i) != space.layers(f)]
+        assert e["archs"] == len(flips)
+        want = np.median([lut.predict([i])[0] - lut.predict([f])[0] for i, f in flips])
+        assert e["int8_minus_fp32"]["latency@local-cpu"] == pytest.approx(want, rel=1e-6, abs=1e-9)
+        assert e["int8_minus_fp32"]["proxy"] == 0.0  # MACs do not depend on precision
+    # the front's int8 layers are the ones the decisions make int8
+    row = effects["front"][0]
+    layers = space.layers(archs[0])
+    assert row["int8_layers"] == [i for i, s in enumerate(layers) if s.precision == "int8"]
+    assert set(row["decisions"]) == set(decisions)

@@ -8,6 +8,10 @@ and a checkpoint is written after every epoch, so a killed run rerun with the sa
 settings resumes from its last epoch and ends with the weights an uninterrupted run
 ends with. The result is written as finetuned.safetensors and a verified
 finetuned.onnx, entered in arch.json, and its accuracy into the model card.
+
+With `qat`, an export with int8 layers fine-tunes quantization-aware: its int8 blocks
+run with the int8 rounding they are deployed with (nas.supernet.qat, the same fake
+quantization the supernet trains with), so the float weights learn to tolerate it.
 """
 from __future__ import annotations
 
@@ -61,6 +65,7 @@ class FinetuneSettings:
     distill_weight: float = 0.5
     temperature: float = 1.0
     split: str = "val"
+    qat: bool = False
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -72,29 +77,34 @@ class FinetuneSettings:
 
 
 def finetune(out: Path | str, data: str, epochs: int, *, seed: int = 0, distill_from: Path | str | None = None,
-             lr: float = 0.01, batch_size: int = 32, split: str = "val", progress: bool = True,
+             lr: float = 0.01, batch_size: int = 32, split: str = "val", qat: bool = False, progress: bool = True,
              max_steps: int | None = None, device: torch.device | None = None) -> dict[str, Any]:
     """Fine-tune the export in `out` on `data` ('digits' or a dataset path) for `epochs`;
     returns the card's fine-tune entry (accuracy on `split` before and after, history).
+    qat: quantization-aware (an export with int8 layers only).
 
     max_steps stops after that many optimizer steps of this call without a checkpoint,
     as a kill would (tests use it to check resumption).
     """
     out = Path(out)
     settings = FinetuneSettings(data=str(data), epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
-                                distill_from=None if distill_from is None else str(distill_from), split=split)
+                                distill_from=None if distill_from is None else str(distill_from), split=split, qat=qat)
     settings.check()
     record, card = read_record(out), read_card(out)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     run = out / FINETUNE_DIR
-    from nas.export.loader import load
+    from nas.export.loader import export_layers, load
 
+    layers = export_layers(out, record)
+    if qat and not any(s.precision == "int8" for s in layers):
+        raise NasError(f"{out}: the exported arch has no int8 layers, so there is nothing to fine-tune "
+                       "quantization-aware; drop --qat")
     model = load(out, finetuned=False).to(device)
     data_set = _dataset(settings, record)
     if data_set.classes > record["classes"]:
         raise NasError(f"{settings.data} has {data_set.classes} classes; the exported network predicts {record['classes']}")
     teacher = _teacher(settings, record, device) if settings.distill_from else None
-    loop = _Loop(model, teacher, data_set, settings, device, run, record["input"]["resolution"])
+    loop = _Loop(model, teacher, data_set, settings, device, run, record["input"]["resolution"], layers)
     _prepare(run, settings)  # once every input is checked: a refused fine-tune leaves no settings behind
     history = loop.run(progress, max_steps)
     if history is None:
@@ -113,6 +123,7 @@ def _prepare(run: Path, settings: FinetuneSettings) -> None:
     path = run / SETTINGS_FILE
     if path.is_file():
         found = read_json(path, f"{path}: missing", damaged=f"delete {run} to start over")
+        found = {"qat": False, **found} if isinstance(found, dict) else found  # written before --qat existed
         if found != wanted:
             changed = [k for k in wanted if found.get(k) != wanted[k]]
             raise NasError(f"{run} holds a fine-tune with other settings ({', '.join(changed) or 'format'}); "
@@ -177,10 +188,14 @@ def evaluate(model: nn.Module, data: Any, split: str, resolution: int, batch_siz
 
 
 class _Loop:
-    def __init__(self, model, teacher, data, settings: FinetuneSettings, device, run: Path, resolution: int) -> None:
+    def __init__(self, model, teacher, data, settings: FinetuneSettings, device, run: Path, resolution: int,
+                 layers) -> None:
         from nas.data import Augment
+        from nas.supernet.qat import FakeQuantNetwork
 
         self.model, self.teacher, self.data, self.s, self.device, self.run_dir = model, teacher, data, settings, device, run
+        # what a training step runs: the network itself, or the same network with its int8 blocks fake-quantized
+        self.forward = FakeQuantNetwork(model, layers) if settings.qat else model
         self.resolution = resolution
         self.augment = Augment(crop_padding=settings.crop_padding)
         self.optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
@@ -253,7 +268,7 @@ class _Loop:
         y = self.data.train.labels[picked].to(self.device)
         rng = np.random.default_rng([self.s.seed, self.epoch, step, 0xA6])
         x = self.data.normalize(self.augment.apply(x, self.augment.draw(rng, tuple(x.shape))))
-        logits = self.model(_resize(x, self.resolution))
+        logits = self.forward(_resize(x, self.resolution))
         loss = F.cross_entropy(logits, y, label_smoothing=self.s.label_smoothing)
         if self.teacher is not None:
             teacher, resolution = self.teacher

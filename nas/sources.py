@@ -9,13 +9,14 @@ under (which the model card re-checks its budgets with):
     {lut: FILE, allow_mismatch: false}         a latency LUT (for energy@DEVICE: the analytic model over it)
     {table: FILE, column: NAME, unit: ms}      a per-arch table column (public benchmark, own measurements)
     {predictor: FILE | edgegpu/nb201_energy}   a `hwnas predictor fit` file, or a shipped one by name
-    {supernet: DIR, split: val, calib_images}  inherited-weight accuracy of a trained supernet
+    {supernet: DIR, split: val, calib_images, quant}  inherited-weight accuracy of a trained supernet
+                                               (quant: nas.quant.QuantSettings for int8 archs)
     {analytic: true}                           energy@DEVICE: the device's power model over latency@DEVICE
     {like: OTHER_DEVICE}                       a stand-in: OTHER_DEVICE's source for the same metric
   experiment only (the profile and train steps turn them into the kinds above):
     {profile: {warmup, repeats, ...}} | profile      build a LUT on this machine
     {kit: {results: FILE, ...}, allow_mismatch}      import `hwnas lut kit` results
-    {supernet: {split, calib_images}}                the supernet the run's train step trains
+    {supernet: {split, calib_images, quant}}         the supernet the run's train step trains
 
 Any source also takes `queried: true|false`. A metric is *queried* when it is expensive
 (a supernet evaluation, or a table standing in for training): the search budget counts
@@ -55,6 +56,7 @@ from nas import catalog
 from nas.config import Section, existing_path, locate_path, validate
 from nas.costs import CostModel, CounterCost
 from nas.errors import ConfigError, NasError, closest, unknown_key
+from nas.quant.settings import QuantSettings
 
 if TYPE_CHECKING:
     from nas.hardware.lut import LUTCost
@@ -220,6 +222,7 @@ class SupernetSource(Source):
     supernet: str
     split: Literal["val", "test"] = "val"
     calib_images: PositiveInt | None = None
+    quant: QuantSettings | None = None  # None: the training run's `quant:` settings
 
     _dir = field_validator("supernet")(existing_path)
 
@@ -229,7 +232,7 @@ class SupernetSource(Source):
     def cost(self, name: str, resolver: Resolver) -> CostModel:
         from nas.supernet import SupernetAccuracy
 
-        model = SupernetAccuracy(Path(self.supernet), self.split, self.calib_images)
+        model = SupernetAccuracy(Path(self.supernet), self.split, self.calib_images, quant=self.quant)
         if model.space.name != resolver.space.name:
             raise NasError(f"sources.{name}: the supernet was trained on space {model.space.name}, the search is "
                            f"over {resolver.space.name}")
@@ -316,6 +319,7 @@ class KitSource(Source):
 class SupernetSettings(Section):
     split: Literal["val", "test"] = "val"
     calib_images: PositiveInt | None = None
+    quant: QuantSettings | None = None
 
 
 class TrainedSupernetSource(Source):
@@ -326,7 +330,8 @@ class TrainedSupernetSource(Source):
 
     def trained(self, folder: Path) -> SupernetSource:
         return SupernetSource.model_construct(supernet=str(folder), split=self.supernet.split,
-                                              calib_images=self.supernet.calib_images, queried=self.queried)
+                                              calib_images=self.supernet.calib_images, quant=self.supernet.quant,
+                                              queried=self.queried)
 
 
 def _on_device(name: str, kind: str) -> tuple[str, str]:

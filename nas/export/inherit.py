@@ -64,9 +64,10 @@ def inherit(path: Path, space: SearchSpace, arch: Arch, split: str = "val",
     config, supernet = load_matching_supernet(path, space, device)
     arch = supernet.space.validate(arch)
     data = dataset_for(config, supernet.space)
-    evaluator = SubnetEvaluator(supernet, data, split, config.calib_images, config.eval_batch_size, config.seed)
+    evaluator = SubnetEvaluator(supernet, data, split, config.calib_images, config.eval_batch_size, config.seed,
+                                quant=config.quant)
     model = supernet.extract(arch)
-    accuracy = evaluator.score(model, supernet.space.resolution(arch))  # recalibrates `model` in place
+    accuracy = evaluator.score(model, supernet.space.resolution(arch))  # recalibrates `model` in place (float)
     preprocessing = {"dataset": data.name, "source": config.data.source, "load_resolution": data.resolution,
                      "mean": [float(v) for v in data.mean],
                      "std": [float(v) for v in data.std], "scale": "images read at load_resolution, pixels / 255, (x - mean) / std per channel, "

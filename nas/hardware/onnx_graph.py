@@ -22,6 +22,12 @@ own input and output are in the precision of its end blocks: an int8 input or ou
 is uint8 channels-last (NHWC), which cancels against the Transpose onnxruntime puts at
 the edge of every integer region, so a micro-model of a block inside an int8 run times
 the bare integer kernels; a network whose last block is int8 returns quantized logits.
+
+The same writer deploys a trained network (`Deployment`, from nas.quant): the weights then
+come, in the order the graph reads them, from the BN-folded module, the activation scales
+and zero points from calibration, and a deployed model's int8 output is dequantized to
+float logits. So the int8 ONNX a user receives has the node layout and fusion of the
+micro-models its LUT timed.
 """
 from __future__ import annotations
 
@@ -39,6 +45,39 @@ OPSET = 17
 ACT_SCALE = 0.05  # fixed activation scale of int8 micro-models (timing does not depend on it)
 GATE_SCALE = 1.0 / 255  # sigmoid-like outputs in [0, 1]
 SIGNED_ZP, RELU_ZP = 128, 0
+
+
+@dataclass
+class Deployment:
+    """Real parameters for a deployed network instead of random weights and fixed scales.
+
+    weights: the float parameter arrays in the order the emitter reads them (per conv:
+      weight, then bias when it has one; per linear: weight, bias; per norm: scale, shift),
+      BN already folded (nas.quant.fold).
+    act_qparams: (scale, zero point) of each quantized activation tensor in the order the
+      graph quantizes them; None writes placeholders (a calibration pass reads the graph
+      to learn which tensors to observe, then writes it again with their ranges).
+    reduce_range: int8 weights in [-64, 64] (x86 without VNNI).
+    """
+
+    weights: Sequence[np.ndarray]
+    act_qparams: Sequence[tuple[float, int]] | None = None
+    reduce_range: bool = False
+
+
+@dataclass(frozen=True)
+class NetworkGraph:
+    """A written network and what quantizing it needs to know about it.
+
+    quantized: each QuantizeLinear output in graph order with the activation its range
+      stands for (relu / relu6 after an int8 conv are the range, not a node).
+    float_of: each weight or bias DequantizeLinear output -> the float array it quantizes
+      (calibration runs the float network, as quantize_static does).
+    """
+
+    model: onnx.ModelProto
+    quantized: list[tuple[str, str]]
+    float_of: dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -59,13 +98,31 @@ class _Graph:
     values, and deflate then shrinks a profiling kit by orders of magnitude.
     """
 
-    def __init__(self, seed: int, compact: bool = False) -> None:
+    def __init__(self, seed: int, compact: bool = False, deployment: Deployment | None = None) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
         self.rng = np.random.default_rng(seed)
         self.pool = self.rng.standard_normal(251).astype(np.float32) if compact else None
         self.count = 0
         self.dq_of: dict[str, str] = {}  # one DequantizeLinear per quantized tensor, shared by its readers
+        self.deployment = deployment
+        self.reduce_range = bool(deployment and deployment.reduce_range)
+        self._weights = iter(deployment.weights) if deployment else None
+        self._qparams = iter(deployment.act_qparams) if deployment and deployment.act_qparams is not None else None
+        self.quantized: list[tuple[str, str]] = []
+        self.float_of: dict[str, np.ndarray] = {}  # weight / bias DQ output -> the float array it quantizes
+
+    def weight(self, shape: tuple[int, ...], mean: float, std: float) -> np.ndarray:
+        """The next parameter array: the deployed one, else random (constant when std is 0)."""
+        if self._weights is not None:
+            w = next(self._weights, None)
+            if w is None or tuple(w.shape) != tuple(shape):
+                raise NasError(f"deployed weights do not fit the graph: expected an array of shape {shape}, "
+                               f"got {None if w is None else tuple(w.shape)}")
+            return np.asarray(w, np.float32)
+        if std == 0:
+            return np.full(shape, mean, np.float32)
+        return self.random(shape, mean, std)
 
     def random(self, shape: tuple[int, ...], mean: float, std: float) -> np.ndarray:
         if self.pool is None:
@@ -90,10 +147,10 @@ class _Graph:
     def conv(self, x: str, in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, groups: int = 1,
              bias: bool = True) -> str:
         fan_in = in_ch // groups * kernel * kernel
-        w = self.random((out_ch, in_ch // groups, kernel, kernel), 0, np.sqrt(2.0 / fan_in))
+        w = self.weight((out_ch, in_ch // groups, kernel, kernel), 0, np.sqrt(2.0 / fan_in))
         inputs = [x, self.const(w, "w")]
         if bias:
-            inputs.append(self.const(self.random((out_ch,), 0, 0.01), "b"))
+            inputs.append(self.const(self.weight((out_ch,), 0, 0.01), "b"))
         pad = kernel // 2
         return self.node("Conv", inputs, kernel_shape=[kernel, kernel], strides=[stride, stride],
                          pads=[pad, pad, pad, pad], group=groups)
@@ -160,15 +217,15 @@ class _Graph:
         return self.node("Flatten", [self.node("GlobalAveragePool", [x])])
 
     def _linear(self, x: str, s: LayerSpec) -> str:
-        w = self.random((s.out_ch, s.in_ch), 0, np.sqrt(1.0 / s.in_ch))
+        w = self.weight((s.out_ch, s.in_ch), 0, np.sqrt(1.0 / s.in_ch))
         inputs = [x, self.const(w, "w")]
         if s.bias:
-            inputs.append(self.const(np.zeros(s.out_ch, np.float32), "b"))
+            inputs.append(self.const(self.weight((s.out_ch,), 0, 0), "b"))
         return self.act(self.node("Gemm", inputs, transB=1), s.act)
 
     def _norm(self, x: str, s: LayerSpec) -> str:
-        scale = self.const(self.random((s.in_ch, 1, 1), 1, 0.05), "scale")
-        shift = self.const(self.random((s.in_ch, 1, 1), 0, 0.05), "shift")
+        scale = self.const(self.weight((s.in_ch, 1, 1), 1, 0.05), "scale")
+        shift = self.const(self.weight((s.in_ch, 1, 1), 0, 0.05), "shift")
         return self.act(self.node("Add", [self.node("Mul", [x, scale]), shift]), s.act)
 
     def _avgpool(self, x: str, s: LayerSpec) -> str:
@@ -198,10 +255,19 @@ class _Graph:
 
 
     # -- int8 (QDQ) ----------------------------------------------------------------
-    def quantize(self, x: str, scale: float, zp: int) -> QTensor:
+    def quantize(self, x: str, scale: float, zp: int, implied: str = "none") -> QTensor:
+        """Q(x) to uint8; a deployment's calibrated (scale, zp) replace the given ones. `implied`
+        is the activation the range stands for (relu, relu6: the int8 conv's output has none)."""
+        if self._qparams is not None:
+            found = next(self._qparams, None)
+            if found is None:
+                raise NasError("deployed activation ranges do not fit the graph: it quantizes more tensors")
+            scale, zp = float(np.float32(found[0])), int(found[1])
         s = self.const(np.array(scale, np.float32), "scale")
         z = self.const(np.array(zp, np.uint8), "zp")
-        return QTensor(self.node("QuantizeLinear", [x, s, z]), scale, zp, s, z)
+        q = QTensor(self.node("QuantizeLinear", [x, s, z]), scale, zp, s, z)
+        self.quantized.append((q.name, implied))
+        return q
 
     def dequantize(self, q: QTensor) -> str:
         if q.name not in self.dq_of:
@@ -215,8 +281,8 @@ class _Graph:
     def qconv(self, x: QTensor, in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, groups: int = 1,
               bias: bool = True, act: str = "none") -> QTensor:
         fan_in = in_ch // groups * kernel * kernel
-        w = self.random((out_ch, in_ch // groups, kernel, kernel), 0, np.sqrt(2.0 / fan_in))
-        inputs = [self.dequantize(x), *self.qweights(w, x.scale, self.random((out_ch,), 0, 0.01) if bias else None)]
+        w = self.weight((out_ch, in_ch // groups, kernel, kernel), 0, np.sqrt(2.0 / fan_in))
+        inputs = [self.dequantize(x), *self.qweights(w, x.scale, self.weight((out_ch,), 0, 0.01) if bias else None)]
         pad = kernel // 2
         y = self.node("Conv", inputs, kernel_shape=[kernel, kernel], strides=[stride, stride],
                       pads=[pad, pad, pad, pad], group=groups)
@@ -225,16 +291,17 @@ class _Graph:
     def qweights(self, w: np.ndarray, x_scale: float, b: np.ndarray | None) -> list[str]:
         """DQ(int8 weight, per-channel scale, int8 zp) and DQ(int32 bias, s_x * s_w, int32 zp), as
         quantize_static writes them (axis 0: output channels of a conv, rows of a transB Gemm)."""
-        flat = np.abs(w.reshape(len(w), -1)).max(axis=1)
-        w_scale = np.where(flat > 0, flat / 127, 1.0).astype(np.float32)
-        q = np.clip(np.round(w / w_scale.reshape(-1, *[1] * (w.ndim - 1))), -127, 127).astype(np.int8)
+        q, w_scale = quantize_weights(w, self.reduce_range)
         out = [self.node("DequantizeLinear", [self.const(q, "w"), self.const(w_scale, "w_scale"),
                                               self.const(np.zeros(len(w), np.int8), "w_zp")], axis=0)]
+        self.float_of[out[0]] = w
         if b is not None:
             b_scale = (np.float64(x_scale) * w_scale.astype(np.float64)).astype(np.float32)
-            b_q = np.round(b.astype(np.float64) / b_scale.astype(np.float64)).astype(np.int32)
+            b_q = np.clip(np.round(b.astype(np.float64) / b_scale.astype(np.float64)),
+                          np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
             out.append(self.node("DequantizeLinear", [self.const(b_q, "b"), self.const(b_scale, "b_scale"),
                                                       self.const(np.zeros(len(w), np.int32), "b_zp")], axis=0))
+            self.float_of[out[1]] = np.asarray(b, np.float32)
         return out
 
     def qact(self, y: str, name: str) -> QTensor:
@@ -242,7 +309,7 @@ class _Graph:
         point 0 (no node), hswish and the gates run in float between a DQ and a Q, swish is
         QLinearSigmoid times its input."""
         if name in ("relu", "relu6"):
-            return self.quantize(y, ACT_SCALE, RELU_ZP)
+            return self.quantize(y, ACT_SCALE, RELU_ZP, implied=name)
         q = self.quantize(y, ACT_SCALE, SIGNED_ZP)
         if name == "none":
             return q
@@ -291,8 +358,8 @@ class _Graph:
         return self.same_quant(self.node("Flatten", [pooled.name]), pooled)
 
     def _q_linear(self, x: QTensor, s: LayerSpec) -> QTensor:
-        w = self.random((s.out_ch, s.in_ch), 0, np.sqrt(1.0 / s.in_ch))
-        bias = np.zeros(s.out_ch, np.float32) if s.bias else None
+        w = self.weight((s.out_ch, s.in_ch), 0, np.sqrt(1.0 / s.in_ch))
+        bias = self.weight((s.out_ch,), 0, 0) if s.bias else None
         return self.qact(self.node("Gemm", [self.dequantize(x), *self.qweights(w, x.scale, bias)], transB=1), s.act)
 
 
@@ -307,6 +374,20 @@ REFUSED_OPS: frozenset[str] = frozenset()
 INT8_SUPPORTED_OPS = frozenset(INT8_EMITTERS)
 INT8_REFUSED_OPS: frozenset[str] = frozenset()
 _NCHW_TO_NHWC, _NHWC_TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
+
+
+def quantize_weights(w: np.ndarray, reduce_range: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per-output-channel (axis 0) symmetric int8 weights and their float32 scales, exactly
+    as quantize_static computes them (quant_utils.quantize_data, symmetric INT8): scale =
+    max|w_c| / 127 in float64 stored as float32 (/ 64 with reduce_range), 1.0 for an all-zero
+    channel, q = round(w / scale) in float32, saturated to int8."""
+    qmax = 64 if reduce_range else 127
+    w = np.asarray(w, np.float32)
+    absmax = np.abs(w.reshape(len(w), -1)).max(axis=1).astype(np.float64)
+    scale64 = 2 * absmax / (2 * qmax)
+    scale = np.where(scale64 < np.finfo(np.float32).tiny, 1.0, scale64).astype(np.float32)
+    q = np.clip(np.round(w / scale.reshape(-1, *[1] * (w.ndim - 1))), -128, 127).astype(np.int8)
+    return q, scale
 
 
 def input_shape(spec: LayerSpec, batch: int = 1) -> list[int]:
@@ -332,13 +413,21 @@ def model_input(spec: LayerSpec, batch: int = 1, seed: int = 0) -> np.ndarray:
 
 
 def network_model(layers: Sequence[LayerSpec], batch: int | None = 1, seed: int = 0, name: str = "hwnas",
-                  compact: bool = False) -> onnx.ModelProto:
+                  compact: bool = False, deployment: Deployment | None = None) -> onnx.ModelProto:
     """One ONNX model running the blocks in order; batch None makes the batch axis dynamic.
 
     Its input and output are in the precision of its first block's input and its last
-    block (see the module doc), so one block alone is its micro-model for the LUT.
+    block (see the module doc), so one block alone is its micro-model for the LUT. With a
+    `deployment` the graph holds its weights and ranges and returns float logits.
     """
-    g = _Graph(seed, compact)
+    return network_graph(layers, batch, seed, name, compact, deployment).model
+
+
+def network_graph(layers: Sequence[LayerSpec], batch: int | None = 1, seed: int = 0, name: str = "hwnas",
+                  compact: bool = False, deployment: Deployment | None = None
+                  ) -> NetworkGraph:
+    """`network_model` with what nas.quant calibrates and simulates (see NetworkGraph)."""
+    g = _Graph(seed, compact, deployment)
     first, last = layers[0], layers[-1]
     x: str | QTensor = "input"
     if first.in_precision == "int8":
@@ -355,6 +444,8 @@ def network_model(layers: Sequence[LayerSpec], batch: int | None = 1, seed: int 
     out_shape: list = [batch or "batch", last.out_ch]
     if last.op not in ("gap", "linear"):
         out_shape += [last.out_size, last.out_size]
+    if isinstance(x, QTensor) and deployment is not None:
+        x = g.dequantize(x)  # deployed: float logits (the LUT leaves this tiny DQ to the intercept)
     if isinstance(x, QTensor):
         if len(out_shape) == 4:
             out_shape = [out_shape[i] for i in _NCHW_TO_NHWC]
@@ -364,7 +455,7 @@ def network_model(layers: Sequence[LayerSpec], batch: int | None = 1, seed: int 
     in_shape: list = model_input_shape(first, batch or 1)
     in_shape[0] = batch if batch else "batch"
     in_type = TensorProto.UINT8 if first.in_precision == "int8" else TensorProto.FLOAT
-    out_type = TensorProto.UINT8 if last.precision == "int8" else TensorProto.FLOAT
+    out_type = TensorProto.UINT8 if last.precision == "int8" and deployment is None else TensorProto.FLOAT
     graph = helper.make_graph(
         g.nodes, name,
         [helper.make_tensor_value_info("input", in_type, in_shape)],
@@ -373,7 +464,11 @@ def network_model(layers: Sequence[LayerSpec], batch: int | None = 1, seed: int 
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="hwnas")
     model.ir_version = min(model.ir_version, 9)  # readable by older onnxruntime on remote devices
-    return model
+    if g._weights is not None and next(g._weights, None) is not None:
+        raise NasError("deployed weights do not fit the graph: arrays are left over")
+    if g._qparams is not None and next(g._qparams, None) is not None:
+        raise NasError("deployed activation ranges do not fit the graph: ranges are left over")
+    return NetworkGraph(model, g.quantized, g.float_of)
 
 
 def layer_model(spec: LayerSpec, batch: int = 1, seed: int = 0, compact: bool = False) -> onnx.ModelProto:

@@ -11,6 +11,7 @@ The defaults are the quickstart: tiny_mbconv on the digits in a few CPU minutes.
     qat: {start_epoch: 2}              # or true: int8 layers of sampled subnets fake-quantized (off by default)
     optimizer: {name: sgd, lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 4.0e-5}
     schedule: {name: cosine, warmup_epochs: 1}
+    quant: {method: minmax, calib_images: 256}   # how archs with int8 layers are quantized when scored
 
 Unknown keys and wrong types are one-line errors that name the key, so a typo cannot
 silently fall back to a default. An experiment's `train:` section is `TrainSettings`
@@ -25,6 +26,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from nas.config import Section, Tuple, validate
+from nas.quant.settings import QuantSettings
 
 
 class Settings(Section):
@@ -107,6 +109,7 @@ class TrainSettings(Settings):
     amp: bool = True                               # mixed precision on CUDA (bf16 where supported, else fp16)
     checkpoint_every: int = Field(50, ge=0)        # steps between mid-epoch checkpoints; 0: per epoch only
     calib_images: int = Field(256, ge=1)           # BN recalibration images per evaluated subnet
+    quant: QuantSettings = QuantSettings()         # post-training int8 quantization of archs with int8 layers
     eval_batch_size: int = Field(32, ge=1)         # small batches keep CPU evaluation in cache; raise on GPUs
 
     @field_validator("progressive", "qat", mode="before")
@@ -150,7 +153,7 @@ class TrainConfig(TrainSettings):
 
 # Settings that change how a run reports or checkpoints, not what it computes: a
 # resumed run may change them.
-RUNTIME_KEYS = ("checkpoint_every", "calib_images", "eval_batch_size")
+RUNTIME_KEYS = ("checkpoint_every", "calib_images", "eval_batch_size", "quant")
 
 
 def load_config(path: Path | None, overrides: dict[str, Any] | None = None,

@@ -6,6 +6,12 @@ images (a forward pass in train mode, no gradients), as in Once-for-All and BigN
 The work happens on the extracted standalone module, leaving the supernet untouched,
 and the calibration images are prepared once, so scoring a candidate during search
 costs one extraction, one calibration pass and one evaluation pass.
+
+An arch with int8 layers scores its quantized accuracy: after BN recalibration the module
+is quantized (nas.quant: BN folded, activation ranges calibrated on the first
+`quant.calib_images` images of the same seeded pick of training images) and the
+QuantizedNet, which computes what onnxruntime's int8 model computes, is evaluated.
+Float archs score exactly as before.
 """
 from __future__ import annotations
 
@@ -14,8 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from collections.abc import Sequence
+
 from nas.data import ImageDataset
+from nas.quant import QuantSettings, check_calibration, quantize
 from nas.space.arch import Arch
+from nas.space.layers import LayerSpec
 from nas.supernet.supernet import Supernet
 
 
@@ -69,11 +79,13 @@ class RecalibratedScorer:
     """
 
     def __init__(self, data: ImageDataset, split: str = "val", calib_images: int = 256, batch_size: int = 256,
-                 seed: int = 0, device: torch.device | None = None) -> None:
+                 seed: int = 0, device: torch.device | None = None, quant: QuantSettings | None = None) -> None:
         self.batch_size = batch_size
         self.device = device or torch.device("cpu")
-        pick = np.random.default_rng([seed, 0xCA1]).permutation(len(data.train))[:calib_images]
-        self._calib = self._prepare(data, data.train.images[torch.as_tensor(pick)])
+        self.quant = quant or QuantSettings()
+        order = np.random.default_rng([seed, 0xCA1]).permutation(len(data.train))
+        self._calib = self._prepare(data, data.train.images[torch.as_tensor(order[:calib_images])])
+        self._quant_pick = (data, order[:self.quant.calib_images])  # prepared when an int8 arch is scored
         target = data.split(split)
         self._images = self._prepare(data, target.images)
         self.labels = target.labels.to(self.device)
@@ -85,14 +97,32 @@ class RecalibratedScorer:
     def _at(self, which: str, resolution: int) -> torch.Tensor:
         key = (which, resolution)
         if key not in self._sized:
-            self._sized[key] = resize(self._calib if which == "calib" else self._images, resolution)
+            if which == "quant" and ("quant", 0) not in self._sized:
+                data, pick = self._quant_pick
+                check_calibration(self.quant, len(pick))
+                self._sized[("quant", 0)] = self._prepare(data, data.train.images[torch.as_tensor(pick)])
+            source = {"calib": self._calib, "eval": self._images}.get(which, self._sized.get(("quant", 0)))
+            self._sized[key] = resize(source, resolution)
         return self._sized[key]
 
-    def score(self, net: nn.Module, resolution: int) -> float:
+    def score(self, net: nn.Module, resolution: int, layers: Sequence[LayerSpec] | None = None) -> float:
         """Top-1 accuracy (0..1) of `net` at input size `resolution`, after replacing its BN
-        statistics in place (pass a copy to keep the original's); `net` ends in eval mode."""
+        statistics in place (pass a copy to keep the original's); `net` ends in eval mode.
+        With the arch's `layers` and any of them int8, the accuracy of its int8 deployment."""
         recalibrate_bn(net, self._at("calib", resolution), self.batch_size)
+        if layers is not None and any(s.precision == "int8" for s in layers):
+            net = self.quantized(net, resolution, layers)
         return accuracy(net, self._at("eval", resolution), self.labels, self.batch_size)
+
+    def images(self, which: str, resolution: int) -> torch.Tensor:
+        """The prepared images at `resolution`: "calib" (BN recalibration), "quant"
+        (quantization calibration) or "eval" (the scored split, labels in `self.labels`)."""
+        return self._at(which, resolution)
+
+    def quantized(self, net: nn.Module, resolution: int, layers: Sequence[LayerSpec]) -> nn.Module:
+        """The int8 deployment of a recalibrated `net` (nas.quant), calibrated on this
+        scorer's quantization images."""
+        return quantize(net, layers, self._at("quant", resolution), self.quant)
 
 
 class SubnetEvaluator(RecalibratedScorer):
@@ -100,10 +130,14 @@ class SubnetEvaluator(RecalibratedScorer):
     untouched), its BN recalibrated, then evaluated."""
 
     def __init__(self, supernet: Supernet, data: ImageDataset, split: str = "val", calib_images: int = 256,
-                 batch_size: int = 256, seed: int = 0, device: torch.device | None = None) -> None:
+                 batch_size: int = 256, seed: int = 0, device: torch.device | None = None,
+                 quant: QuantSettings | None = None) -> None:
         self.supernet = supernet
-        super().__init__(data, split, calib_images, batch_size, seed, device or next(supernet.parameters()).device)
+        super().__init__(data, split, calib_images, batch_size, seed, device or next(supernet.parameters()).device,
+                         quant)
 
     def accuracy(self, arch: Arch) -> float:
-        """Top-1 accuracy (0..1) of `arch` with inherited weights after BN recalibration."""
-        return self.score(self.supernet.extract(arch), self.supernet.space.resolution(arch))
+        """Top-1 accuracy (0..1) of `arch` with inherited weights after BN recalibration
+        (its int8 deployment's when it has int8 layers)."""
+        space = self.supernet.space
+        return self.score(self.supernet.extract(arch), space.resolution(arch), space.layers(arch))

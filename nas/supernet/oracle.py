@@ -2,7 +2,8 @@
 
 `SupernetAccuracy(run_dir).predict(archs)` scores each arch by its accuracy with
 inherited weights after BN recalibration, on the validation split by default (the
-test split stays untouched by search).
+test split stays untouched by search); an arch with int8 layers by the accuracy of its
+int8 deployment (the run's `quant:` settings, or the source's).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 
 from nas.costs import CostModel
 from nas.errors import CompatibilityError, NasError, QualityWarning
+from nas.quant import QuantSettings
 from nas.space import load_space
 from nas.space.arch import Arch
 from nas.supernet.checkpoint import load_checkpoint
@@ -57,12 +59,12 @@ class SupernetAccuracy(CostModel):
     unit = "fraction"
 
     def __init__(self, run_dir: Path | str, split: str = "val", calib_images: int | None = None,
-                 device: torch.device | None = None) -> None:
+                 device: torch.device | None = None, quant: QuantSettings | None = None) -> None:
         config, self.supernet = load_supernet(run_dir, device)
         self.space = self.supernet.space
         data = dataset_for(config, self.space)
         self.evaluator = SubnetEvaluator(self.supernet, data, split, calib_images or config.calib_images,
-                                         config.eval_batch_size, config.seed)
+                                         config.eval_batch_size, config.seed, quant=quant or config.quant)
 
     def predict(self, archs: Sequence[Arch] | np.ndarray) -> np.ndarray:
         if isinstance(archs, np.ndarray):

@@ -71,7 +71,8 @@ class SupernetTask:
     def report(self, data: ImageDataset, config: TrainConfig, epoch: int) -> dict[str, float]:
         """Validation accuracy of the largest subnet and of this phase's smallest (sandwich
         rule) or of one fixed random subnet (uniform rule, whose smallest path may be empty)."""
-        evaluator = SubnetEvaluator(self.model, data, "val", config.calib_images, config.eval_batch_size, config.seed)
+        evaluator = SubnetEvaluator(self.model, data, "val", config.calib_images, config.eval_batch_size, config.seed,
+                                    quant=config.quant)
         out = {"val_acc_largest": evaluator.accuracy(self.sampler.largest())}
         if self.sampler.rule == "sandwich":
             out["val_acc_smallest"] = evaluator.accuracy(self.sampler.smallest(epoch))
@@ -104,5 +105,6 @@ class StandaloneTask:
         after a short training the running statistics lag the weights (a 1-epoch run scored
         10 % with its own statistics and 94 % recalibrated)."""
         scorer = RecalibratedScorer(data, "val", config.calib_images, config.eval_batch_size, config.seed,
-                                    next(self.model.parameters()).device)
-        return {"val_acc": scorer.score(copy.deepcopy(self.model), self.space.resolution(self.arch))}
+                                    next(self.model.parameters()).device, config.quant)
+        return {"val_acc": scorer.score(copy.deepcopy(self.model), self.space.resolution(self.arch),
+                                        self.space.layers(self.arch))}

@@ -67,10 +67,10 @@ class ProgressiveConfig(Settings):
 
 class QATConfig(Settings):
     """Quantization-aware training (nas.supernet.qat): the int8 layers of every sampled subnet
-    run fake-quantized from `start_epoch` on (epochs before it train in float)."""
+    run fake-quantized from `start_epoch` on (epochs before it train in float). The weight
+    range follows `quant.reduce_range`, as the deployed int8 model's does."""
 
     start_epoch: int = Field(0, ge=0)
-    reduce_range: bool = False                     # 7-bit weights, as a device without VNNI runs them
 
     def active(self, epoch: int) -> bool:
         return epoch >= self.start_epoch

@@ -20,7 +20,7 @@ from nas.errors import NasError
 from nas.space.base import SearchSpace, Slot
 from nas.space.builder import build_layer
 from nas.space.layers import LayerSpec
-from nas.supernet.config import QATConfig
+from nas.quant.settings import QuantSettings
 from nas.supernet.families import Family, Fixed, Weightless, family_key, make_family
 from nas.supernet.qat import fake_quant_call
 
@@ -69,8 +69,9 @@ class SlotModule(nn.Module):
             raise NasError(f"layer {spec.key} is not a variant this supernet was built for")
         return self.families[key]
 
-    def forward(self, x: torch.Tensor, spec: LayerSpec, qat: QATConfig | None = None) -> torch.Tensor:
-        """The variant `spec` on `x`; with `qat`, an int8 variant runs fake-quantized (nas.supernet.qat)."""
+    def forward(self, x: torch.Tensor, spec: LayerSpec, qat: QuantSettings | None = None) -> torch.Tensor:
+        """The variant `spec` on `x`; with `qat` (the quantization it will be deployed with), an
+        int8 variant runs fake-quantized (nas.supernet.qat)."""
         family = self.family(spec)
         quantized = qat is not None and spec.precision == "int8"
         if isinstance(family, Fixed):

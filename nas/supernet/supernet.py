@@ -14,7 +14,7 @@ from torch import nn
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
 from nas.space.layers import LayerSpec
-from nas.supernet.config import QATConfig
+from nas.quant.settings import QuantSettings
 from nas.supernet.elastic import init_weights
 from nas.supernet.slot import SlotModule, slot_variants
 
@@ -32,7 +32,7 @@ class Supernet(nn.Module):
                 variants[id(slot)] = slot_variants(space, slot)
         self.blocks = nn.ModuleList(SlotModule(variants[id(slot)]) for slot in self.slots)
         init_weights(self, torch.Generator().manual_seed(seed))
-        self.qat: QATConfig | None = None  # set: int8 layers of the active arch run fake-quantized
+        self.qat: QuantSettings | None = None  # set: int8 layers of the active arch run fake-quantized like this
         self.set_active(space.extreme(largest=True))
 
     def set_active(self, arch: Arch) -> None:

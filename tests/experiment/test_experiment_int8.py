@@ -41,8 +41,7 @@ def test_an_experiment_searches_precision_and_reports_what_each_choice_costs(tmp
     assert main(["run", str(config), "--runs", str(tmp_path / "runs"), "--quiet"]) == 0, capsys.readouterr().err
     (run,) = [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
     assert (run / "train" / "config.json").is_file()
-    assert json.loads((run / "train" / "config.json").read_text())["config"]["qat"] == {"start_epoch": 1,
-                                                                                       "reduce_range": False}
+    assert json.loads((run / "train" / "config.json").read_text())["config"]["qat"] == {"start_epoch": 1}
     effects = json.loads((run / "search" / "precision.json").read_text())
     step = json.loads((run / "search" / "step.json").read_text())
     assert step["result"]["precision"] == effects

@@ -15,6 +15,7 @@ from nas.space.builder import build_layer
 from nas.space.layers import INT8_OPS
 from nas.supernet import qat
 from nas.supernet.checkpoint import load_checkpoint
+from nas.quant import QuantSettings
 from nas.supernet.config import QATConfig, config_from_dict
 from nas.supernet.elastic import init_weights
 from nas.supernet.slot import SlotModule
@@ -113,7 +114,7 @@ def test_supernet_slot_and_standalone_network_quantize_each_int8_op_the_same(op)
     slot = SlotModule([EXAMPLES[op], spec, smaller]).train()
     init_weights(slot, torch.Generator().manual_seed(0))
     x = torch.randn(4, *qat_input(spec), generator=torch.Generator().manual_seed(1))
-    settings = QATConfig()
+    settings = QuantSettings()
     plain, quantized = slot(x, spec), slot(x, spec, settings)
     assert quantized.shape == plain.shape
     assert torch.allclose(quantized, plain, atol=0.1 * float(plain.detach().abs().max()))  # int8 rounding: close, not equal
@@ -147,7 +148,7 @@ def test_supernet_quantizes_only_the_int8_layers_of_the_active_arch(files) -> No
     outputs = {}
     for arch in (fp32, int8):
         net.set_active(arch)
-        for setting in (None, QATConfig()):
+        for setting in (None, QuantSettings()):
             net.qat = setting
             outputs[arch["s1.precision"], setting is not None] = net(x)
     assert torch.equal(outputs["fp32", False], outputs["fp32", True])  # nothing int8: QAT changes nothing

@@ -193,3 +193,23 @@ def test_qat_on_a_float_only_space_trains_exactly_as_without(files) -> None:
     train(config(files, "micro_fp32", epochs=1), without, progress=False)
     a, b = load_checkpoint(with_qat / "checkpoint.pt")["model"], load_checkpoint(without / "checkpoint.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("op", sorted(INT8_OPS))
+@pytest.mark.parametrize("act", ["relu", "hswish", "none"])
+def test_qat_rounds_exactly_the_tensors_the_int8_onnx_graph_quantizes(op, act) -> None:
+    from nas.hardware.onnx_graph import network_graph
+
+    spec = EXAMPLES[op] if op in ("gap", "skip") else replace(EXAMPLES[op], act=act)
+    spec = replace(spec, precision="int8")
+    assert len(qat.quant_points(build_layer(spec), spec)) == len(network_graph([spec], batch=None).quantized)
+
+
+def test_qat_rounds_the_tensors_of_mixed_precision_networks_their_onnx_graph_quantizes() -> None:
+    from nas.hardware.onnx_graph import network_graph
+
+    space = load_space("tiny_mbconv_int8")
+    for arch in space.decode_batch(space.sample_codes(3, 8)):
+        layers = space.layers(arch)
+        points = sum(len(qat.quant_points(build_layer(s), s)) for s in layers if s.precision == "int8")
+        assert points == len(network_graph(layers, batch=None).quantized), arch.arch_id

@@ -35,3 +35,27 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def benchmarks() -> Path:
     return benchmarks_dir()
 
+
+
+@pytest.fixture(scope="session")
+def micro_int8_supernet(tmp_path_factory):
+    """(run folder, space) of a micro supernet with precision decisions, trained two epochs
+    on the digits with one torch thread (about 15 s); shared by the quantization tests."""
+    import torch
+
+    from nas.space import load_space
+    from nas.supernet import train
+    from nas.supernet.config import config_from_dict
+    from tests.supernet_helpers import micro_int8_yaml
+
+    root = tmp_path_factory.mktemp("micro_int8")
+    (root / "micro_q.yaml").write_text(micro_int8_yaml("micro_q"))
+    config = config_from_dict({"space": str(root / "micro_q.yaml"), "data": {"source": "digits", "crop_padding": 0},
+                               "epochs": 2, "batch_size": 32, "checkpoint_every": 0, "quant": {"calib_images": 128}})
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(config, root / "supernet", progress=False)
+    finally:
+        torch.set_num_threads(before)
+    return root / "supernet", load_space(root / "micro_q.yaml")

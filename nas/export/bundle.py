@@ -3,6 +3,9 @@
     OUT/arch.json          space name (+ file), space fingerprint, arch, the arch's LayerSpecs, input, file hashes
     OUT/model.safetensors  weights (tensors only: nothing in it can run code)
     OUT/model.onnx         the same network for deployment runtimes, verified with onnxruntime
+    OUT/model_int8.onnx    archs with int8 layers: the int8 QDQ model, verified against the torch
+                           integer simulation (nas.export.int8); OUT/quant_int8.npz its scales,
+                           zero points, int8 weights and int32 biases
     OUT/card.json          the model card as data; OUT/MODEL_CARD.md the same for people
     OUT/finetune/          checkpoints of `hwnas finetune`; finetuned.safetensors/.onnx when done
 

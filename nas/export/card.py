@@ -61,6 +61,32 @@ def _num(value: float, unit: str) -> str:
     return format_quantity(value, unit)
 
 
+def _int8_lines(q: Mapping[str, Any] | None) -> list[str]:
+    if not q:
+        return []
+    f, cal, ver = q["float"], q["calibration"], q["verification"]
+
+    def ms(m):
+        return f"{m['median_ms']:.4g} ms" if m else "not measured"
+
+    acc = q.get("accuracy")
+    lines = ["", "## int8", "",
+             (f"`{q['file']}` (quantization parameters: `{q['params_file']}`): int8 layers "
+              f"{', '.join(str(x['index']) for x in q['layers'])} of the network "
+              f"({'; '.join(x['key'] for x in q['layers'])}). Post-training quantization, {cal['method']} ranges "
+              f"on {cal['images']} {cal['source']}{', 7-bit weights (reduce_range)' if cal['reduce_range'] else ''}."),
+             "", "| | float32 (`model.onnx`) | int8 |", "|---|---:|---:|",
+             (f"| accuracy | {f['accuracy']:.4f} | {acc['value']:.4f} |" if acc and f.get("accuracy") is not None
+              else "| accuracy | - | - |"),
+             f"| measured latency | {ms({'median_ms': f['measured_latency_ms']} if f['measured_latency_ms'] else None)} "
+             f"| {ms(q.get('measured_latency'))} |",
+             f"| size on disk | {_num(f['size_bytes'], 'bytes')} | {_num(q['size_bytes'], 'bytes')} |", "",
+             (f"Verified before writing: onnxruntime and the torch integer simulation agree on top-1 for "
+              f"{ver['top1_agreement']:.2%} of {ver['images']} {ver['inputs']} (max logit difference "
+              f"{ver['max_logit_diff']:.3g}).")]
+    return lines
+
+
 def render(card: Mapping[str, Any]) -> str:
     """MODEL_CARD.md from card.json."""
     c = card["costs"]
@@ -91,6 +117,7 @@ def render(card: Mapping[str, Any]) -> str:
         lines.append(f"- fine-tuned {ft['epochs']} epochs on {ft['data']}"
                      f"{' with distillation from ' + ft['distill_from'] if ft.get('distill_from') else ''}: "
                      f"**{ft['accuracy']:.4f}** on the {ft['split']} split (before: {ft['accuracy_before']:.4f})")
+    lines += _int8_lines(card.get("int8"))
     lines += ["", "## Latency and energy", "", "| device | metric | value | source |", "|---|---|---:|---|"]
     m = card.get("measured_latency")
     if m:

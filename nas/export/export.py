@@ -21,6 +21,7 @@ from nas.export.bundle import (
 )
 from nas.export.card import SCHEMA as CARD_SCHEMA
 from nas.export.card import CARD_LIBRARIES, measured_figures, now, write_card
+from nas.export.int8 import INT8_ONNX, INT8_PARAMS, has_int8, random_images, write_int8
 from nas.export.onnx_export import write_onnx
 from nas.export.weights import fresh_model, save_weights
 from nas.hardware.measure import Protocol
@@ -66,6 +67,11 @@ def export_arch(space: SearchSpace | str, arch: Arch | Mapping[str, Any] | str, 
     layers = space.layers(arch)
     resolution = space.resolution(arch)
     input_shape = (1, space.in_channels, resolution, resolution)
+    int8 = has_int8(layers)
+    if int8:  # the int8 model is verified and timed with this machine's runtime
+        from nas.export.latency import local_device
+
+        local_device().check_precisions(layers, f"arch {arch.arch_id} of {space.name}")
     inherited = None
     if supernet is not None:
         from nas.export.inherit import inherit
@@ -89,13 +95,45 @@ def export_arch(space: SearchSpace | str, arch: Arch | Mapping[str, Any] | str, 
                   "input": {"shape": list(input_shape), "channels": space.in_channels, "resolution": resolution,
                             "preprocessing": inherited.preprocessing if inherited else None},
                   "classes": layers[-1].out_ch, "files": {}, "created": now()}
-        for name in (WEIGHTS_FILE, ONNX_FILE):
+        quantized = _int8(model, layers, inherited, tmp, input_shape, seed, latency_protocol) if int8 else None
+        for name in (WEIGHTS_FILE, ONNX_FILE, *((INT8_ONNX, INT8_PARAMS) if int8 else ())):
             record_file(tmp, record, name)
         write_json(tmp / ARCH_FILE, record)
         card = _card(space, arch, record, check.to_dict(), measured, inherited, budgets, provenance, seed, resolver)
+        if quantized is not None:
+            quantized["float"] = {"accuracy": inherited.accuracy if inherited else None,
+                                  "size_bytes": (tmp / ONNX_FILE).stat().st_size,
+                                  "measured_latency_ms": measured["median_ms"] if measured else None}
+        card["int8"] = quantized
         card["provenance"]["export_seconds"] = round(time.perf_counter() - started, 3)
         write_card(tmp, card)
     return out
+
+
+def _int8(model, layers, inherited, folder: Path, input_shape, seed: int, protocol) -> dict[str, Any]:
+    """Write the verified int8 model (nas.export.int8) as search scored it: with a supernet,
+    the run's quant settings, calibrated on its seeded pick of training images and verified
+    on the validation split; without one, seeded random inputs."""
+    from nas.export.latency import local_device
+    from nas.quant import QuantSettings
+
+    settings = inherited.quant if inherited is not None and inherited.quant is not None else QuantSettings()
+    if local_device().reduce_range and not settings.reduce_range:  # this machine's int8 kernels need 7-bit weights
+        settings = settings.model_copy(update={"reduce_range": True})
+    resolution = input_shape[-1]
+    if inherited is not None and inherited.scorer is not None:
+        scorer = inherited.scorer
+        return write_int8(model, layers, scorer.images("quant", resolution), settings, folder,
+                          scorer.images("eval", resolution), scorer.labels,
+                          calib_source="training split (the seeded pick of BN recalibration)",
+                          verify_source=f"{inherited.split} images", seed=seed, latency_protocol=protocol,
+                          input_shape=input_shape)
+    from nas.quant import check_calibration
+
+    check_calibration(settings, settings.calib_images)
+    calib = random_images(settings.calib_images, input_shape, seed)
+    return write_int8(model, layers, calib, settings, folder, calib_source="seeded random N(0, 1) inputs "
+                      "(no supernet: untrained weights)", seed=seed, latency_protocol=protocol, input_shape=input_shape)
 
 
 def _card(space, arch, record, onnx_check, measured, inherited, budgets, provenance, seed, resolver) -> dict[str, Any]:

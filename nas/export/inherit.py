@@ -29,6 +29,8 @@ class Inherited:
     split: str
     preprocessing: dict[str, Any]
     source: dict[str, Any]
+    scorer: Any = None   # the SubnetEvaluator that scored it: its calibration and validation images
+    quant: Any = None    # the run's QuantSettings (how search scored int8 archs)
 
 
 def supernet_run_dir(path: Path) -> Path:
@@ -76,4 +78,4 @@ def inherit(path: Path, space: SearchSpace, arch: Arch, split: str = "val",
                                "split_seed": config.data.split_seed, "noise": config.data.noise}}
     source = {"supernet": str(supernet_run_dir(path)), "seed": config.seed, "epochs": config.epochs,
               "calib_images": config.calib_images, "calib_batch": config.eval_batch_size}
-    return Inherited(model, accuracy, split, preprocessing, source)
+    return Inherited(model, accuracy, split, preprocessing, source, evaluator, config.quant)

@@ -6,7 +6,8 @@ arch's layers: if the space can be found and has changed so that this arch now b
 a different network, loading fails; if it has changed elsewhere, a warning says so. A
 space that cannot be found (an export moved to a machine without the space's YAML) is
 no obstacle: the LayerSpecs in arch.json, checked against their hash, build the same
-module.
+module. The int8 files of an export (model_int8.onnx, quant_int8.npz) are checked against
+their hashes too.
 """
 from __future__ import annotations
 
@@ -89,6 +90,16 @@ def which_weights(out: Path, record: dict[str, Any], finetuned: bool | None) -> 
     return FINETUNED_WEIGHTS if (done if finetuned is None else finetuned) else WEIGHTS_FILE
 
 
+def check_int8_files(out: Path, record: dict[str, Any]) -> None:
+    """The int8 model and its quantization file, when the export has them, against their
+    recorded hashes: a changed scale file would deploy another model than the one verified."""
+    from nas.export.int8 import INT8_ONNX, INT8_PARAMS
+
+    for name in (INT8_ONNX, INT8_PARAMS):
+        if name in record["files"]:
+            checked_file(out, record, name)
+
+
 def load(out: Path | str, finetuned: bool | None = None) -> nn.Module:
     """The exported network in eval mode on the CPU (move it with .to(device)).
 
@@ -100,6 +111,7 @@ def load(out: Path | str, finetuned: bool | None = None) -> nn.Module:
 
     out = Path(out)
     record = read_record(out)
+    check_int8_files(out, record)
     name = which_weights(out, record, finetuned)
     path = checked_file(out, record, name)
     model = build_network(export_layers(out, record))

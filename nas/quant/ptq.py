@@ -11,6 +11,7 @@ one object.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,3 +91,29 @@ def quantize(model: nn.Module, layers: Sequence[LayerSpec], calib: torch.Tensor,
     qparams = [activation_qparams(*ranges[name]) for name, _ in float_graph.quantized]
     graph = network_graph(layers, batch=None, deployment=Deployment(weights, qparams, reduce_range))
     return QuantizedNet(layers, graph, settings, len(calib))
+
+
+def _session(blob: bytes):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
+
+
+def compare_with_onnxruntime(net: QuantizedNet, images: torch.Tensor, batch: int = 64
+                             ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """onnxruntime running `net.to_onnx()` against the torch simulation on `images`: top-1
+    agreement, the largest logit difference (also in output steps when the logits are int8),
+    and the two top-1 arrays (simulation, onnxruntime)."""
+    session = _session(net.to_onnx())
+    x = images.detach().to("cpu", torch.float32).contiguous()
+    ours = np.concatenate([net(c).numpy() for c in x.split(batch)])
+    theirs = np.concatenate([session.run(None, {"input": c.numpy()})[0] for c in x.split(batch)])
+    diff = float(np.abs(ours - theirs).max())
+    found: dict[str, Any] = {"top1_agreement": float((ours.argmax(1) == theirs.argmax(1)).mean()),
+                             "images": len(x), "max_logit_diff": diff}
+    if net.layers[-1].precision == "int8":
+        found["max_logit_diff_steps"] = round(diff / float(net.params()["act_scale"][-1]), 3)
+    return found, ours.argmax(1), theirs.argmax(1)

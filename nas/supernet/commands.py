@@ -40,6 +40,18 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_bench_ranking)
 
+    p = bench.add_parser("quant", help="int8 (post-training) vs float accuracy of a supernet's subnets, and "
+                                       "onnxruntime-vs-simulation agreement")
+    p.add_argument("run_dir", type=Path, metavar="RUN", help="a 'hwnas supernet train' folder of an int8 space")
+    p.add_argument("--archs", type=positive_int, default=20, help="random subnets, all int8 (default 20)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", choices=("val", "test"), default="val")
+    p.add_argument("--method", choices=("minmax", "percentile", "entropy"),
+                   help="calibration method (default: the run's quant settings)")
+    add_threads_argument(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_bench_quant)
+
     p = bench.add_parser("supernet-step", help="cost of a sandwich step vs a step of the largest subnet alone")
     p.add_argument("--space", default="tiny_mbconv")
     p.add_argument("--batch-size", type=positive_int, default=32)
@@ -124,3 +136,23 @@ def _bench_step(args: argparse.Namespace) -> Result:
                        f"{row['largest_alone_s'] * 1e3:.0f} ms/step, sandwich of {row['subnets']} subnets "
                        f"{row['sandwich_s'] * 1e3:.0f} ms/step = {row['ratio']:.2f}x (supernet running the largest "
                        f"only: {row['largest_in_supernet_s'] * 1e3:.0f} ms)")
+
+
+def _bench_quant(args: argparse.Namespace) -> Result:
+    from nas.quant.bench import quant_bench
+    from nas.supernet.run import RunDir
+
+    set_torch_threads(args.threads)
+    quant = None
+    if args.method:
+        quant = RunDir(args.run_dir).config().quant.model_copy(update={"method": args.method})
+    found = quant_bench(args.run_dir, args.archs, args.seed, args.split, quant)
+    lines = [f"{'arch':<14} {'float':>7} {'int8':>7} {'ort':>7} {'agree':>7} {'steps':>6}"]
+    for r in found["rows"]:
+        lines.append(f"{r['arch_id']:<14} {r['float']:7.4f} {r['int8']:7.4f} {r['int8_onnxruntime']:7.4f} "
+                     f"{r['top1_agreement']:7.2%} {r.get('max_logit_diff_steps', 0):6.2f}")
+    lines.append(f"int8 drop: median {found['drop_median']:+.4f}, worst {found['drop_worst']:+.4f}; onnxruntime vs "
+                 f"simulation: top-1 agreement >= {found['agreement_min']:.2%}, max logit difference "
+                 f"{found['max_logit_diff_steps']:.2f} steps ({found['archs']} subnets, {found['images']} "
+                 f"{found['split']} images, {found['quant']['method']} on {found['quant']['calib_images']} images)")
+    return Result(found, "\n".join(lines))

@@ -2,35 +2,20 @@
 (the accuracy of the int8 ONNX model), and a float arch exactly as before."""
 from __future__ import annotations
 
-from pathlib import Path
+import json
 
-import numpy as np
 import onnxruntime as ort
 import pytest
-import torch
 
 from nas.errors import NasError
 from nas.quant import QuantSettings, quantize
-from nas.space import load_space
 from nas.supernet.evaluation import RecalibratedScorer, accuracy
-from tests.supernet_helpers import micro_int8_yaml, one_thread, with_precision  # noqa: F401 (autouse fixture)
-
-MICRO_INT8 = micro_int8_yaml("micro_int8")
+from tests.supernet_helpers import one_thread, with_precision  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, object]:
-    """A micro supernet with precision decisions, trained two epochs on the digits."""
-    from nas.supernet import train
-    from nas.supernet.config import config_from_dict
-
-    root = tmp_path_factory.mktemp("quant_sn")
-    (root / "micro_int8.yaml").write_text(MICRO_INT8)
-    config = config_from_dict({"space": str(root / "micro_int8.yaml"), "data": {"source": "digits", "crop_padding": 0},
-                               "epochs": 2, "batch_size": 32, "checkpoint_every": 0, "calib_images": 64,
-                               "quant": {"calib_images": 64}})
-    train(config, root / "supernet", progress=False)
-    return root / "supernet", load_space(root / "micro_int8.yaml")
+def trained(micro_int8_supernet):
+    return micro_int8_supernet
 
 
 def test_a_float_arch_scores_exactly_as_before(trained) -> None:
@@ -54,10 +39,10 @@ def test_an_int8_arch_scores_the_accuracy_of_its_int8_onnx_model(trained) -> Non
     arch = with_precision(space, 2, "int8")
     res = space.resolution(arch)
     scored = float(oracle.predict([arch])[0])
-    # independently: recalibrate, quantize on the first 64 images of the same pick, run onnxruntime
+    # independently: recalibrate, quantize on the first 128 images of the same pick, run onnxruntime
     net = oracle.supernet.extract(arch)
     float_acc = RecalibratedScorer.score(ev, net, res)
-    qnet = quantize(net, space.layers(arch), ev._at("quant", res), QuantSettings(calib_images=64))
+    qnet = quantize(net, space.layers(arch), ev._at("quant", res), QuantSettings(calib_images=128))
     images = ev._at("eval", res)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -75,3 +60,16 @@ def test_the_quant_settings_reach_the_oracle_and_too_few_images_are_refused(trai
     assert float(oracle.predict([with_precision(space, 0, "fp32")])[0]) > 0.3  # float archs need no calibration
     with pytest.raises(NasError, match="calibration method percentile needs at least 32 calibration images, got 8"):
         oracle.predict([with_precision(space, 0, "int8")])
+
+
+def test_the_quant_bench_reports_drop_and_agreement(trained, capsys) -> None:
+    from nas.cli import main
+
+    run_dir, _ = trained
+    code = main(["bench", "quant", str(run_dir), "--archs", "2", "--threads", "1", "--json"])
+    found = json.loads(capsys.readouterr().out)
+    assert code == 0 and len(found["rows"]) == 2 and found["agreement_min"] >= 0.99
+    for row in found["rows"]:
+        assert abs(row["int8"] - row["int8_onnxruntime"]) <= 1 - row["top1_agreement"] + 1e-9
+        assert row["float"] > 0.3
+    assert found["drop_worst"] >= found["drop_median"]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from nas.cli import main
+from nas.errors import DataError
 from nas.export import export_arch
 from nas.export.bundle import FINETUNE_DIR
 from nas.export.card import read_card
@@ -41,8 +42,16 @@ def test_qat_finetune_trains_through_the_int8_rounding_and_resumes_exactly(train
     arch = _arch(space, "int8")
     runs = {name: export_arch(space, arch, tmp_path / name, supernet=run_dir, latency_protocol=None)
             for name in ("qat", "killed", "float")}
+    assert (runs["qat"] / "model_int8.onnx").is_file()  # the export's own int8 model
     result = finetune(runs["qat"], "digits", 2, qat=True, progress=False)
     assert result["settings"]["qat"] is True and len(result["history"]) == 2
+    # the int8 model of the fine-tuned weights, re-exported and verified
+    int8 = read_card(runs["qat"])["finetune"]["int8"]
+    assert int8["file"] == "finetuned_int8.onnx" and (runs["qat"] / "finetuned_int8.onnx").is_file()
+    assert int8["verification"]["top1_agreement"] >= 0.99 and 0.0 <= int8["accuracy"]["value"] <= 1.0
+    assert (runs["qat"] / "finetuned_int8.onnx").read_bytes() != (runs["qat"] / "model_int8.onnx").read_bytes()
+    assert "its int8 model `finetuned_int8.onnx` (fine-tuned quantization-aware)" in \
+        (runs["qat"] / "MODEL_CARD.md").read_text()
     assert finetune(runs["killed"], "digits", 2, qat=True, progress=False, max_steps=60) == {}  # in epoch 2
     assert (runs["killed"] / FINETUNE_DIR / "checkpoint.pt").is_file()
     finetune(runs["killed"], "digits", 2, qat=True, progress=False)
@@ -54,6 +63,10 @@ def test_qat_finetune_trains_through_the_int8_rounding_and_resumes_exactly(train
     assert any(not torch.equal(a[k], c[k]) for k in a)
     with pytest.raises(Exception, match="other settings \\(qat\\)"):
         finetune(runs["qat"], "digits", 2, progress=False)
+    scales = runs["qat"] / "finetuned_quant_int8.npz"  # a tampered scale file is refused on load
+    scales.write_bytes(scales.read_bytes()[:-8] + b"tampered")
+    with pytest.raises(DataError, match="finetuned_quant_int8.npz"):
+        load(runs["qat"])
 
 
 def test_qat_on_an_export_without_int8_layers_is_a_one_line_error(trained, tmp_path, capsys) -> None:

@@ -103,6 +103,13 @@ def _export(args: argparse.Namespace) -> Result:
     if card["measured_latency"]:
         lines.append(f"  measured latency {card['measured_latency']['median_ms']:.4g} ms on "
                      f"{card['measured_latency']['device']}")
+    q = card.get("int8")
+    if q:
+        acc = f"accuracy {q['accuracy']['value']:.4f}, " if q["accuracy"] else ""
+        lat = f"latency {q['measured_latency']['median_ms']:.4g} ms, " if q["measured_latency"] else ""
+        lines.append(f"  int8 model ({len(q['layers'])} int8 layers): {acc}{lat}{q['size_bytes']:,} bytes; onnxruntime "
+                     f"and the simulation agree on {q['verification']['top1_agreement']:.2%} of "
+                     f"{q['verification']['images']} {q['verification']['inputs']}")
     for b in card["budgets"]:
         state = "met" if b["met"] else f"unknown ({b['reason']})" if b["met"] is None else "NOT met"
         lines.append(f"  budget {b['budget']}: {state}")

@@ -5,7 +5,8 @@ pattern into integer kernels (docs/research/int8, §4): QLinearConv / QGemm accu
 exactly in integers and requantize with a float32 multiplier, QLinearAdd / QLinearMul /
 QLinearGlobalAveragePool with their own float32 formulas, QuantizeLinear divides by the
 scale, every rounding is half to even; ops onnxruntime runs in float (HardSwish,
-HardSigmoid, Sigmoid's table, float blocks) run in float32 between a DQ and a Q. The
+HardSigmoid, Sigmoid's table, float blocks) run in float32 between a DQ and a Q, the
+logistic with onnxruntime's own polynomial (`mlas_logistic`). The
 simulation reads the very graph that is deployed, so the two cannot disagree about
 structure, and it was bit-exact against onnxruntime on every network of the research.
 
@@ -84,6 +85,38 @@ def _exact_conv(x: torch.Tensor, w: _Weight, stride, pads, groups: int) -> torch
     step = max(1, int(EXACT // per_channel) - 1)
     return sum(F.conv2d(x[:, i:i + step], wq[:, i:i + step], None, stride, pads).double()
                for i in range(0, x.shape[1], step))
+
+
+# onnxruntime's logistic (MLAS, from Eigen): a rational polynomial over [-18, 18], which its
+# Sigmoid and the 256-entry table of QLinearSigmoid both evaluate; torch.sigmoid differs
+# from it in the last bits, enough to move about 3 % of a gate's uint8 values by one step
+LOGISTIC_RANGE = 18.0
+LOGISTIC_P = (4.37031012579801e-11, 1.15627324459942e-07, 6.08574864600143e-05, 8.51377133304701e-03,
+              2.48287947061529e-01)
+LOGISTIC_Q = (6.10247389755681e-13, 5.76102136993427e-09, 6.29106785017040e-06, 1.70198817374094e-03,
+              1.16817656904453e-01, 9.93151921023180e-01)
+
+
+def _fma(a: torch.Tensor, b: torch.Tensor, c) -> torch.Tensor:
+    """float32 a * b + c with one rounding (the kernels' fused multiply-add): the product of
+    two float32 values is exact in float64."""
+    c = c.double() if isinstance(c, torch.Tensor) else float(np.float32(c))
+    return (a.double() * b.double() + c).float()
+
+
+def mlas_logistic(x: torch.Tensor) -> torch.Tensor:
+    """The logistic function as onnxruntime's CPU kernels compute it (float32, fused
+    multiply-adds, the output clamped to [0, 1])."""
+    v = torch.clamp(x.float(), -LOGISTIC_RANGE, LOGISTIC_RANGE)
+    v2 = v * v
+    p = _fma(v2, torch.tensor(F32(LOGISTIC_P[0])), LOGISTIC_P[1])
+    for c in LOGISTIC_P[2:]:
+        p = _fma(p, v2, c)
+    p = p * v
+    q = _fma(v2, torch.tensor(F32(LOGISTIC_Q[0])), LOGISTIC_Q[1])
+    for c in LOGISTIC_Q[2:]:
+        q = _fma(q, v2, c)
+    return torch.clamp(p / q + 0.5, 0, 1)
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -179,7 +212,7 @@ class GraphSimulator:
         if op == "Clip":
             return torch.clamp(x[0], float(x[1]), float(x[2]))
         if op == "Sigmoid":
-            return torch.sigmoid(x[0])
+            return mlas_logistic(x[0])
         if op == "HardSigmoid":
             return torch.clamp(x[0] * F32(a["alpha"]) + F32(a["beta"]), 0, 1)
         if op == "HardSwish":
@@ -246,10 +279,12 @@ class GraphSimulator:
             return torch.round(acc.float() * torch.from_numpy(mult).reshape(shape)) + float(yz)
         ins = [env[i] for i in n.input]
         a_ = ins[0]
-        if op == "Add":
+        if op == "Add":  # MLAS's AVX2 QLinearAdd: two fused multiply-adds on the raw uint8 values
             b_ = ins[1]
-            ra, rb = torch.tensor(F32(a_.scale) / ys), torch.tensor(F32(b_.scale) / ys)
-            v = (a_.q - float(a_.zp)) * ra + (b_.q - float(b_.zp)) * rb + float(yz)
+            ra, rb = F32(a_.scale) / ys, F32(b_.scale) / ys
+            fixed = F32(yz) - (ra * F32(a_.zp) + rb * F32(b_.zp))
+            v = _fma(a_.q, torch.tensor(ra), _fma(b_.q, torch.tensor(rb), fixed))
+            return torch.round(v)
         elif op == "Mul":
             b_ = ins[1]
             ratio = torch.tensor(F32(a_.scale) * F32(b_.scale) / ys)

@@ -154,5 +154,6 @@ def _bench_quant(args: argparse.Namespace) -> Result:
     lines.append(f"int8 drop: median {found['drop_median']:+.4f}, worst {found['drop_worst']:+.4f}; onnxruntime vs "
                  f"simulation: top-1 agreement >= {found['agreement_min']:.2%}, max logit difference "
                  f"{found['max_logit_diff_steps']:.2f} steps ({found['archs']} subnets, {found['images']} "
-                 f"{found['split']} images, {found['quant']['method']} on {found['quant']['calib_images']} images)")
+                 f"{found['split']} images, {found['quant']['method']} on {found['quant']['calib_images']} images); "
+                 f"scoring median {found['seconds_float_median']:.2f} s float, {found['seconds_int8_median']:.2f} s int8")
     return Result(found, "\n".join(lines))

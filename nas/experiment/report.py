@@ -156,6 +156,11 @@ def _precision(search: dict[str, Any] | None) -> str:
         rows.append([f"<code>{_e(r['arch_id'])}</code>{_e(mark)}", *(_num(r["metrics"].get(m)) for m in shown),
                      *(("<b>int8</b>" if r["decisions"].get(d) == "int8" else "fp32") for d in decisions),
                      f"{len(r['int8_layers'])} / {r['layers']}"])
+    exported = effects.get("best") or {}
+    if exported and exported.get("arch_id") not in {r["arch_id"] for r in effects["front"]}:
+        rows.append([f"<code>{_e(exported['arch_id'])}</code> (exported; not on the front)", *("" for _ in shown),
+                     *(("<b>int8</b>" if exported["decisions"].get(d) == "int8" else "fp32") for d in decisions),
+                     f"{len(exported['int8_layers'])} / {exported['layers']}"])
     out = ("<h2>Precision</h2><p>Front archs (up to six, spread along the front) and the precision of each "
            "precision decision; the last column counts int8 layers among the active ones.</p>"
            + _table(["arch id", *shown, *short, "int8 layers"], rows, raw=True))

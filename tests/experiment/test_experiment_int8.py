@@ -53,7 +53,7 @@ def test_an_experiment_searches_precision_and_reports_what_each_choice_costs(tmp
     report = (run / "report.html").read_text()
     assert "<h2>Precision</h2>" in report and "int8 minus fp32" in report and "s2.precision" in report
     best = effects["best"]["arch_id"]
-    assert f"{best}</code> (exported)" in report or best not in [r["arch_id"] for r in effects["front"]]
+    assert f"{best}</code> (exported" in report  # on the front or not, the exported arch's precisions are shown
 
 
 def test_the_shipped_int8_quickstart_is_valid() -> None:

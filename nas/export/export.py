@@ -128,9 +128,6 @@ def _int8(model, layers, inherited, folder: Path, input_shape, seed: int, protoc
                           calib_source="training split (the seeded pick of BN recalibration)",
                           verify_source=f"{inherited.split} images", seed=seed, latency_protocol=protocol,
                           input_shape=input_shape)
-    from nas.quant import check_calibration
-
-    check_calibration(settings, settings.calib_images)
     calib = random_images(settings.calib_images, input_shape, seed)
     return write_int8(model, layers, calib, settings, folder, calib_source="seeded random N(0, 1) inputs "
                       "(no supernet: untrained weights)", seed=seed, latency_protocol=protocol, input_shape=input_shape)

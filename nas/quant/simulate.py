@@ -3,12 +3,13 @@
 `integer`: what onnxruntime's CPU execution provider computes after it fuses the QDQ
 pattern into integer kernels (docs/research/int8, §4): QLinearConv / QGemm accumulate
 exactly in integers and requantize with a float32 multiplier, QLinearAdd / QLinearMul /
-QLinearGlobalAveragePool with their own float32 formulas, QuantizeLinear divides by the
-scale, every rounding is half to even; ops onnxruntime runs in float (HardSwish,
-HardSigmoid, Sigmoid's table, float blocks) run in float32 between a DQ and a Q, the
-logistic with onnxruntime's own polynomial (`mlas_logistic`). The
-simulation reads the very graph that is deployed, so the two cannot disagree about
-structure, and it was bit-exact against onnxruntime on every network of the research.
+QLinearGlobalAveragePool with their own float32 formulas (QLinearAdd's fused
+multiply-adds as MLAS's AVX2 kernel has them), QuantizeLinear divides by the scale, every
+rounding is half to even; ops onnxruntime runs in float (HardSwish, HardSigmoid,
+Sigmoid's table, float blocks) run in float32 between a DQ and a Q, the logistic with
+onnxruntime's own polynomial (`mlas_logistic`). The simulation reads the very graph that
+is deployed, so the two cannot disagree about structure; it was bit-exact against
+onnxruntime on the research's networks and on trained subnets (docs/benchmarks.md).
 
 `float` with an observer: the float network the graph was quantized from (float weights,
 no rounding), reporting each quantized tensor's values to calibration, with the relu or
@@ -282,7 +283,8 @@ class GraphSimulator:
         if op == "Add":  # MLAS's AVX2 QLinearAdd: two fused multiply-adds on the raw uint8 values
             b_ = ins[1]
             ra, rb = F32(a_.scale) / ys, F32(b_.scale) / ys
-            fixed = F32(yz) - (ra * F32(a_.zp) + rb * F32(b_.zp))
+            # zc - (rA * za + rB * zb), which the compiler contracts to zc - fma(rA, za, rB * zb)
+            fixed = F32(yz) - F32(np.float64(ra) * np.float64(a_.zp) + np.float64(F32(rb * F32(b_.zp))))
             v = _fma(a_.q, torch.tensor(ra), _fma(b_.q, torch.tensor(rb), fixed))
             return torch.round(v)
         elif op == "Mul":

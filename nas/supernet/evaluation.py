@@ -15,12 +15,12 @@ Float archs score exactly as before.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from collections.abc import Sequence
 
 from nas.data import ImageDataset
 from nas.quant import QuantSettings, check_calibration, quantize
@@ -86,6 +86,7 @@ class RecalibratedScorer:
         order = np.random.default_rng([seed, 0xCA1]).permutation(len(data.train))
         self._calib = self._prepare(data, data.train.images[torch.as_tensor(order[:calib_images])])
         self._quant_pick = (data, order[:self.quant.calib_images])  # prepared when an int8 arch is scored
+        self._quant: torch.Tensor | None = None
         target = data.split(split)
         self._images = self._prepare(data, target.images)
         self.labels = target.labels.to(self.device)
@@ -97,13 +98,17 @@ class RecalibratedScorer:
     def _at(self, which: str, resolution: int) -> torch.Tensor:
         key = (which, resolution)
         if key not in self._sized:
-            if which == "quant" and ("quant", 0) not in self._sized:
-                data, pick = self._quant_pick
-                check_calibration(self.quant, len(pick))
-                self._sized[("quant", 0)] = self._prepare(data, data.train.images[torch.as_tensor(pick)])
-            source = {"calib": self._calib, "eval": self._images}.get(which, self._sized.get(("quant", 0)))
-            self._sized[key] = resize(source, resolution)
+            source = {"calib": self._calib, "eval": self._images}.get(which)
+            self._sized[key] = resize(self._quant_images() if source is None else source, resolution)
         return self._sized[key]
+
+    def _quant_images(self) -> torch.Tensor:
+        """The quantization calibration images, prepared on first use (float runs need none)."""
+        if self._quant is None:
+            data, pick = self._quant_pick
+            check_calibration(self.quant, len(pick))
+            self._quant = self._prepare(data, data.train.images[torch.as_tensor(pick)])
+        return self._quant
 
     def score(self, net: nn.Module, resolution: int, layers: Sequence[LayerSpec] | None = None) -> float:
         """Top-1 accuracy (0..1) of `net` at input size `resolution`, after replacing its BN

@@ -187,3 +187,13 @@ def test_weights_that_do_not_fit_the_arch_are_refused() -> None:
     a, b = space.sample(0), space.sample(1)
     with pytest.raises(NasError, match="do not fit|blocks but the arch"):
         quantize(space.build(a).eval(), space.layers(b), torch.randn(4, 3, 32, 32), QuantSettings(calib_images=4))
+
+
+def test_ofa_mbv3_int8_with_its_long_reductions_agrees_bit_exactly() -> None:
+    """ofa_mbv3 at 128 px: hswish and hsigmoid blocks, and 960- and 1280-wide reductions that
+    the simulation accumulates in float32 slices (too long for one exact float32 sum)."""
+    space = load_space("ofa_mbv3_int8")
+    precision = [d.name for d in space.decisions if d.name.endswith("precision")]
+    arch = space.arch({**dict(space.sample(0)), **{p: "int8" for p in precision}, "resolution": 128})
+    found = _agreement(space, arch, 0, n=8)
+    assert found["top1"] == 1.0 and found["max_diff"] == 0.0

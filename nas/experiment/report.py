@@ -42,7 +42,7 @@ def render(run: Run) -> str:
     steps = {s: _step(run.path / s) for s in ("profile", "train", "search", "export")}
     parts = [f"<h1>{_e(state['name'])}: run {_e(run.id)}</h1>",
              _summary(state, steps), _steps(state), _devices(run, steps["profile"]), _training(run, steps["train"]),
-             _search(run, steps["search"]), _export(steps["export"]), _environment(run), _config(run)]
+             _search(run, steps["search"]), _precision(steps["search"]), _export(steps["export"]), _environment(run), _config(run)]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>hwnas run {_e(run.id)}</title><style>{STYLE}</style></head><body>"
             + "\n".join(p for p in parts if p) + "</body></html>\n")
@@ -139,6 +139,50 @@ def _search(run: Run, search: dict[str, Any] | None) -> str:
                                                 [[f"<code>{_e(r['arch_id'])}</code>", *(_num(r['metrics'][m]) for m in metrics)]
                                                  for r in front[:30]], raw=True)
     return out
+
+
+def _precision(search: dict[str, Any] | None) -> str:
+    """Which layers ended int8 on the front, and each precision decision's paired effect there."""
+    effects = ((search or {}).get("result") or {}).get("precision")
+    if not effects:
+        return ""  # a space without precision decisions, or a search not finished
+    units, best = effects.get("metrics") or {}, (effects.get("best") or {}).get("arch_id")
+    decisions = [e["decision"] for e in effects["effects"]]
+    short = [d.removesuffix(".precision") for d in decisions]
+    shown = [m for m in units if m in ("accuracy",) or m.startswith(("latency", "energy"))][:3]
+    rows = []
+    for r in effects["front"]:
+        mark = " (exported)" if r["arch_id"] == best else ""
+        rows.append([f"<code>{_e(r['arch_id'])}</code>{_e(mark)}", *(_num(r["metrics"].get(m)) for m in shown),
+                     *(("<b>int8</b>" if r["decisions"].get(d) == "int8" else "fp32") for d in decisions),
+                     f"{len(r['int8_layers'])} / {r['layers']}"])
+    exported = effects.get("best") or {}
+    if exported and exported.get("arch_id") not in {r["arch_id"] for r in effects["front"]}:
+        rows.append([f"<code>{_e(exported['arch_id'])}</code> (exported; not on the front)", *("" for _ in shown),
+                     *(("<b>int8</b>" if exported["decisions"].get(d) == "int8" else "fp32") for d in decisions),
+                     f"{len(exported['int8_layers'])} / {exported['layers']}"])
+    out = ("<h2>Precision</h2><p>Front archs (up to six, spread along the front) and the precision of each "
+           "precision decision; the last column counts int8 layers among the active ones.</p>"
+           + _table(["arch id", *shown, *short, "int8 layers"], rows, raw=True))
+    metrics = list(units)
+    rows = [[e["decision"], e["archs"], e["int8_on_front"],
+             *(_delta(e["int8_minus_fp32"].get(m), units.get(m)) for m in metrics)] for e in effects["effects"]]
+    out += ("<h3>What each precision choice costs on the front</h3><p>Each front arch re-scored with one "
+            "precision decision flipped, everything else kept (accuracy quantized for int8 layers, latency from the "
+            "precision-aware LUT): the median over the front archs where the decision shapes the network of "
+            "<b>int8 minus fp32</b>. Negative latency, energy or memory: int8 saves it; negative accuracy: int8 "
+            f"costs it. {_num(effects.get('queries'))} extra queries.</p>"
+            + _table(["decision", "archs", "int8 on front", *(f"Δ {m}" for m in metrics)], rows))
+    return out
+
+
+def _delta(value: Any, unit: str | None) -> str:
+    if not isinstance(value, (int, float)):
+        return "-"
+    if unit == "fraction":  # accuracy: percentage points read better than a difference of fractions
+        return f"{100 * value:+.2f} pp"
+    unit = "" if unit in (None, "", "count") else f" {unit}"
+    return f"{value:+.4g}{unit}"
 
 
 def _export(export: dict[str, Any] | None) -> str:

@@ -163,7 +163,7 @@ class Pipeline:
             profiled = _finished(path / "profile")["result"]["sources"]
             sources = search_step.search_sources(exp, profiled, path / "profile",
                                                  path / "train" if exp.uses_supernet else None)
-            return {"summary": search_step.run(exp, self.space, folder, sources, self.run.id, self.progress)}
+            return search_step.run(exp, self.space, folder, sources, self.run.id, self.progress)
         summary = _finished(path / "search")["result"]["summary"]
         profiled = _finished(path / "profile")["result"]["sources"]
         train = path / "train" if exp.uses_supernet else None

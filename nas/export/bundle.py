@@ -8,6 +8,7 @@
                            zero points, int8 weights and int32 biases
     OUT/card.json          the model card as data; OUT/MODEL_CARD.md the same for people
     OUT/finetune/          checkpoints of `hwnas finetune`; finetuned.safetensors/.onnx when done
+                           (and finetuned_int8.onnx + finetuned_quant_int8.npz for int8 archs)
 
 A whole export is written into a temporary sibling folder and renamed into place, so
 OUT is either the previous export or the complete new one. Every file is checked
@@ -36,6 +37,8 @@ ARCH_FILE, CARD_FILE, CARD_MD = "arch.json", "card.json", "MODEL_CARD.md"
 DAMAGED = "the file is damaged, export again"
 WEIGHTS_FILE, ONNX_FILE = "model.safetensors", "model.onnx"
 FINETUNED_WEIGHTS, FINETUNED_ONNX, FINETUNE_DIR = "finetuned.safetensors", "finetuned.onnx", "finetune"
+# the int8 model of the fine-tuned weights (archs with int8 layers), re-exported by nas.export.int8
+FINETUNED_INT8_ONNX, FINETUNED_INT8_PARAMS = "finetuned_int8.onnx", "finetuned_quant_int8.npz"
 
 
 def _digest(text: str) -> str:

@@ -117,6 +117,12 @@ def render(card: Mapping[str, Any]) -> str:
         lines.append(f"- fine-tuned {ft['epochs']} epochs on {ft['data']}"
                      f"{' with distillation from ' + ft['distill_from'] if ft.get('distill_from') else ''}: "
                      f"**{ft['accuracy']:.4f}** on the {ft['split']} split (before: {ft['accuracy_before']:.4f})")
+        q = ft.get("int8")
+        if q:
+            acc = f"{q['accuracy']['value']:.4f}" if q.get("accuracy") else "not measured"
+            lines.append(f"- its int8 model `{q['file']}`{' (fine-tuned quantization-aware)' if ft['settings'].get('qat') else ''}: "
+                         f"accuracy {acc} in onnxruntime, top-1 agreement with the torch simulation "
+                         f"{q['verification']['top1_agreement']:.2%}")
     lines += _int8_lines(card.get("int8"))
     lines += ["", "## Latency and energy", "", "| device | metric | value | source |", "|---|---|---:|---|"]
     m = card.get("measured_latency")

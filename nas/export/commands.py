@@ -44,6 +44,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--lr", type=float, default=0.01, help="peak learning rate of the cosine schedule (default 0.01)")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--split", choices=("val", "test"), default="val", help="split the accuracy is reported on")
+    p.add_argument("--qat", action="store_true",
+                   help="quantization-aware: int8 layers train with their int8 rounding (an export with int8 layers)")
     add_threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -119,6 +121,6 @@ def _finetune(args: argparse.Namespace) -> Result:
 
     set_torch_threads(args.threads)
     result = finetune(args.out, args.data, args.epochs, seed=args.seed, distill_from=args.distill_from, lr=args.lr,
-                      batch_size=args.batch_size, split=args.split, progress=not args.quiet)
+                      batch_size=args.batch_size, split=args.split, qat=args.qat, progress=not args.quiet)
     return Result(result, f"{args.out}: fine-tuned {result['epochs']} epochs on {result['data']}: {result['split']} "
                           f"accuracy {result['accuracy_before']:.4f} -> {result['accuracy']:.4f}")

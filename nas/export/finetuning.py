@@ -7,7 +7,14 @@ random choice of a step (batch order, augmentation) is drawn from (seed, epoch, 
 and a checkpoint is written after every epoch, so a killed run rerun with the same
 settings resumes from its last epoch and ends with the weights an uninterrupted run
 ends with. The result is written as finetuned.safetensors and a verified
-finetuned.onnx, entered in arch.json, and its accuracy into the model card.
+finetuned.onnx, entered in arch.json, and its accuracy into the model card. An arch with
+int8 layers also gets the int8 model of the fine-tuned weights, quantized with the export's
+settings and verified as `hwnas export` verifies it (nas.export.int8.write_int8):
+finetuned_int8.onnx and finetuned_quant_int8.npz, and the card's `finetune.int8`.
+
+With `qat`, an export with int8 layers fine-tunes quantization-aware: its int8 blocks
+run with the int8 rounding they are deployed with (nas.supernet.qat, the same fake
+quantization the supernet trains with), so the float weights learn to tolerate it.
 """
 from __future__ import annotations
 
@@ -27,6 +34,8 @@ from nas.errors import NasError
 from nas.export.bundle import (
     ARCH_FILE,
     FINETUNE_DIR,
+    FINETUNED_INT8_ONNX,
+    FINETUNED_INT8_PARAMS,
     FINETUNED_ONNX,
     FINETUNED_WEIGHTS,
     read_record,
@@ -36,6 +45,7 @@ from nas.export.bundle import (
 from nas.export.card import now, read_card, write_card
 from nas.export.onnx_export import write_onnx
 from nas.jsonfile import read_json
+from nas.export.int8 import has_int8
 from nas.export.weights import save_weights
 from nas.supernet.checkpoint import check_finite
 from nas.supernet.step import distillation
@@ -61,6 +71,7 @@ class FinetuneSettings:
     distill_weight: float = 0.5
     temperature: float = 1.0
     split: str = "val"
+    qat: bool = False
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -72,29 +83,36 @@ class FinetuneSettings:
 
 
 def finetune(out: Path | str, data: str, epochs: int, *, seed: int = 0, distill_from: Path | str | None = None,
-             lr: float = 0.01, batch_size: int = 32, split: str = "val", progress: bool = True,
+             lr: float = 0.01, batch_size: int = 32, split: str = "val", qat: bool = False, progress: bool = True,
              max_steps: int | None = None, device: torch.device | None = None) -> dict[str, Any]:
     """Fine-tune the export in `out` on `data` ('digits' or a dataset path) for `epochs`;
     returns the card's fine-tune entry (accuracy on `split` before and after, history).
+    qat: quantization-aware (an export with int8 layers only).
 
     max_steps stops after that many optimizer steps of this call without a checkpoint,
     as a kill would (tests use it to check resumption).
     """
     out = Path(out)
     settings = FinetuneSettings(data=str(data), epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
-                                distill_from=None if distill_from is None else str(distill_from), split=split)
+                                distill_from=None if distill_from is None else str(distill_from), split=split, qat=qat)
     settings.check()
     record, card = read_record(out), read_card(out)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     run = out / FINETUNE_DIR
-    from nas.export.loader import load
+    from nas.export.loader import export_layers, load
 
+    layers = export_layers(out, record)
+    if qat and not any(s.precision == "int8" for s in layers):
+        raise NasError(f"{out}: the exported arch has no int8 layers, so there is nothing to fine-tune "
+                       "quantization-aware; drop --qat")
     model = load(out, finetuned=False).to(device)
     data_set = _dataset(settings, record)
     if data_set.classes > record["classes"]:
         raise NasError(f"{settings.data} has {data_set.classes} classes; the exported network predicts {record['classes']}")
     teacher = _teacher(settings, record, device) if settings.distill_from else None
-    loop = _Loop(model, teacher, data_set, settings, device, run, record["input"]["resolution"])
+    quant = _quant_settings(card)
+    loop = _Loop(model, teacher, data_set, settings, device, run, record["input"]["resolution"], layers,
+                 quant.reduce_range)
     _prepare(run, settings)  # once every input is checked: a refused fine-tune leaves no settings behind
     history = loop.run(progress, max_steps)
     if history is None:
@@ -104,8 +122,43 @@ def finetune(out: Path | str, data: str, epochs: int, *, seed: int = 0, distill_
               "history": history, "settings": asdict(settings), "weights": FINETUNED_WEIGHTS,
               "preprocessing": {"dataset": data_set.name, "mean": [float(v) for v in data_set.mean],
                                 "std": [float(v) for v in data_set.std]}, "finished": now()}
+    if has_int8(layers):
+        result["int8"] = _int8(out, run, model.eval(), layers, data_set, settings, quant, record["input"]["resolution"])
     _finish(out, record, card, model.eval(), result)
     return result
+
+
+def _quant_settings(card: dict[str, Any]):
+    """How the export quantized its int8 layers (its card's int8 section), for QAT and re-export."""
+    from nas.quant import QuantSettings
+
+    cal = (card.get("int8") or {}).get("calibration") or {}
+    known = {k: cal[k] for k in ("method", "reduce_range", "percentile") if k in cal}
+    return QuantSettings(**known, **({"calib_images": cal["images"]} if cal.get("images") else {}))
+
+
+def _int8(out: Path, run: Path, model: nn.Module, layers, data, settings: FinetuneSettings, quant, resolution: int
+          ) -> dict[str, Any]:
+    """The verified int8 model of the fine-tuned weights, moved into OUT under the fine-tune's
+    names; returns the card's section for it (accuracy of onnxruntime's int8 model on the split)."""
+    import os
+
+    from nas.export.int8 import INT8_ONNX, INT8_PARAMS, write_int8
+    from nas.quant import check_calibration
+
+    check_calibration(quant, min(quant.calib_images, len(data.train)))
+    pick = np.random.default_rng([settings.seed, 0x8C]).permutation(len(data.train))[:quant.calib_images]
+    calib = _resize(data.normalize(data.to_float(data.train.images[torch.as_tensor(pick)])), resolution)
+    part = data.split(settings.split)
+    images = _resize(data.normalize(data.to_float(part.images)), resolution)
+    staging = run / "int8"
+    staging.mkdir(parents=True, exist_ok=True)
+    section = write_int8(model.cpu(), layers, calib, quant, staging, images, part.labels,
+                         calib_source=f"training split of {settings.data} (seeded pick)",
+                         verify_source=f"{settings.split} images", seed=settings.seed)
+    for name, final in ((INT8_ONNX, FINETUNED_INT8_ONNX), (INT8_PARAMS, FINETUNED_INT8_PARAMS)):
+        os.replace(staging / name, out / final)
+    return {**section, "file": FINETUNED_INT8_ONNX, "params_file": FINETUNED_INT8_PARAMS}
 
 
 def _prepare(run: Path, settings: FinetuneSettings) -> None:
@@ -113,6 +166,7 @@ def _prepare(run: Path, settings: FinetuneSettings) -> None:
     path = run / SETTINGS_FILE
     if path.is_file():
         found = read_json(path, f"{path}: missing", damaged=f"delete {run} to start over")
+        found = {"qat": False, **found} if isinstance(found, dict) else found  # written before --qat existed
         if found != wanted:
             changed = [k for k in wanted if found.get(k) != wanted[k]]
             raise NasError(f"{run} holds a fine-tune with other settings ({', '.join(changed) or 'format'}); "
@@ -177,10 +231,14 @@ def evaluate(model: nn.Module, data: Any, split: str, resolution: int, batch_siz
 
 
 class _Loop:
-    def __init__(self, model, teacher, data, settings: FinetuneSettings, device, run: Path, resolution: int) -> None:
+    def __init__(self, model, teacher, data, settings: FinetuneSettings, device, run: Path, resolution: int,
+                 layers, reduce_range: bool = False) -> None:
         from nas.data import Augment
+        from nas.supernet.qat import FakeQuantNetwork
 
         self.model, self.teacher, self.data, self.s, self.device, self.run_dir = model, teacher, data, settings, device, run
+        # what a training step runs: the network itself, or the same network with its int8 blocks fake-quantized
+        self.forward = FakeQuantNetwork(model, layers, reduce_range) if settings.qat else model
         self.resolution = resolution
         self.augment = Augment(crop_padding=settings.crop_padding)
         self.optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
@@ -253,7 +311,7 @@ class _Loop:
         y = self.data.train.labels[picked].to(self.device)
         rng = np.random.default_rng([self.s.seed, self.epoch, step, 0xA6])
         x = self.data.normalize(self.augment.apply(x, self.augment.draw(rng, tuple(x.shape))))
-        logits = self.model(_resize(x, self.resolution))
+        logits = self.forward(_resize(x, self.resolution))
         loss = F.cross_entropy(logits, y, label_smoothing=self.s.label_smoothing)
         if self.teacher is not None:
             teacher, resolution = self.teacher
@@ -271,7 +329,8 @@ def _finish(out: Path, record: dict[str, Any], card: dict[str, Any], model: nn.M
     """Fine-tuned weights and verified ONNX, then arch.json, then the card (each atomic)."""
     save_weights(model, out / FINETUNED_WEIGHTS, {"space": record["space"], "arch_id": record.get("arch_id", "")})
     check = write_onnx(model, tuple(record["input"]["shape"]), out / FINETUNED_ONNX)
-    for name in (FINETUNED_WEIGHTS, FINETUNED_ONNX):
+    int8 = (FINETUNED_INT8_ONNX, FINETUNED_INT8_PARAMS) if result.get("int8") else ()
+    for name in (FINETUNED_WEIGHTS, FINETUNED_ONNX, *int8):
         record_file(out, record, name)
     write_json(out / ARCH_FILE, record)
     card["finetune"] = {**result, "onnx": {"file": FINETUNED_ONNX, **check.to_dict()}}

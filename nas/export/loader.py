@@ -93,9 +93,10 @@ def which_weights(out: Path, record: dict[str, Any], finetuned: bool | None) -> 
 def check_int8_files(out: Path, record: dict[str, Any]) -> None:
     """The int8 model and its quantization file, when the export has them, against their
     recorded hashes: a changed scale file would deploy another model than the one verified."""
+    from nas.export.bundle import FINETUNED_INT8_ONNX, FINETUNED_INT8_PARAMS
     from nas.export.int8 import INT8_ONNX, INT8_PARAMS
 
-    for name in (INT8_ONNX, INT8_PARAMS):
+    for name in (INT8_ONNX, INT8_PARAMS, FINETUNED_INT8_ONNX, FINETUNED_INT8_PARAMS):
         if name in record["files"]:
             checked_file(out, record, name)
 

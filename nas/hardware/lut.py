@@ -169,8 +169,22 @@ class LUT:
         by an older hwnas whose fingerprint hashed only the blocks) is still right for
         every block it holds, so it is used with a CompatibilityWarning while it holds
         all of the space's blocks, and refused when it lacks some.
+
+        Precision must match too: an int8 LUT for a float-only search (or a LUT of a space
+        with precision decisions for one without) is refused like another space, and a
+        float-only LUT can never price a search over precision (it holds no int8 timing).
         """
         problems = []
+        lut_int8 = any(spec.precision == "int8" for spec, _ in self.entries.values())
+        space_int8 = any(s.precision == "int8" for s in lut_blocks(space, self.meta.get("resolutions") or [None]))
+        where = f"LUT for {self.meta.get('space')}@{self.meta.get('device')}"
+        if space_int8 and not lut_int8:
+            raise CompatibilityError(f"{where} holds float32 blocks only and space {space.name} searches int8 "
+                                     f"layers too: a float-only LUT cannot price a search over precision; run "
+                                     f"'hwnas lut build --space {space.name} --device {self.meta.get('device')}'")
+        if lut_int8 and not space_int8:
+            problems.append(f"it holds int8 blocks and space {space.name} is float-only (an int8 LUT for a "
+                            "float-only search)")
         if self.meta.get("space") != space.name:
             problems.append(f"it was built for space {self.meta.get('space')!r}, not {space.name!r}")
         else:
@@ -189,7 +203,7 @@ class LUT:
                     problems.append(f"it was measured with {lib} {theirs['versions'][lib]}, this runtime is {version}")
         if not problems:
             return
-        message = f"LUT for {self.meta.get('space')}@{self.meta.get('device')} does not fit: " + "; ".join(problems)
+        message = f"{where} does not fit: " + "; ".join(problems)
         if not allow_mismatch:
             raise CompatibilityError(message + " (rebuild it, or pass --allow-mismatch to use it anyway)")
         warnings.warn(message, CompatibilityWarning, stacklevel=2)

@@ -8,6 +8,7 @@ The defaults are the quickstart: tiny_mbconv on the digits in a few CPU minutes.
     batch_size: 32                     # global batch (all processes together)
     sampling: {rule: sandwich, random_subnets: 2, distill: true}
     progressive: true                  # or {phases: [[kernel], [kernel, depth], [kernel, depth, expand]], epochs: [1, 1, 2]}
+    qat: {start_epoch: 2}              # or true: int8 layers of sampled subnets fake-quantized (off by default)
     optimizer: {name: sgd, lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 4.0e-5}
     schedule: {name: cosine, warmup_epochs: 1}
     quant: {method: minmax, calib_images: 256}   # how archs with int8 layers are quantized when scored
@@ -64,6 +65,17 @@ class ProgressiveConfig(Settings):
         return value
 
 
+class QATConfig(Settings):
+    """Quantization-aware training (nas.supernet.qat): the int8 layers of every sampled subnet
+    run fake-quantized from `start_epoch` on (epochs before it train in float). The weight
+    range follows `quant.reduce_range`, as the deployed int8 model's does."""
+
+    start_epoch: int = Field(0, ge=0)
+
+    def active(self, epoch: int) -> bool:
+        return epoch >= self.start_epoch
+
+
 class OptimizerConfig(Settings):
     name: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.1, ge=0)
@@ -90,6 +102,7 @@ class TrainSettings(Settings):
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     sampling: SamplingConfig = SamplingConfig()
     progressive: ProgressiveConfig | None = None   # true: the default phases; false / null: off
+    qat: QATConfig | None = None                   # true: quantization-aware from the start; false / null: off
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     grad_clip: float = Field(5.0, ge=0)            # max gradient norm; 0: off
@@ -99,11 +112,11 @@ class TrainSettings(Settings):
     quant: QuantSettings = QuantSettings()         # post-training int8 quantization of archs with int8 layers
     eval_batch_size: int = Field(32, ge=1)         # small batches keep CPU evaluation in cache; raise on GPUs
 
-    @field_validator("progressive", mode="before")
+    @field_validator("progressive", "qat", mode="before")
     @classmethod
-    def _switch(cls, value: Any) -> Any:
+    def _switch(cls, value: Any, info: Any) -> Any:
         if value is True:
-            return ProgressiveConfig()
+            return ProgressiveConfig() if info.field_name == "progressive" else QATConfig()
         return None if value is False else value
 
     @model_validator(mode="after")
@@ -113,6 +126,9 @@ class TrainSettings(Settings):
             if len(epochs) != n or sum(epochs) != self.epochs or min(epochs) < 1:
                 raise ValueError(f"progressive.epochs {epochs} must give each of the {n} phases at least one epoch "
                                  f"and add up to epochs ({self.epochs})")
+        if self.qat is not None and self.qat.start_epoch >= self.epochs:
+            raise ValueError(f"qat.start_epoch {self.qat.start_epoch} must be below epochs ({self.epochs}), "
+                             "or quantization-aware training never starts")
         return self
 
     def phase_epochs(self) -> list[int]:

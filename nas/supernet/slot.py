@@ -20,7 +20,9 @@ from nas.errors import NasError
 from nas.space.base import SearchSpace, Slot
 from nas.space.builder import build_layer
 from nas.space.layers import LayerSpec
+from nas.quant.settings import QuantSettings
 from nas.supernet.families import Family, Fixed, Weightless, family_key, make_family
+from nas.supernet.qat import fake_quant_call
 
 MAX_VARIANTS = 200_000
 TEMPLATE_CACHE = 256
@@ -67,17 +69,25 @@ class SlotModule(nn.Module):
             raise NasError(f"layer {spec.key} is not a variant this supernet was built for")
         return self.families[key]
 
-    def forward(self, x: torch.Tensor, spec: LayerSpec) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, spec: LayerSpec, qat: QuantSettings | None = None) -> torch.Tensor:
+        """The variant `spec` on `x`; with `qat` (the quantization it will be deployed with), an
+        int8 variant runs fake-quantized (nas.supernet.qat)."""
         family = self.family(spec)
+        quantized = qat is not None and spec.precision == "int8"
         if isinstance(family, Fixed):
+            if quantized:
+                return fake_quant_call(family.module, spec, x, qat.reduce_range)
             return family.module(x)
         template, names = self._template(spec)
-        if isinstance(family, Weightless):
-            return template(x)
         if template.training != self.training:
             template.train(self.training)
         params, buffers = family.tensors(spec)
-        return functional_call(template, dict(zip(names, params + buffers)), (x,), strict=True)
+        tensors = dict(zip(names, params + buffers))
+        if quantized:
+            return fake_quant_call(template, spec, x, qat.reduce_range, tensors)
+        if isinstance(family, Weightless):
+            return template(x)
+        return functional_call(template, tensors, (x,), strict=True)
 
     def state_for(self, spec: LayerSpec) -> dict[str, torch.Tensor]:
         """The builder module's state dict for `spec`: copies of the inherited tensors."""

@@ -14,6 +14,7 @@ from torch import nn
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
 from nas.space.layers import LayerSpec
+from nas.quant.settings import QuantSettings
 from nas.supernet.elastic import init_weights
 from nas.supernet.slot import SlotModule, slot_variants
 
@@ -31,6 +32,7 @@ class Supernet(nn.Module):
                 variants[id(slot)] = slot_variants(space, slot)
         self.blocks = nn.ModuleList(SlotModule(variants[id(slot)]) for slot in self.slots)
         init_weights(self, torch.Generator().manual_seed(seed))
+        self.qat: QuantSettings | None = None  # set: int8 layers of the active arch run fake-quantized like this
         self.set_active(space.extreme(largest=True))
 
     def set_active(self, arch: Arch) -> None:
@@ -42,7 +44,7 @@ class Supernet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block, spec in zip(self.blocks, self._specs):
             if spec is not None:
-                x = block(x, spec)
+                x = block(x, spec, self.qat)
         return x
 
     def extract(self, arch: Arch | None = None) -> nn.Sequential:

@@ -52,8 +52,12 @@ class SupernetTask:
         phases = config.progressive.phases if config.progressive is not None else ()
         self.sampler = SubnetSampler(space, rule, config.sampling.random_subnets, phases, config.phase_epochs())
         self.distill = rule == "sandwich" and config.sampling.distill
+        self.qat, self.quant = config.qat, config.quant
 
     def archs(self, epoch: int, rng: np.random.Generator) -> list[Arch]:
+        """The step's archs; from qat.start_epoch on, their int8 layers train fake-quantized
+        (set here, per step, so a run resumed mid-epoch quantizes as one that never stopped)."""
+        self.model.qat = self.quant if self.qat is not None and self.qat.active(epoch) else None
         return self.sampler.step(epoch, rng)
 
     def activate(self, arch: Arch) -> None:

@@ -71,8 +71,12 @@ def search_sources(exp: Experiment, profiled: dict[str, Any], profile_dir: Path,
 
 
 def run(exp: Experiment, space: str, out: Path, sources: dict[str, Any], study: str, progress: bool) -> dict[str, Any]:
-    """Run or resume the search into `out`; returns its summary."""
+    """Run or resume the search into `out`; returns the step's result: the search summary and,
+    for a space with precision decisions, what each precision choice costs on the front
+    (nas.search.precision, also written to precision.json)."""
     from nas.search import config_from_dict, run_search
+    from nas.search.precision import precision_effects
+    from nas.search.runner import SearchResult
 
     data = {**_base_config(exp, space), "sources": sources, "study": exp.search.study or study, "out": str(out)}
     config = config_from_dict(data, "search", out)
@@ -89,7 +93,12 @@ def run(exp: Experiment, space: str, out: Path, sources: dict[str, Any], study: 
             result = run_search(config, progress=progress)
     finally:
         _wait(workers)
-    return result.summary
+    # the front as this process collected it when its own search ended
+    effects = precision_effects(result.result) if isinstance(result.result, SearchResult) else None
+    if effects is None:
+        return {"summary": result.summary}
+    write_atomic(out / "precision.json", json.dumps(effects, indent=2) + "\n")
+    return {"summary": result.summary, "precision": effects}
 
 
 def _start_workers(out: Path, storage: str, study: str, n: int) -> list[tuple[subprocess.Popen, Path]]:

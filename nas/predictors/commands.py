@@ -12,7 +12,6 @@ from nas.errors import NasError
 from nas.hardware.measure import Protocol
 
 FIT_MODELS = ("auto", "ridge", "gbt", "forest", "mlp", "boosted", "ensemble", "lut_residual")
-BENCH_MODELS = FIT_MODELS[:-1]  # lut_residual needs a LUT of the benchmark's device
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -93,12 +92,16 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     Protocol.add_arguments(p)
     p.set_defaults(run=_measure)
 
-    p = bench.add_parser("predictors", help="predictor accuracy and speed on public device tables")
-    p.add_argument("tables", type=Path, nargs="+", help="benchmark CSVs (e.g. ../shared/benchmarks/nb201/*.csv)")
-    p.add_argument("--n-train", default="100,900", help="comma-separated training sizes (default 100,900)")
-    p.add_argument("--k", default="20", help="comma-separated few-shot K (default 20)")
-    p.add_argument("--splits", type=positive_int, default=5)
-    p.add_argument("--models", default="auto", help=f"comma-separated models from {', '.join(BENCH_MODELS)}")
+    p = bench.add_parser("predictors", help="predictors on devices they never saw: leave one device out of public tables")
+    p.add_argument("tables", type=Path, nargs="+",
+                   help="benchmark CSVs of one or more spaces (e.g. ../shared/benchmarks/nb201/*.csv)")
+    p.add_argument("--n-train", default="100,900", help="comma-separated fit sizes (default 100,900)")
+    p.add_argument("--k", default="5,10,20,50", help="comma-separated transfer K (default 5,10,20,50)")
+    p.add_argument("--seeds", type=positive_int, default=3, help="splits per fold, seeds 0..N-1 (default 3)")
+    p.add_argument("--models", help="fit candidates, chosen nested per device (default: nas.predictors.loo's "
+                                     "FIT_CANDIDATES; any of its FITTERS)")
+    p.add_argument("--variants", help="transfer candidates, chosen nested per device (default: "
+                                      "nas.predictors.loo's TRANSFER_CANDIDATES; any of its TRANSFER_VARIANTS)")
     p.add_argument("--n-pretrain", type=positive_int, default=2000)
     p.add_argument("--out", type=Path, help="write the full results as JSON here")
     p.add_argument("--json", action="store_true")
@@ -243,33 +246,41 @@ def _measure(args: argparse.Namespace) -> Result:
 
 def _bench(args: argparse.Namespace) -> Result:
     from nas.predictors.bench import bench_predictors
+    from nas.predictors.loo import FIT_CANDIDATES, FITTERS, TRANSFER_CANDIDATES, TRANSFER_VARIANTS
 
     n_trains = _ints(args.n_train, "--n-train")
     ks = _ints(args.k, "--k")
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    bad = [m for m in models if m not in BENCH_MODELS]
-    if bad:
-        raise NasError(f"unknown model(s) {', '.join(bad)}; choose from {', '.join(BENCH_MODELS)}")
-    results = bench_predictors(args.tables, n_trains, ks, args.splits, models, args.n_pretrain,
-                               log=(lambda s: None) if args.json else print)
+    fit = _names(args.models, "--models", FITTERS) if args.models else FIT_CANDIDATES
+    variants = _names(args.variants, "--variants", TRANSFER_VARIANTS) if args.variants else TRANSFER_CANDIDATES
+    results = bench_predictors(args.tables, n_trains, ks, args.seeds, fit, variants, args.n_pretrain,
+                               log=(lambda s: None) if args.json else print, progress=not args.json)
     if args.out:
-        from nas.hardware.lut import write_atomic
+        from nas.atomic import write_atomic
 
         write_atomic(args.out, json.dumps(results, indent=1) + "\n")
     lines = [""]  # a blank line after the progress log
-    for key, r in results["summary"]["fit"].items():
-        lines.append(f"mean over {len(results['cost'])} cost columns, {key.replace('/', ' n_train=')}: "
-                     f"Spearman {r['spearman_rho']:.3f}, Kendall {r['kendall_tau']:.3f}, "
-                     f"within ±5/10/15 % {r['within_5']:.2f}/{r['within_10']:.2f}/{r['within_15']:.2f}")
+    for space, run in results["loo"].items():
+        for key, r in run["summary"].items():
+            setting, size = key.split()
+            label = f"fit n={size}" if setting == "fit" else f"transfer K={size}"
+            lines.append(f"{space} {label:<16} ({r['columns']} columns, chose {'/'.join(r['chosen'])}): "
+                         + "  ".join(f"{name} {r[m]['mean']:.3f} (worst {r[m]['worst']:.3f} {r[m]['worst_column']})"
+                                     for name, m in (("Spearman", "spearman_rho"), ("Kendall", "kendall_tau"),
+                                                     ("within ±10 %", "within_10"))))
     for entry in results["accuracy"]:
         for model, by_n in entry["fit"].items():
             for n, r in by_n.items():
                 lines.append(f"{entry['space']} {entry['column']}, {model} n_train={n}: "
                              f"Spearman {r['spearman_rho']:.3f}, Kendall {r['kendall_tau']:.3f}")
-    for k, r in results["summary"]["few_shot"].items():
-        lines.append(f"mean few-shot K={k} (leave one device out): Spearman {r['spearman_rho']:.3f}, "
-                     f"Kendall {r['kendall_tau']:.3f}, within ±10 % {r['within_10']:.2f}")
     return Result(results, "\n".join(lines))
+
+
+def _names(text: str, flag: str, known) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in names if m not in known]
+    if bad or not names:
+        raise NasError(f"{flag}: unknown or no name(s) {', '.join(bad)}; choose from {', '.join(known)}")
+    return names
 
 
 def _ints(text: str, flag: str) -> list[int]:

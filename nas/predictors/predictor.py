@@ -21,6 +21,7 @@ from nas.costs import CostModel, as_codes
 from nas.errors import DataError, NasError
 from nas.metrics import regression_report
 from nas.predictors.features import Featurizer, get_featurizer
+from nas.predictors.intervals import calibration_residuals
 from nas.predictors.models import build_model, make_model, model_state
 from nas.predictors.store import SCHEMA, load_arrays, save_arrays
 from nas.predictors.tables import ArchTable
@@ -69,6 +70,19 @@ class Predictor(CostModel):
             else:
                 out[start:start + CHUNK] = self.model.predict(X)
         return (out, std) if return_std else out
+
+    def interval(self, archs: Sequence[Arch] | np.ndarray, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) at the confidence level: the calibration residuals of the fit,
+        widened where the model's members disagree (nas.predictors.intervals)."""
+        from nas.predictors.intervals import log_halfwidth
+
+        residuals = self.meta.get("calibration", {}).get("log_residuals")
+        if not residuals:
+            raise NasError(f"this {self.meta.get('model')} predictor of {self.meta.get('target')} has no calibration "
+                           "residuals (made before intervals existed); refit it")
+        values, spread = self.predict(archs, return_std=True)
+        width = np.exp(log_halfwidth(np.asarray(residuals), spread, level))
+        return values / width, values * width
 
     @property
     def used_arch_ids(self) -> set[str]:
@@ -182,13 +196,24 @@ def fit_predictor(table: ArchTable, target: str, n_train: int | None = None, see
     X = featurizer.transform(table.subset(rows[train]))
     try:
         estimator.fit(X, y[train])
+        residuals = calibration_residuals(estimator, lambda: make_model(model, featurizer.groups, seed, **extra),
+                                          X, y[train], seed)
     except ValueError as exc:
         raise NasError(f"fitting {model} on {target}: {exc}") from None
     meta = base_meta(featurizer, target, metric, unit, device, table)
     meta["model"] = model
+    meta["calibration"] = calibration_meta(residuals, estimator)
     meta["training"] = {"n_train": int(len(train)), "seed": seed, "dropped_missing": column.missing,
                         "arch_ids": [table.arch_ids[i] for i in rows[train]]}
     return Predictor(table.space, featurizer, estimator, meta)
+
+
+def calibration_meta(residuals: np.ndarray, model: Any) -> dict[str, Any]:
+    """What a file keeps to give intervals: the signed log residuals and how they were made."""
+    from nas.predictors.intervals import CV_FOLDS, model_residuals
+
+    how = "leave-one-out" if model_residuals(model) is not None else f"{CV_FOLDS}-fold cross-validation"
+    return {"method": how, "log_residuals": [float(r) for r in residuals]}
 
 
 def evaluate(predictor: Predictor, table: ArchTable, target: str) -> dict[str, Any]:

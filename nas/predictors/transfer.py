@@ -25,11 +25,13 @@ from nas.errors import NasError
 from nas.predictors.features import Featurizer, get_featurizer
 from nas.predictors.models.linear import GroupRidge
 from nas.predictors.models.transfer import TransferModel
-from nas.predictors.predictor import Predictor, base_meta, split_rows
+from nas.predictors.intervals import model_residuals
+from nas.predictors.predictor import Predictor, base_meta, calibration_meta, split_rows
 from nas.predictors.reference import coarse_features, design_order, load_reference
 from nas.predictors.tables import ArchTable
 
 N_PRETRAIN = 2000
+DEFAULT_HEADS = ("shared", "direct")
 
 
 def pretrain(table: ArchTable, featurizer: Featurizer, column: str, n_pretrain: int = N_PRETRAIN,
@@ -61,7 +63,7 @@ def adaptation_rows(table: ArchTable, featurizer: Featurizer, target: str, k: in
 def transfer_predictor(table: ArchTable, sources: Sequence[str], target: str, k: int, seed: int = 0,
                        reference: Sequence | None = None, n_pretrain: int = N_PRETRAIN,
                        use_shipped_reference: bool = True, pretrained: Sequence | None = None,
-                       device: str | None = None) -> Predictor:
+                       device: str | None = None, heads: Sequence[str] = DEFAULT_HEADS) -> Predictor:
     """Pretrain on the source columns (or take `pretrained` source models, one per
     column), adapt to K rows of the target column. The reference archs are `reference`,
     else the space's shipped set unless use_shipped_reference is False."""
@@ -74,9 +76,10 @@ def transfer_predictor(table: ArchTable, sources: Sequence[str], target: str, k:
         [pretrain(table, featurizer, c, n_pretrain, seed) for c in sources]
     adapt, how = adaptation_rows(table, featurizer, target, k, seed, reference)
     y = table.column(target).values[adapt]
-    model = TransferModel(models, featurizer.groups).fit(featurizer.transform(table.subset(adapt)), y)
+    model = TransferModel(models, featurizer.groups, heads).fit(featurizer.transform(table.subset(adapt)), y)
     meta = base_meta(featurizer, target, None, None, device, table)
     meta["model"] = "transfer"
+    meta["calibration"] = calibration_meta(model_residuals(model), model)
     ids = [table.arch_ids[i] for i in adapt]
     meta["training"] = {"n_train": len(adapt), "seed": seed, "arch_ids": ids}
     meta["transfer"] = {"sources": list(sources), "k": k, "n_pretrain": n_pretrain, "adapted_on": how,

@@ -59,6 +59,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("file", type=Path)
     p.add_argument("--archs", type=Path, required=True)
     p.add_argument("--std", action="store_true", help="add the relative uncertainty (ensemble and transfer models)")
+    p.add_argument("--interval", type=float, metavar="LEVEL",
+                   help="add the bounds of the interval at this confidence level, e.g. 0.9")
     p.set_defaults(run=_predict)
 
     p = cmds.add_parser("energy-table", help="analytic energy estimates from measured latencies (no energy measured)")
@@ -150,7 +152,9 @@ def _eval(args: argparse.Namespace) -> Result:
         f"{args.file} on {args.target}: {report['n']} archs ({report['excluded']} training archs left out)",
         f"  within ±5/10/15 %: {report['within_5']:.1%} / {report['within_10']:.1%} / {report['within_15']:.1%}  "
         f"RMSE {report['rmse']:.4g}  RMSPE {report['rmspe']:.2f} %  Kendall τ {report['kendall_tau']:.3f}  "
-        f"Spearman ρ {report['spearman_rho']:.3f}"]))
+        f"Spearman ρ {report['spearman_rho']:.3f}",
+        *([f"  90 % intervals hold {report['coverage_90']:.1%} of measured values (median half-width "
+           f"±{report['interval_90_median_halfwidth']:.1%})"] if "coverage_90" in report else [])]))
 
 
 def _transfer(args: argparse.Namespace) -> Result:
@@ -180,9 +184,13 @@ def _predict(args: argparse.Namespace) -> Result:
     archs = read_archs(args.archs, predictor.space)
     values, std = predictor.predict(archs, return_std=True)
     column = f"{predictor.metric}_{predictor.unit}" if predictor.unit else predictor.metric
-    header = ["arch_id", column, *(["relative_std"] if args.std else []), "arch"]
-    rows = [[arch.arch_id, f"{value:.6g}", *([f"{spread:.4f}"] if args.std else []), arch.to_json()]
-            for arch, value, spread in zip(archs, values, std)]
+    bounds = predictor.interval(archs, args.interval) if args.interval is not None else None
+    level = f"{args.interval * 100:g}" if bounds is not None else ""
+    header = ["arch_id", column, *(["relative_std"] if args.std else []),
+              *([f"lower_{level}", f"upper_{level}"] if bounds is not None else []), "arch"]
+    rows = [[arch.arch_id, f"{value:.6g}", *([f"{std[i]:.4f}"] if args.std else []),
+             *([f"{bounds[0][i]:.6g}", f"{bounds[1][i]:.6g}"] if bounds is not None else []), arch.to_json()]
+            for i, (arch, value) in enumerate(zip(archs, values))]
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows([header, *rows])
     return Result([dict(zip(header, row)) for row in rows], buf.getvalue().rstrip("\n"))

@@ -31,6 +31,9 @@ from nas.space.base import SearchSpace
 
 CHUNK = 8192
 UNITS = {"latency": "ms", "energy": "mJ", "accuracy": "%"}
+# fewest training rows per model kind: the ridge's leave-one-out needs a few, trees and
+# networks with their 5-fold calibration need enough rows per fold to learn anything
+MIN_ROWS = {"ridge": 5, "lut_residual": 5, "gbt": 30, "forest": 30, "boosted": 30, "mlp": 50, "ensemble": 50}
 
 
 def infer_metric(column: str) -> tuple[str, str, str | None]:
@@ -186,8 +189,11 @@ def fit_predictor(table: ArchTable, target: str, n_train: int | None = None, see
     """Fit a predictor of `target` on n_train random rows of the table (all rows if None)."""
     if model == "auto":
         model = default_model(metric or infer_metric(target)[0])
-    rows, y, column = table.rows(target, positive=True)
+    rows, y, column = table.target(target)
     train, _ = split_rows(len(rows), n_train, seed)
+    if len(train) < MIN_ROWS.get(model, 2):
+        raise NasError(f"model {model} needs at least {MIN_ROWS[model]} measurements, got {len(train)} of {target}; "
+                       f"measure more archs or use --model ridge (from {MIN_ROWS['ridge']})")
     featurizer = get_featurizer(table.space, feature_set, lut_values)
     if model == "lut_residual" and lut_values is None:
         raise NasError("model lut_residual needs a LUT (--lut): it learns the correction to the LUT's sum")
@@ -230,6 +236,11 @@ def evaluate(predictor: Predictor, table: ArchTable, target: str) -> dict[str, A
     predicted = predictor.predict(table.subset(rows[keep]))
     nonzero = y[keep] != 0
     report = regression_report(predicted[nonzero], y[keep][nonzero])
+    if predictor.meta.get("calibration"):  # how often the 90 % interval holds the measured value
+        lower, upper = predictor.interval(table.subset(rows[keep][nonzero]), 0.9)
+        measured = y[keep][nonzero]
+        report["coverage_90"] = float(np.mean((measured >= lower) & (measured <= upper)))
+        report["interval_90_median_halfwidth"] = float(np.median((upper - lower) / (upper + lower)))
     report["excluded"] = int((~keep).sum())
     report["dropped_missing"] = column.missing
     return report

@@ -47,7 +47,7 @@ def adaptation_rows(table: ArchTable, featurizer: Featurizer, target: str, k: in
     """Positions (in the table) of the K archs to adapt on, and how they were chosen: the
     first K reference archs that the table has a value for, else the reference design
     run over the table's rows that have one."""
-    rows, _, _ = table.rows(target, positive=True)
+    rows, _, _ = table.target(target)
     if not 2 <= k <= len(rows):
         raise NasError(f"--k {k} must be at least 2 and at most the {len(rows)} rows with {target}")
     if reference:

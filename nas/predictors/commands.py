@@ -11,7 +11,7 @@ from nas.cli import Result, positive_int
 from nas.errors import NasError
 from nas.hardware.measure import Protocol
 
-FIT_MODELS = ("auto", "ridge", "gbt", "forest", "mlp", "boosted", "ensemble", "lut_residual")
+FIT_MODELS = ("auto", "ridge", "transfer", "gbt", "forest", "mlp", "boosted", "ensemble", "lut_residual")
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -26,7 +26,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--n-train", type=positive_int, help="random rows to train on (default: all rows with a value)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="auto", choices=FIT_MODELS,
-                   help="model kind (default auto: ridge for latency/energy, gbt for accuracy)")
+                   help="model kind (default auto: for latency/energy, transfer from the space's predictors of other "
+                        "devices when it has any, else ridge; gbt for accuracy)")
     p.add_argument("--features", default="layerspec", help="feature set: layerspec (default), coarse, onehot")
     p.add_argument("--lut", type=Path, help="a LUT whose per-arch sum becomes a feature (needed by lut_residual)")
     p.add_argument("--device", help="device name for the metadata (default: read off the column name)")

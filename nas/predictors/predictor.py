@@ -32,8 +32,8 @@ from nas.space.base import SearchSpace
 CHUNK = 8192
 UNITS = {"latency": "ms", "energy": "mJ", "accuracy": "%"}
 # fewest training rows per model kind: the ridge's leave-one-out needs a few, trees and
-# networks with their 5-fold calibration need enough rows per fold to learn anything
-MIN_ROWS = {"ridge": 5, "lut_residual": 5, "gbt": 30, "forest": 30, "boosted": 30, "mlp": 50, "ensemble": 50}
+# networks with their 5-fold calibration need a few rows per fold
+MIN_ROWS = {"ridge": 5, "lut_residual": 5, "transfer": 5, "gbt": 10, "forest": 10, "boosted": 10, "mlp": 20, "ensemble": 20}
 
 
 def infer_metric(column: str) -> tuple[str, str, str | None]:
@@ -176,19 +176,30 @@ def split_rows(n_rows: int, n_train: int | None, seed: int) -> tuple[np.ndarray,
     return order[:cut], order[cut:]
 
 
-def default_model(metric: str) -> str:
-    """The model `--model auto` picks: the group ridge for costs, which add up over
-    layers; boosted trees for accuracy, which does not (hwnas bench predictors: NB201
-    CIFAR-10 accuracy at n=900, Spearman 0.93 for gbt against 0.83 for ridge)."""
-    return "gbt" if metric == "accuracy" else "ridge"
+def default_model(metric: str, space: SearchSpace | None = None, device: str | None = None) -> str:
+    """The model `--model auto` picks. Costs: transfer from the space's shipped
+    predictors of other devices when there are any (chosen by leave-one-device-out,
+    nested, on every shared device table: docs/benchmarks.md, issue 17), else the group
+    ridge, as costs add up over layers. Accuracy: boosted trees, as it does not
+    (NB201 CIFAR-10 accuracy at n=900, Spearman 0.93 for gbt against 0.83 for ridge)."""
+    if metric == "accuracy":
+        return "gbt"
+    if space is not None:
+        from nas.predictors.transfer import shipped_sources
+
+        if shipped_sources(space, device)[0]:
+            return "transfer"
+    return "ridge"
 
 
 def fit_predictor(table: ArchTable, target: str, n_train: int | None = None, seed: int = 0, model: str = "auto",
                   feature_set: str = "layerspec", lut_values: Mapping[str, float] | None = None,
                   metric: str | None = None, unit: str | None = None, device: str | None = None) -> Predictor:
     """Fit a predictor of `target` on n_train random rows of the table (all rows if None)."""
+    inferred_metric, _, inferred_device = infer_metric(target)
+    device = device or inferred_device
     if model == "auto":
-        model = default_model(metric or infer_metric(target)[0])
+        model = default_model(metric or inferred_metric, table.space, device)
     rows, y, column = table.target(target)
     train, _ = split_rows(len(rows), n_train, seed)
     if len(train) < MIN_ROWS.get(model, 2):
@@ -197,7 +208,18 @@ def fit_predictor(table: ArchTable, target: str, n_train: int | None = None, see
     featurizer = get_featurizer(table.space, feature_set, lut_values)
     if model == "lut_residual" and lut_values is None:
         raise NasError("model lut_residual needs a LUT (--lut): it learns the correction to the LUT's sum")
-    extra = {"base_column": featurizer.names.index("net.lut_sum")} if model == "lut_residual" else {}
+    extra: dict[str, Any] = {"base_column": featurizer.names.index("net.lut_sum")} if model == "lut_residual" else {}
+    source_names: list[str] = []
+    if model == "transfer":
+        from nas.predictors.transfer import DEFAULT_HEADS, shipped_sources
+
+        if feature_set != "layerspec":
+            raise NasError("model transfer uses the shipped predictors' layerspec features; drop --features")
+        source_names, sources = shipped_sources(table.space, device)
+        if not sources:
+            raise NasError(f"model transfer needs predictors of other devices for {table.space.name} "
+                           "(predictors/<device>/<space>_latency.npz); none found: use --model ridge")
+        extra = {"sources": sources, "heads": DEFAULT_HEADS}
     estimator = make_model(model, featurizer.groups, seed, **extra)
     X = featurizer.transform(table.subset(rows[train]))
     try:
@@ -209,6 +231,8 @@ def fit_predictor(table: ArchTable, target: str, n_train: int | None = None, see
     meta = base_meta(featurizer, target, metric, unit, device, table)
     meta["model"] = model
     meta["calibration"] = calibration_meta(residuals, estimator)
+    if source_names:
+        meta["transfer"] = {"sources": source_names, "adapted_on": f"{len(train)} random rows (seed {seed})"}
     meta["training"] = {"n_train": int(len(train)), "seed": seed, "dropped_missing": column.missing,
                         "arch_ids": [table.arch_ids[i] for i in rows[train]]}
     return Predictor(table.space, featurizer, estimator, meta)

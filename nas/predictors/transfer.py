@@ -42,6 +42,27 @@ def pretrain(table: ArchTable, featurizer: Featurizer, column: str, n_pretrain: 
     return GroupRidge(groups=featurizer.groups).fit(featurizer.transform(table.subset(rows[train])), y[train])
 
 
+def shipped_sources(space, device: str | None = None) -> tuple[list[str], list]:
+    """(names, models) of every latency/energy predictor of the space over the predictor
+    layers (nas.catalog), except the given device's own: the sources a fit on a new
+    device's measurements transfers from. Files made with other features are skipped."""
+    from nas import catalog
+
+    names, models = [], []
+    for name, path in catalog.predictor_files(space.name).items():
+        folder, _, stem = name.partition("/")
+        if not stem.endswith(("_latency", "_energy")) or (device and folder == device):
+            continue
+        try:
+            predictor = Predictor.load(path, space)
+        except NasError:
+            continue
+        if predictor.meta.get("model") in ("ridge", "lut_residual", "boosted", "gbt", "forest", "mlp", "ensemble"):
+            names.append(name)
+            models.append(predictor.model)
+    return names, models
+
+
 def adaptation_rows(table: ArchTable, featurizer: Featurizer, target: str, k: int, seed: int = 0,
                     reference: Sequence | None = None) -> tuple[np.ndarray, str]:
     """Positions (in the table) of the K archs to adapt on, and how they were chosen: the

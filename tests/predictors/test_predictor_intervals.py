@@ -130,8 +130,8 @@ def test_eval_reports_coverage(table_path, tmp_path, capsys):
 @pytest.mark.parametrize("rows, argv, message", [
     ("constant", ["--target", "flat_latency"], r"flat_latency .* is constant \(3 in all"),
     ("missing", ["--target", "gone_latency"], r"column gone_latency has no values \(\d+ rows, all missing\)"),
-    ("plain", ["--target", "alpha_latency", "--model", "gbt", "--n-train", "10"],
-     "model gbt needs at least 30 measurements, got 10"),
+    ("plain", ["--target", "alpha_latency", "--model", "gbt", "--n-train", "8"],
+     "model gbt needs at least 10 measurements, got 8"),
     ("plain", ["--target", "alpha_latency", "--n-train", "3"], "model ridge needs at least 5 measurements"),
 ])
 def test_bad_device_columns_are_one_line_errors(table_path, tmp_path, capsys, rows, argv, message):

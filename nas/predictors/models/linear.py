@@ -90,7 +90,10 @@ class GroupRidge(RegressorMixin, BaseEstimator):
     def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         params = {"loss": self.loss_, "alpha": self.alpha_, "fine_multiple": self.fine_multiple_,
                   "loo_error": self.loo_error_, "intercept": self.intercept_, "target_scale": self.target_scale_}
-        return params, {"coef": self.coef_, "loo_log_residuals": self.loo_log_residuals_}
+        arrays = {"coef": self.coef_}
+        if self.loo_log_residuals_ is not None:
+            arrays["loo_log_residuals"] = self.loo_log_residuals_
+        return params, arrays
 
     @classmethod
     def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> "GroupRidge":

@@ -110,6 +110,27 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_bench)
 
+    p = bench.add_parser("onboard", help="an onboarding's curve scored on fresh measured archs")
+    p.add_argument("folder", type=Path, help="the onboarding folder (hwnas device onboard ... -o FOLDER)")
+    p.add_argument("--space", required=True)
+    p.add_argument("--fresh", type=Path, required=True, help="fresh archs measured on the device (hwnas measure)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_bench_onboard)
+
+
+def _bench_onboard(args: argparse.Namespace) -> Result:
+    from nas.predictors.onboard import validate_curve
+    from nas.space import load_space
+
+    points = validate_curve(load_space(args.space), args.folder, args.fresh)
+    lines = [f"{p['measured']:>4} measured  {p['seconds']:>7.1f} s  leave-one-out ±10 % {p['loo_within_10']:.1%}  "
+             f"fresh ±10 % {p['fresh_within_10']:.1%}  Spearman {p['fresh_spearman']:.3f}" for p in points]
+    for goal in (0.90, 0.95):
+        hit = next((p for p in points if p["fresh_within_10"] >= goal), None)
+        lines.append(f"{goal:.0%} of {points[0]['fresh_archs'] if points else 0} fresh archs within ±10 %: "
+                     + (f"after {hit['measured']} measurements, {hit['seconds']:.0f} s" if hit else "not reached"))
+    return Result(points, "\n".join(lines))
+
 
 def _tables(p: argparse.ArgumentParser) -> None:
     p.add_argument("--table", type=Path, action="append", required=True,

@@ -176,3 +176,46 @@ def _next_archs(space: SearchSpace, pool: np.ndarray, design: np.ndarray, measur
         if np.ptp(width[fresh]) > 1e-9:
             order = [int(i) for i in np.argsort(-np.where(fresh, width, -np.inf), kind="stable") if fresh[i]]
     return [archs[i] for i in order[:n]]
+
+
+def validate_curve(space: SearchSpace, out: Path, fresh: Path, seed: int = 0) -> list[dict[str, Any]]:
+    """The onboarding's curve scored on fresh archs (`hwnas measure` of the same device):
+    the predictor of each round (refitted on the first n measurements, as onboarding
+    fitted it) against the fresh measurements, archs it measured left out."""
+    from nas.predictors.predictor import evaluate, fit_predictor
+    from nas.predictors.tables import read_table
+
+    out = Path(out)
+    report = read_json(out / "fidelity.json", f"no onboarding report in {out}", schema=SCHEMA)
+    measured = read_table(out / "measurements.csv", space)
+    fresh_table = read_table(fresh, space)
+    device = report["settings"]["device"]
+    lut_values = None
+    if any(p.get("model") == "lut_residual" for p in report["curve"]):
+        from nas.hardware.devices import load_device
+
+        lut_values = _lut_values(space, load_device(device))
+    points = []
+    for point in report["curve"]:
+        n = point["measured"]
+        rows = np.arange(n)
+        head = _first_rows(measured, rows, out / f".first_{n}.csv")
+        predictor = fit_predictor(head, COLUMN, None, seed, point["model"], lut_values=lut_values, device=device)
+        scored = evaluate(predictor, fresh_table, COLUMN)
+        points.append({**point, "fresh_within_10": scored["within_10"], "fresh_spearman": scored["spearman_rho"],
+                       "fresh_archs": scored["n"], "fresh_coverage_90": scored.get("coverage_90")})
+    return points
+
+
+def _first_rows(table, rows: np.ndarray, scratch: Path):
+    """The table cut to its first rows (measurement order), through a scratch CSV so the
+    predictor records the same provenance as onboarding's own fits."""
+    from nas.predictors.tables import read_table
+
+    values = table.column(COLUMN).values
+    archs = table.archs(rows)
+    _write_measured(scratch, {a.arch_id: (a, float(values[i])) for a, i in zip(archs, rows)})
+    try:
+        return read_table(scratch, table.space)
+    finally:
+        scratch.unlink(missing_ok=True)

@@ -203,8 +203,9 @@ def fit_predictor(table: ArchTable, target: str, n_train: int | None = None, see
     rows, y, column = table.target(target)
     train, _ = split_rows(len(rows), n_train, seed)
     if len(train) < MIN_ROWS.get(model, 2):
+        ridge = f" or use --model ridge (from {MIN_ROWS['ridge']})" if MIN_ROWS[model] > MIN_ROWS["ridge"] else ""
         raise NasError(f"model {model} needs at least {MIN_ROWS[model]} measurements, got {len(train)} of {target}; "
-                       f"measure more archs or use --model ridge (from {MIN_ROWS['ridge']})")
+                       f"measure more archs{ridge}")
     featurizer = get_featurizer(table.space, feature_set, lut_values)
     if model == "lut_residual" and lut_values is None:
         raise NasError("model lut_residual needs a LUT (--lut): it learns the correction to the LUT's sum")

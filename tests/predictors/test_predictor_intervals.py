@@ -132,7 +132,9 @@ def test_eval_reports_coverage(table_path, tmp_path, capsys):
     ("missing", ["--target", "gone_latency"], r"column gone_latency has no values \(\d+ rows, all missing\)"),
     ("plain", ["--target", "alpha_latency", "--model", "gbt", "--n-train", "8"],
      "model gbt needs at least 10 measurements, got 8"),
-    ("plain", ["--target", "alpha_latency", "--n-train", "3"], "model ridge needs at least 5 measurements"),
+    ("plain", ["--target", "alpha_latency", "--n-train", "3", "--model", "ridge"],
+     "model ridge needs at least 5 measurements, got 3 of alpha_latency; measure more archs$"),
+    ("plain", ["--target", "alpha_latency", "--n-train", "3"], "model transfer needs at least 5 measurements"),
 ])
 def test_bad_device_columns_are_one_line_errors(table_path, tmp_path, capsys, rows, argv, message):
     path = tmp_path / "t.csv"
@@ -141,7 +143,7 @@ def test_bad_device_columns_are_one_line_errors(table_path, tmp_path, capsys, ro
             extra = ("flat_latency,gone_latency" if i == 0 else "3,") if rows != "plain" else ""
             dst.write(line.rstrip("\n") + ("," + extra if extra else "") + "\n")
     code, _, err = run(capsys, "predictor", "fit", "--table", path, "--space", "nb201", *argv, "-o", tmp_path / "x.npz")
-    assert code == 2 and err.count("\n") == 1 and re.search(message, err), err
+    assert code == 2 and err.count("\n") == 1 and re.search(message, err.strip()), err
     assert not (tmp_path / "x.npz").exists()
 
 

@@ -25,7 +25,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--budget", type=positive_int, default=100, help="most archs to measure (default 100)")
     p.add_argument("--batch", type=positive_int, default=10, help="archs measured per round (default 10)")
     p.add_argument("--target", type=float, default=0.95,
-                   help="stop when this share of archs is within ±10 %% (leave-one-out estimate; default 0.95)")
+                   help="stop when this share of archs is within ±10 %% (90 %% lower bound of the leave-one-out "
+                        "share; default 0.95)")
     p.add_argument("--pool", type=positive_int, default=2000, help="candidate archs to choose from (default 2000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--out", type=Path, help="folder (default runs/onboard/DEVICE/SPACE)")
@@ -135,7 +136,7 @@ def _devices_onboard(args: argparse.Namespace) -> Result:
                      Protocol.from_arguments(args))
     r = report["result"]
     return Result(report, f"{'reached' if r['reached_target'] else 'stopped short of'} {args.target:.0%} within ±10 % "
-                          f"(leave-one-out estimate {r['loo_within_10']:.1%}) after {r['measured']} measurements; "
+                          f"(90 % lower bound of the leave-one-out share {r['loo_within_10_lower_90']:.1%}) after {r['measured']} measurements; "
                           f"wrote {out}/predictor.npz, fidelity.json, profile.json, measurements.csv")
 
 

@@ -13,7 +13,12 @@ nas.hardware.measure), each followed by a fit and an estimate of its own fidelit
             per-arch sum becomes a feature (model lut_residual)
   fidelity  the share of measured archs within +-10 % of the prediction made without
             them (closed-form leave-one-out, the predictor's calibration residuals)
-  stop      when that estimate reaches the target, or the measurement budget is spent
+  stop      when the one-sided 90 % Wilson lower bound of that share reaches the
+            target, or the measurement budget is spent. The bound, not the share:
+            on tiny_mbconv@local-cpu the share read 95 % at 20 measurements while
+            only 78 % of 200 fresh archs were within +-10 % (docs/benchmarks.md), a
+            handful of archs and penalties tuned on the same leave-one-out errors
+            make the raw share optimistic
 
 Everything lives in one folder: measurements.csv (rewritten atomically after every
 round, so a killed run resumes without re-measuring), predictor.npz, fidelity.json
@@ -70,10 +75,15 @@ def _write_measured(path: Path, measured: dict[str, tuple[Arch, float]]) -> None
     write_atomic(path, buf.getvalue())
 
 
-def loo_within_10(predictor) -> float:
-    """Share of the training archs within +-10 % of their leave-one-out prediction."""
+def loo_within_10(predictor) -> tuple[float, float]:
+    """Share of the training archs within +-10 % of their leave-one-out prediction, and
+    its one-sided 90 % Wilson lower bound."""
     residuals = np.abs(np.asarray(predictor.meta["calibration"]["log_residuals"]))
-    return float(np.mean(residuals <= np.log(1.1)))
+    n, share = len(residuals), float(np.mean(residuals <= np.log(1.1)))
+    z = 1.2816  # one-sided 90 %
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return share, float(centre - half)
 
 
 def _lut_values(space: SearchSpace, device) -> dict[str, float] | None:
@@ -130,15 +140,16 @@ def onboard(space: SearchSpace, device_name: str, out: Path, budget: int = 100, 
             table = read_table(table_path, space)
             model = "lut_residual" if lut_values is not None else "auto"
             predictor = fit_predictor(table, COLUMN, None, seed, model, lut_values=lut_values, device=device.name)
-            estimate = loo_within_10(predictor)
+            share, estimate = loo_within_10(predictor)
             if not report["curve"] or report["curve"][-1]["measured"] != len(measured):
-                report["curve"].append({"measured": len(measured), "loo_within_10": estimate,
+                report["curve"].append({"measured": len(measured), "loo_within_10": share,
+                                        "loo_within_10_lower_90": estimate,
                                         "model": predictor.meta["model"],
                                         "seconds": round(time.perf_counter() - started, 1)})
             predictor.save(out / "predictor.npz")
             write_atomic(report_path, json.dumps(report, indent=1) + "\n")
             log(f"{len(measured)} measured: {predictor.meta['model']} predictor, leave-one-out within ±10 % "
-                f"{estimate:.1%} (target {target:.0%})")
+                f"{share:.1%} (90 % lower bound {estimate:.1%}, target {target:.0%})")
             if estimate >= target or len(measured) >= budget:
                 break
         picks = _next_archs(space, pool, design, measured, predictor, min(batch, budget - len(measured)))
@@ -149,7 +160,7 @@ def onboard(space: SearchSpace, device_name: str, out: Path, budget: int = 100, 
         for arch, timing in zip(picks, timings):
             measured[arch.arch_id] = (arch, float(timing.median))
         _write_measured(table_path, measured)
-    report["result"] = {"measured": len(measured), "loo_within_10": estimate, "reached_target": estimate >= target,
+    report["result"] = {"measured": len(measured), "loo_within_10_lower_90": estimate, "reached_target": estimate >= target,
                         "predictor": str(out / "predictor.npz")}
     write_atomic(report_path, json.dumps(report, indent=1) + "\n")
     profile = {"device": device.name, "space": space.name, "runtime": device.runtime(), "protocol": protocol.to_dict(),

@@ -42,7 +42,7 @@ def test_onboard_local_cpu_in_rounds_and_resume(tmp_path, capsys):
     assert len(rows) == 20 and rows[:10] == first
     report = json.loads((out / "fidelity.json").read_text())
     assert [p["measured"] for p in report["curve"]] == [10, 15, 20]
-    assert all(0 <= p["loo_within_10"] <= 1 for p in report["curve"])
+    assert all(0 <= p["loo_within_10_lower_90"] <= p["loo_within_10"] <= 1 for p in report["curve"])
     predictor = Predictor.load(out / "predictor.npz")
     assert predictor.meta["training"]["n_train"] == 20 and predictor.meta["device"] == "local-cpu"
     profile = json.loads((out / "profile.json").read_text())

@@ -53,6 +53,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--reference", type=Path, help="reference set JSON (default: the shipped one of the space)")
     p.add_argument("--n-pretrain", type=positive_int, default=2000, help="rows per source column (default 2000)")
     p.add_argument("--device", help="the new device's name for the metadata (default: read off the target column)")
+    p.add_argument("--heads", default="auto",
+                   help="heads to average: 'auto' (chosen by leaving each source device out in turn, as "
+                        "'hwnas bench predictors' does) or comma-separated from shared, direct, mix")
     p.add_argument("-o", "--out", type=Path, required=True)
     p.set_defaults(run=_transfer)
 
@@ -190,8 +193,12 @@ def _transfer(args: argparse.Namespace) -> Result:
     table = read_tables(args.table, space)
     sources = [c.strip() for c in args.source.split(",") if c.strip()]
     reference = load_reference(space, args.reference) if args.reference else None
+    heads = args.heads if args.heads == "auto" else tuple(h.strip() for h in args.heads.split(",") if h.strip())
+    bad = [] if heads == "auto" else [h for h in heads if h not in ("shared", "direct", "mix")]
+    if bad or not heads:
+        raise NasError(f"--heads {args.heads!r}: use auto or some of shared, direct, mix")
     predictor = transfer_predictor(table, sources, args.target, args.k, args.seed, reference, args.n_pretrain,
-                                   device=args.device)
+                                   device=args.device, heads=heads)
     predictor.save(args.out)
     t = predictor.meta["transfer"]
     return Result({"wrote": str(args.out), "transfer": t},

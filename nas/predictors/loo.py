@@ -116,6 +116,7 @@ class World:
     table: ArchTable
     columns: list[str]
     n_pretrain: int = N_PRETRAIN
+    pretrained: dict[str, Any] | None = None  # column -> source model already fitted
     groups: dict[str, str] = field(init=False)
     X: np.ndarray = field(init=False)
     Z: dict[str, np.ndarray] = field(init=False)
@@ -127,13 +128,13 @@ class World:
         self._rows = {c: self.table.rows(c, positive=True)[:2] for c in self.columns}
         for c in self.columns:
             rows, y = self._rows[c]
-            if len(rows) < 2 * MAX_DESIGN or np.ptp(np.log(y)) == 0:
+            if len(rows) < 2 * MAX_DESIGN or np.ptp(y) == 0:
                 raise NasError(f"column {c} has {len(rows)} positive values"
                                f"{', all equal' if len(rows) and np.ptp(y) == 0 else ''}: nothing to learn or test")
         # a source model per column, pretrained once (the shipped predictors' analogue)
         self.Z = {}
         for c in self.columns:
-            model = pretrain(self.table, self.featurizer, c, self.n_pretrain, 0)
+            model = (self.pretrained or {}).get(c) or pretrain(self.table, self.featurizer, c, self.n_pretrain, 0)
             self.Z[c] = model.predict(self.X)
         self._design: dict[tuple[str, int], np.ndarray] = {}
         self._coarse = coarse_features(self.featurizer, self.table.codes)

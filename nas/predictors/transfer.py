@@ -13,7 +13,11 @@ averages them in log space:
 
 Each head's penalties are chosen by leave-one-out over the K rows. The K archs come
 from the reference design (nas.predictors.reference), never from the target's values,
-and the predictor file lists them.
+and the predictor file lists them. A third head, `mix` (the target as a power-law mix
+of the sources alone), can be averaged in (`heads=`); leave-one-device-out on the
+public tables found no variant better than shared + direct overall (docs/benchmarks.md,
+issue 17), so that stays the default. `shipped_sources` makes the space's shipped
+predictors the sources of `hwnas predictor fit --model transfer`.
 """
 from __future__ import annotations
 
@@ -63,6 +67,24 @@ def shipped_sources(space, device: str | None = None) -> tuple[list[str], list]:
     return names, models
 
 
+def choose_heads(table: ArchTable, sources: Sequence[str], models: Sequence, k: int, seed: int = 0,
+                 n_pretrain: int = N_PRETRAIN) -> tuple[tuple[str, ...], dict[str, float]]:
+    """The transfer variant with the best mean Spearman when each source device in turn
+    plays the new device (adapted on K design rows of its column, from the other source
+    devices): the nested choice of `hwnas bench predictors`, made on the sources alone.
+    With fewer than three source devices there is nothing to choose on: shared + direct."""
+    from nas.predictors.loo import TRANSFER_VARIANTS, Protocol, World, device_groups
+
+    if len(set(device_groups(sources).values())) < 3:
+        return DEFAULT_HEADS, {}
+    try:
+        world = World(table, list(sources), n_pretrain, pretrained=dict(zip(sources, models)))
+    except NasError:  # a source column too short to be left out and tested on
+        return DEFAULT_HEADS, {}
+    pick, means = Protocol(world, (seed,)).choose(list(TRANSFER_VARIANTS), "", "transfer", k)
+    return TRANSFER_VARIANTS[pick], {"variant": pick, "mean_spearman": means}
+
+
 def adaptation_rows(table: ArchTable, featurizer: Featurizer, target: str, k: int, seed: int = 0,
                     reference: Sequence | None = None) -> tuple[np.ndarray, str]:
     """Positions (in the table) of the K archs to adapt on, and how they were chosen: the
@@ -84,10 +106,11 @@ def adaptation_rows(table: ArchTable, featurizer: Featurizer, target: str, k: in
 def transfer_predictor(table: ArchTable, sources: Sequence[str], target: str, k: int, seed: int = 0,
                        reference: Sequence | None = None, n_pretrain: int = N_PRETRAIN,
                        use_shipped_reference: bool = True, pretrained: Sequence | None = None,
-                       device: str | None = None, heads: Sequence[str] = DEFAULT_HEADS) -> Predictor:
+                       device: str | None = None, heads: Sequence[str] | str = DEFAULT_HEADS) -> Predictor:
     """Pretrain on the source columns (or take `pretrained` source models, one per
     column), adapt to K rows of the target column. The reference archs are `reference`,
-    else the space's shipped set unless use_shipped_reference is False."""
+    else the space's shipped set unless use_shipped_reference is False. heads="auto"
+    picks the heads by choose_heads."""
     if target in sources:
         raise NasError(f"the target column {target} is also a source; leave it out of --source")
     featurizer = get_featurizer(table.space)
@@ -95,6 +118,9 @@ def transfer_predictor(table: ArchTable, sources: Sequence[str], target: str, k:
         reference = load_reference(table.space)
     models = list(pretrained) if pretrained is not None else \
         [pretrain(table, featurizer, c, n_pretrain, seed) for c in sources]
+    choice = None
+    if heads == "auto":
+        heads, choice = choose_heads(table, sources, models, k, seed, n_pretrain)
     adapt, how = adaptation_rows(table, featurizer, target, k, seed, reference)
     y = table.column(target).values[adapt]
     model = TransferModel(models, featurizer.groups, heads).fit(featurizer.transform(table.subset(adapt)), y)
@@ -104,5 +130,5 @@ def transfer_predictor(table: ArchTable, sources: Sequence[str], target: str, k:
     ids = [table.arch_ids[i] for i in adapt]
     meta["training"] = {"n_train": len(adapt), "seed": seed, "arch_ids": ids}
     meta["transfer"] = {"sources": list(sources), "k": k, "n_pretrain": n_pretrain, "adapted_on": how,
-                        "adapt_arch_ids": ids}
+                        "adapt_arch_ids": ids, "heads": list(heads), **({"heads_choice": choice} if choice else {})}
     return Predictor(table.space, featurizer, model, meta)

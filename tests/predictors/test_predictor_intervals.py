@@ -90,6 +90,23 @@ def test_transfer_interval_survives_its_file(table, tmp_path):
     assert 0.75 <= evaluate(loaded, table, "delta_1_latency")["coverage_90"] <= 1.0
 
 
+def test_transfer_heads_auto_are_chosen_on_the_sources_alone(table):
+    from nas.predictors.loo import TRANSFER_VARIANTS
+
+    sources = ["alpha_latency", "beta_latency", "gamma_latency", "delta_1_latency"]
+    predictor = transfer_predictor(table, sources, "delta_32_latency", 10, seed=0, n_pretrain=300,
+                                   use_shipped_reference=False, heads="auto")
+    meta = predictor.meta["transfer"]
+    choice = meta["heads_choice"]
+    assert set(choice["mean_spearman"]) == set(TRANSFER_VARIANTS)
+    assert tuple(meta["heads"]) == TRANSFER_VARIANTS[choice["variant"]]
+    assert choice["mean_spearman"][choice["variant"]] == max(choice["mean_spearman"].values())
+    # two source devices leave nothing to choose on: the default heads
+    few = transfer_predictor(table, sources[:2], "delta_32_latency", 10, seed=0, n_pretrain=300,
+                             use_shipped_reference=False, heads="auto")
+    assert few.meta["transfer"]["heads"] == ["shared", "direct"] and "heads_choice" not in few.meta["transfer"]
+
+
 def test_counters_are_exact_intervals():
     space = load_space("nb201")
     lower, upper = CounterCost(space, "macs").interval(space.sample_codes(0, 5), 0.9)

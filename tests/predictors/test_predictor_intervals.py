@@ -196,3 +196,24 @@ def test_nested_choice_never_reads_the_unseen_device(table_path, tmp_path):
     assert results["summary"]["transfer 10"]["spearman_rho"]["worst"] <= results["summary"]["transfer 10"][
         "spearman_rho"]["mean"]
     assert all(r["chosen"] in ("ridge", "transfer") for r in results["results"] if r["setting"] == "fit")
+
+
+def test_bench_predictors_prints_protocol_mean_and_worst(table_path, tmp_path, capsys):
+    out = tmp_path / "loo.json"
+    code, text, err = run(capsys, "bench", "predictors", table_path, "--n-train", "50", "--k", "10", "--seeds", "1",
+                          "--models", "ridge,transfer", "--variants", "transfer,transfer_mix", "--n-pretrain", "300",
+                          "--out", out)
+    assert code == 0, err
+    assert "protocol: leave one device out" in text and "Nested" in text
+    assert re.search(r"nb201 fit n=50 .*Spearman \d\.\d{3} \(worst \d\.\d{3} \w+\)", text)
+    assert re.search(r"nb201 transfer K=10 .*within ±10 % \d\.\d{3} \(worst", text)
+    results = json.loads(out.read_text())["loo"]["nb201"]
+    assert {r["device"] for r in results["results"]} == {"alpha", "beta", "gamma", "delta"}
+
+
+def test_bench_predictors_bad_input(table_path, tmp_path, capsys):
+    code, _, err = run(capsys, "bench", "predictors", table_path, "--models", "ridge,lasso")
+    assert code == 2 and "unknown or no name(s) lasso" in err and err.count("\n") == 1
+    one = _table(tmp_path / "one.csv", 300, columns={"solo_latency": (1.0, 0.2, 0.1)})
+    code, _, err = run(capsys, "bench", "predictors", one)
+    assert code == 2 and "leaving a device out needs two or more" in err and err.count("\n") == 1

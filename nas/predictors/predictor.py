@@ -185,9 +185,10 @@ def default_model(metric: str, space: SearchSpace | None = None, device: str | N
     if metric == "accuracy":
         return "gbt"
     if space is not None:
-        from nas.predictors.transfer import shipped_sources
+        from nas import catalog
 
-        if shipped_sources(space, device)[0]:
+        names = [n.partition("/") for n in catalog.predictor_files(space.name)]
+        if any(stem.endswith(("_latency", "_energy")) and folder != device for folder, _, stem in names):
             return "transfer"
     return "ridge"
 

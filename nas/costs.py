@@ -4,7 +4,9 @@ A cost model names its metric and unit and scores a batch of archs of one space 
 once (archs as Arch objects or as an N x D code matrix). Sources that can also give the
 expected cost under per-decision probabilities as a differentiable torch expression
 implement `expected(probs)`; gradient-based controllers use that as a penalty while
-sampling controllers use `predict` as a filter.
+sampling controllers use `predict` as a filter. `interval(archs, level)` bounds the
+true value at a confidence level: exact sources return the value twice, learned ones
+a calibrated interval (nas.predictors.intervals), others say they have none.
 """
 from __future__ import annotations
 
@@ -49,6 +51,11 @@ class CostModel(ABC):
         """Expected cost under independent per-decision choice probabilities."""
         raise NasError(f"{type(self).__name__} ({self.metric}) has no differentiable expectation")
 
+    def interval(self, archs: Sequence[Arch] | np.ndarray, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) bounds that hold the true value with probability `level`."""
+        raise NasError(f"{type(self).__name__} ({self.metric}) gives no interval at a confidence level; "
+                       "use a predictor file (hwnas predictor fit) for this cost")
+
     def describe(self) -> dict:
         return {"metric": self.metric, "unit": self.unit, "space": self.space.name, "source": type(self).__name__}
 
@@ -66,3 +73,10 @@ class CounterCost(CostModel):
 
     def expected(self, probs):
         return self.table.expected(probs)
+
+    def interval(self, archs, level: float = 0.9):
+        from nas.predictors.intervals import check_level
+
+        check_level(level)
+        values = self.predict(archs)
+        return values, values.copy()  # counted, not estimated

@@ -10,7 +10,7 @@ from nas.hardware.measure import Protocol
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
-    devices = commands.add_parser("devices", help="device profiles: list, show")
+    devices = commands.add_parser("devices", aliases=["device"], help="device profiles: list, show, onboard")
     dev_cmds = devices.add_subparsers(title="device commands", metavar="ACTION", required=True)
     p = dev_cmds.add_parser("list", help="device profiles under latency_luts/")
     p.add_argument("--json", action="store_true")
@@ -19,6 +19,19 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("device")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_devices_show)
+    p = dev_cmds.add_parser("onboard", help="measure, fit and validate a predictor for a device in rounds (resumes)")
+    p.add_argument("device", help="device profile (see 'hwnas devices list'); measured on this machine")
+    p.add_argument("--space", required=True, help="space name or YAML path")
+    p.add_argument("--budget", type=positive_int, default=100, help="most archs to measure (default 100)")
+    p.add_argument("--batch", type=positive_int, default=10, help="archs measured per round (default 10)")
+    p.add_argument("--target", type=float, default=0.95,
+                   help="stop when this share of archs is within ±10 %% (90 %% lower bound of the leave-one-out "
+                        "share; default 0.95)")
+    p.add_argument("--pool", type=positive_int, default=2000, help="candidate archs to choose from (default 2000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--out", type=Path, help="folder (default runs/onboard/DEVICE/SPACE)")
+    Protocol.add_arguments(p)
+    p.set_defaults(run=_devices_onboard)
 
     lut = commands.add_parser("lut", help="latency lookup tables: build, validate, kit, import")
     lut_cmds = lut.add_subparsers(title="lut commands", metavar="ACTION", required=True)
@@ -111,6 +124,20 @@ def _devices_list(args: argparse.Namespace) -> Result:
     rows = [load_device(n).runtime() | {"name": n} for n in device_names()]
     return Result(rows, "\n".join(f"{r['name']:<14} {r['backend']:<12} {r['provider'] or '':<28} threads={r['threads']} "
                                   f"batch={r['batch']}" for r in rows))
+
+
+def _devices_onboard(args: argparse.Namespace) -> Result:
+    from nas.predictors.onboard import onboard
+    from nas.space import load_space
+
+    space = load_space(args.space)
+    out = args.out or Path("runs") / "onboard" / args.device / space.name
+    report = onboard(space, args.device, out, args.budget, args.batch, args.target, args.pool, args.seed,
+                     Protocol.from_arguments(args))
+    r = report["result"]
+    return Result(report, f"{'reached' if r['reached_target'] else 'stopped short of'} {args.target:.0%} within ±10 % "
+                          f"(90 % lower bound of the leave-one-out share {r['loo_within_10_lower_90']:.1%}) after {r['measured']} measurements; "
+                          f"wrote {out}/predictor.npz, fidelity.json, profile.json, measurements.csv")
 
 
 def _devices_show(args: argparse.Namespace) -> Result:

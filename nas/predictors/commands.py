@@ -11,8 +11,7 @@ from nas.cli import Result, positive_int
 from nas.errors import NasError
 from nas.hardware.measure import Protocol
 
-FIT_MODELS = ("auto", "ridge", "gbt", "forest", "mlp", "boosted", "ensemble", "lut_residual")
-BENCH_MODELS = FIT_MODELS[:-1]  # lut_residual needs a LUT of the benchmark's device
+FIT_MODELS = ("auto", "ridge", "transfer", "gbt", "forest", "mlp", "boosted", "ensemble", "lut_residual")
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -27,7 +26,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--n-train", type=positive_int, help="random rows to train on (default: all rows with a value)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="auto", choices=FIT_MODELS,
-                   help="model kind (default auto: ridge for latency/energy, gbt for accuracy)")
+                   help="model kind (default auto: for latency/energy, transfer from the space's predictors of other "
+                        "devices when it has any, else ridge; gbt for accuracy)")
     p.add_argument("--features", default="layerspec", help="feature set: layerspec (default), coarse, onehot")
     p.add_argument("--lut", type=Path, help="a LUT whose per-arch sum becomes a feature (needed by lut_residual)")
     p.add_argument("--device", help="device name for the metadata (default: read off the column name)")
@@ -53,6 +53,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--reference", type=Path, help="reference set JSON (default: the shipped one of the space)")
     p.add_argument("--n-pretrain", type=positive_int, default=2000, help="rows per source column (default 2000)")
     p.add_argument("--device", help="the new device's name for the metadata (default: read off the target column)")
+    p.add_argument("--heads", default="auto",
+                   help="heads to average: 'auto' (chosen by leaving each source device out in turn, as "
+                        "'hwnas bench predictors' does) or comma-separated from shared, direct, mix")
     p.add_argument("-o", "--out", type=Path, required=True)
     p.set_defaults(run=_transfer)
 
@@ -60,6 +63,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("file", type=Path)
     p.add_argument("--archs", type=Path, required=True)
     p.add_argument("--std", action="store_true", help="add the relative uncertainty (ensemble and transfer models)")
+    p.add_argument("--interval", type=float, metavar="LEVEL",
+                   help="add the bounds of the interval at this confidence level, e.g. 0.9")
     p.set_defaults(run=_predict)
 
     p = cmds.add_parser("energy-table", help="analytic energy estimates from measured latencies (no energy measured)")
@@ -93,16 +98,42 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     Protocol.add_arguments(p)
     p.set_defaults(run=_measure)
 
-    p = bench.add_parser("predictors", help="predictor accuracy and speed on public device tables")
-    p.add_argument("tables", type=Path, nargs="+", help="benchmark CSVs (e.g. ../shared/benchmarks/nb201/*.csv)")
-    p.add_argument("--n-train", default="100,900", help="comma-separated training sizes (default 100,900)")
-    p.add_argument("--k", default="20", help="comma-separated few-shot K (default 20)")
-    p.add_argument("--splits", type=positive_int, default=5)
-    p.add_argument("--models", default="auto", help=f"comma-separated models from {', '.join(BENCH_MODELS)}")
+    p = bench.add_parser("predictors", help="predictors on devices they never saw: leave one device out of public tables")
+    p.add_argument("tables", type=Path, nargs="+",
+                   help="benchmark CSVs of one or more spaces (e.g. ../shared/benchmarks/nb201/*.csv)")
+    p.add_argument("--n-train", default="100,900", help="comma-separated fit sizes (default 100,900)")
+    p.add_argument("--k", default="5,10,20,50", help="comma-separated transfer K (default 5,10,20,50)")
+    p.add_argument("--seeds", type=positive_int, default=3, help="splits per fold, seeds 0..N-1 (default 3)")
+    p.add_argument("--models", help="fit candidates, chosen nested per device (default: nas.predictors.loo's "
+                                     "FIT_CANDIDATES; any of its FITTERS)")
+    p.add_argument("--variants", help="transfer candidates, chosen nested per device (default: "
+                                      "nas.predictors.loo's TRANSFER_CANDIDATES; any of its TRANSFER_VARIANTS)")
     p.add_argument("--n-pretrain", type=positive_int, default=2000)
     p.add_argument("--out", type=Path, help="write the full results as JSON here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_bench)
+
+    p = bench.add_parser("onboard", help="an onboarding's curve scored on fresh measured archs")
+    p.add_argument("folder", type=Path, help="the onboarding folder (hwnas device onboard ... -o FOLDER)")
+    p.add_argument("--space", required=True)
+    p.add_argument("--fresh", type=Path, required=True, help="fresh archs measured on the device (hwnas measure)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_bench_onboard)
+
+
+def _bench_onboard(args: argparse.Namespace) -> Result:
+    from nas.predictors.onboard import validate_curve
+    from nas.space import load_space
+
+    points = validate_curve(load_space(args.space), args.folder, args.fresh)
+    lines = [f"{p['measured']:>4} measured  {p['seconds']:>7.1f} s  leave-one-out ±10 % {p['loo_within_10']:.1%} "
+             f"(lower bound {p['loo_within_10_lower_90']:.1%})  "
+             f"fresh ±10 % {p['fresh_within_10']:.1%}  Spearman {p['fresh_spearman']:.3f}" for p in points]
+    for goal in (0.90, 0.95):
+        hit = next((p for p in points if p["fresh_within_10"] >= goal), None)
+        lines.append(f"{goal:.0%} of {points[0]['fresh_archs'] if points else 0} fresh archs within ±10 %: "
+                     + (f"after {hit['measured']} measurements, {hit['seconds']:.0f} s" if hit else "not reached"))
+    return Result(points, "\n".join(lines))
 
 
 def _tables(p: argparse.ArgumentParser) -> None:
@@ -147,7 +178,9 @@ def _eval(args: argparse.Namespace) -> Result:
         f"{args.file} on {args.target}: {report['n']} archs ({report['excluded']} training archs left out)",
         f"  within ±5/10/15 %: {report['within_5']:.1%} / {report['within_10']:.1%} / {report['within_15']:.1%}  "
         f"RMSE {report['rmse']:.4g}  RMSPE {report['rmspe']:.2f} %  Kendall τ {report['kendall_tau']:.3f}  "
-        f"Spearman ρ {report['spearman_rho']:.3f}"]))
+        f"Spearman ρ {report['spearman_rho']:.3f}",
+        *([f"  90 % intervals hold {report['coverage_90']:.1%} of measured values (median half-width "
+           f"±{report['interval_90_median_halfwidth']:.1%})"] if "coverage_90" in report else [])]))
 
 
 def _transfer(args: argparse.Namespace) -> Result:
@@ -160,8 +193,12 @@ def _transfer(args: argparse.Namespace) -> Result:
     table = read_tables(args.table, space)
     sources = [c.strip() for c in args.source.split(",") if c.strip()]
     reference = load_reference(space, args.reference) if args.reference else None
+    heads = args.heads if args.heads == "auto" else tuple(h.strip() for h in args.heads.split(",") if h.strip())
+    bad = [] if heads == "auto" else [h for h in heads if h not in ("shared", "direct", "mix")]
+    if bad or not heads:
+        raise NasError(f"--heads {args.heads!r}: use auto or some of shared, direct, mix")
     predictor = transfer_predictor(table, sources, args.target, args.k, args.seed, reference, args.n_pretrain,
-                                   device=args.device)
+                                   device=args.device, heads=heads)
     predictor.save(args.out)
     t = predictor.meta["transfer"]
     return Result({"wrote": str(args.out), "transfer": t},
@@ -177,9 +214,13 @@ def _predict(args: argparse.Namespace) -> Result:
     archs = read_archs(args.archs, predictor.space)
     values, std = predictor.predict(archs, return_std=True)
     column = f"{predictor.metric}_{predictor.unit}" if predictor.unit else predictor.metric
-    header = ["arch_id", column, *(["relative_std"] if args.std else []), "arch"]
-    rows = [[arch.arch_id, f"{value:.6g}", *([f"{spread:.4f}"] if args.std else []), arch.to_json()]
-            for arch, value, spread in zip(archs, values, std)]
+    bounds = predictor.interval(archs, args.interval) if args.interval is not None else None
+    level = f"{args.interval * 100:g}" if bounds is not None else ""
+    header = ["arch_id", column, *(["relative_std"] if args.std else []),
+              *([f"lower_{level}", f"upper_{level}"] if bounds is not None else []), "arch"]
+    rows = [[arch.arch_id, f"{value:.6g}", *([f"{std[i]:.4f}"] if args.std else []),
+             *([f"{bounds[0][i]:.6g}", f"{bounds[1][i]:.6g}"] if bounds is not None else []), arch.to_json()]
+            for i, (arch, value) in enumerate(zip(archs, values))]
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows([header, *rows])
     return Result([dict(zip(header, row)) for row in rows], buf.getvalue().rstrip("\n"))
@@ -243,33 +284,41 @@ def _measure(args: argparse.Namespace) -> Result:
 
 def _bench(args: argparse.Namespace) -> Result:
     from nas.predictors.bench import bench_predictors
+    from nas.predictors.loo import FIT_CANDIDATES, FITTERS, TRANSFER_CANDIDATES, TRANSFER_VARIANTS
 
     n_trains = _ints(args.n_train, "--n-train")
     ks = _ints(args.k, "--k")
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    bad = [m for m in models if m not in BENCH_MODELS]
-    if bad:
-        raise NasError(f"unknown model(s) {', '.join(bad)}; choose from {', '.join(BENCH_MODELS)}")
-    results = bench_predictors(args.tables, n_trains, ks, args.splits, models, args.n_pretrain,
-                               log=(lambda s: None) if args.json else print)
+    fit = _names(args.models, "--models", FITTERS) if args.models else FIT_CANDIDATES
+    variants = _names(args.variants, "--variants", TRANSFER_VARIANTS) if args.variants else TRANSFER_CANDIDATES
+    results = bench_predictors(args.tables, n_trains, ks, args.seeds, fit, variants, args.n_pretrain,
+                               log=(lambda s: None) if args.json else print, progress=not args.json)
     if args.out:
-        from nas.hardware.lut import write_atomic
+        from nas.atomic import write_atomic
 
         write_atomic(args.out, json.dumps(results, indent=1) + "\n")
     lines = [""]  # a blank line after the progress log
-    for key, r in results["summary"]["fit"].items():
-        lines.append(f"mean over {len(results['cost'])} cost columns, {key.replace('/', ' n_train=')}: "
-                     f"Spearman {r['spearman_rho']:.3f}, Kendall {r['kendall_tau']:.3f}, "
-                     f"within ±5/10/15 % {r['within_5']:.2f}/{r['within_10']:.2f}/{r['within_15']:.2f}")
+    for space, run in results["loo"].items():
+        for key, r in run["summary"].items():
+            setting, size = key.split()
+            label = f"fit n={size}" if setting == "fit" else f"transfer K={size}"
+            lines.append(f"{space} {label:<16} ({r['columns']} columns, chose {'/'.join(r['chosen'])}): "
+                         + "  ".join(f"{name} {r[m]['mean']:.3f} (worst {r[m]['worst']:.3f} {r[m]['worst_column']})"
+                                     for name, m in (("Spearman", "spearman_rho"), ("Kendall", "kendall_tau"),
+                                                     ("within ±10 %", "within_10"))))
     for entry in results["accuracy"]:
         for model, by_n in entry["fit"].items():
             for n, r in by_n.items():
                 lines.append(f"{entry['space']} {entry['column']}, {model} n_train={n}: "
                              f"Spearman {r['spearman_rho']:.3f}, Kendall {r['kendall_tau']:.3f}")
-    for k, r in results["summary"]["few_shot"].items():
-        lines.append(f"mean few-shot K={k} (leave one device out): Spearman {r['spearman_rho']:.3f}, "
-                     f"Kendall {r['kendall_tau']:.3f}, within ±10 % {r['within_10']:.2f}")
     return Result(results, "\n".join(lines))
+
+
+def _names(text: str, flag: str, known) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in names if m not in known]
+    if bad or not names:
+        raise NasError(f"{flag}: unknown or no name(s) {', '.join(bad)}; choose from {', '.join(known)}")
+    return names
 
 
 def _ints(text: str, flag: str) -> list[int]:

@@ -21,6 +21,7 @@ from nas.costs import CostModel, as_codes
 from nas.errors import DataError, NasError
 from nas.metrics import regression_report
 from nas.predictors.features import Featurizer, get_featurizer
+from nas.predictors.intervals import calibration_residuals
 from nas.predictors.models import build_model, make_model, model_state
 from nas.predictors.store import SCHEMA, load_arrays, save_arrays
 from nas.predictors.tables import ArchTable
@@ -30,6 +31,9 @@ from nas.space.base import SearchSpace
 
 CHUNK = 8192
 UNITS = {"latency": "ms", "energy": "mJ", "accuracy": "%"}
+# fewest training rows per model kind: the ridge's leave-one-out needs a few, trees and
+# networks with their 5-fold calibration need a few rows per fold
+MIN_ROWS = {"ridge": 5, "lut_residual": 5, "transfer": 5, "gbt": 10, "forest": 10, "boosted": 10, "mlp": 20, "ensemble": 20}
 
 
 def infer_metric(column: str) -> tuple[str, str, str | None]:
@@ -69,6 +73,19 @@ class Predictor(CostModel):
             else:
                 out[start:start + CHUNK] = self.model.predict(X)
         return (out, std) if return_std else out
+
+    def interval(self, archs: Sequence[Arch] | np.ndarray, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) at the confidence level: the calibration residuals of the fit,
+        widened where the model's members disagree (nas.predictors.intervals)."""
+        from nas.predictors.intervals import log_halfwidth
+
+        residuals = self.meta.get("calibration", {}).get("log_residuals")
+        if not residuals:
+            raise NasError(f"this {self.meta.get('model')} predictor of {self.meta.get('target')} has no calibration "
+                           "residuals (made before intervals existed); refit it")
+        values, spread = self.predict(archs, return_std=True)
+        width = np.exp(log_halfwidth(np.asarray(residuals), spread, level))
+        return values / width, values * width
 
     @property
     def used_arch_ids(self) -> set[str]:
@@ -159,36 +176,76 @@ def split_rows(n_rows: int, n_train: int | None, seed: int) -> tuple[np.ndarray,
     return order[:cut], order[cut:]
 
 
-def default_model(metric: str) -> str:
-    """The model `--model auto` picks: the group ridge for costs, which add up over
-    layers; boosted trees for accuracy, which does not (hwnas bench predictors: NB201
-    CIFAR-10 accuracy at n=900, Spearman 0.93 for gbt against 0.83 for ridge)."""
-    return "gbt" if metric == "accuracy" else "ridge"
+def default_model(metric: str, space: SearchSpace | None = None, device: str | None = None) -> str:
+    """The model `--model auto` picks. Costs: transfer from the space's shipped
+    predictors of other devices when there are any (chosen by leave-one-device-out,
+    nested, on every shared device table: docs/benchmarks.md, issue 17), else the group
+    ridge, as costs add up over layers. Accuracy: boosted trees, as it does not
+    (NB201 CIFAR-10 accuracy at n=900, Spearman 0.93 for gbt against 0.83 for ridge)."""
+    if metric == "accuracy":
+        return "gbt"
+    if space is not None:
+        from nas import catalog
+
+        names = [n.partition("/") for n in catalog.predictor_files(space.name)]
+        if any(stem.endswith(("_latency", "_energy")) and folder != device for folder, _, stem in names):
+            return "transfer"
+    return "ridge"
 
 
 def fit_predictor(table: ArchTable, target: str, n_train: int | None = None, seed: int = 0, model: str = "auto",
                   feature_set: str = "layerspec", lut_values: Mapping[str, float] | None = None,
                   metric: str | None = None, unit: str | None = None, device: str | None = None) -> Predictor:
     """Fit a predictor of `target` on n_train random rows of the table (all rows if None)."""
+    inferred_metric, _, inferred_device = infer_metric(target)
+    device = device or inferred_device
     if model == "auto":
-        model = default_model(metric or infer_metric(target)[0])
-    rows, y, column = table.rows(target, positive=True)
+        model = default_model(metric or inferred_metric, table.space, device)
+    rows, y, column = table.target(target)
     train, _ = split_rows(len(rows), n_train, seed)
+    if len(train) < MIN_ROWS.get(model, 2):
+        ridge = f" or use --model ridge (from {MIN_ROWS['ridge']})" if MIN_ROWS[model] > MIN_ROWS["ridge"] else ""
+        raise NasError(f"model {model} needs at least {MIN_ROWS[model]} measurements, got {len(train)} of {target}; "
+                       f"measure more archs{ridge}")
     featurizer = get_featurizer(table.space, feature_set, lut_values)
     if model == "lut_residual" and lut_values is None:
         raise NasError("model lut_residual needs a LUT (--lut): it learns the correction to the LUT's sum")
-    extra = {"base_column": featurizer.names.index("net.lut_sum")} if model == "lut_residual" else {}
+    extra: dict[str, Any] = {"base_column": featurizer.names.index("net.lut_sum")} if model == "lut_residual" else {}
+    source_names: list[str] = []
+    if model == "transfer":
+        from nas.predictors.transfer import DEFAULT_HEADS, shipped_sources
+
+        if feature_set != "layerspec":
+            raise NasError("model transfer uses the shipped predictors' layerspec features; drop --features")
+        source_names, sources = shipped_sources(table.space, device)
+        if not sources:
+            raise NasError(f"model transfer needs predictors of other devices for {table.space.name} "
+                           "(predictors/<device>/<space>_latency.npz); none found: use --model ridge")
+        extra = {"sources": sources, "heads": DEFAULT_HEADS}
     estimator = make_model(model, featurizer.groups, seed, **extra)
     X = featurizer.transform(table.subset(rows[train]))
     try:
         estimator.fit(X, y[train])
+        residuals = calibration_residuals(estimator, lambda: make_model(model, featurizer.groups, seed, **extra),
+                                          X, y[train], seed)
     except ValueError as exc:
         raise NasError(f"fitting {model} on {target}: {exc}") from None
     meta = base_meta(featurizer, target, metric, unit, device, table)
     meta["model"] = model
+    meta["calibration"] = calibration_meta(residuals, estimator)
+    if source_names:
+        meta["transfer"] = {"sources": source_names, "adapted_on": f"{len(train)} random rows (seed {seed})"}
     meta["training"] = {"n_train": int(len(train)), "seed": seed, "dropped_missing": column.missing,
                         "arch_ids": [table.arch_ids[i] for i in rows[train]]}
     return Predictor(table.space, featurizer, estimator, meta)
+
+
+def calibration_meta(residuals: np.ndarray, model: Any) -> dict[str, Any]:
+    """What a file keeps to give intervals: the signed log residuals and how they were made."""
+    from nas.predictors.intervals import CV_FOLDS, model_residuals
+
+    how = "leave-one-out" if model_residuals(model) is not None else f"{CV_FOLDS}-fold cross-validation"
+    return {"method": how, "log_residuals": [float(r) for r in residuals]}
 
 
 def evaluate(predictor: Predictor, table: ArchTable, target: str) -> dict[str, Any]:
@@ -205,6 +262,11 @@ def evaluate(predictor: Predictor, table: ArchTable, target: str) -> dict[str, A
     predicted = predictor.predict(table.subset(rows[keep]))
     nonzero = y[keep] != 0
     report = regression_report(predicted[nonzero], y[keep][nonzero])
+    if predictor.meta.get("calibration"):  # how often the 90 % interval holds the measured value
+        lower, upper = predictor.interval(table.subset(rows[keep][nonzero]), 0.9)
+        measured = y[keep][nonzero]
+        report["coverage_90"] = float(np.mean((measured >= lower) & (measured <= upper)))
+        report["interval_90_median_halfwidth"] = float(np.median((upper - lower) / (upper + lower)))
     report["excluded"] = int((~keep).sum())
     report["dropped_missing"] = column.missing
     return report

@@ -101,6 +101,18 @@ class ArchTable:
                                "relative error (drop the row or mark it missing with an empty cell)")
         return keep, col.values[keep], col
 
+    def target(self, name: str) -> tuple[np.ndarray, np.ndarray, Column]:
+        """rows(name, positive=True) of a column a model is to learn: refuses a column
+        with fewer than 2 values or one value throughout (nothing to learn)."""
+        keep, values, col = self.rows(name, positive=True)
+        if len(keep) < 2:
+            raise NasError(f"{name} in {col.source} has {len(keep)} value(s) ({col.missing} missing): "
+                           "nothing to learn from")
+        if np.ptp(values) == 0:
+            raise NasError(f"{name} in {col.source} is constant ({values[0]:g} in all {len(keep)} rows): "
+                           "a device column must vary over archs")
+        return keep, values, col
+
     def subset(self, rows: Sequence[int]) -> np.ndarray:
         return self.codes[np.asarray(rows, dtype=np.int64)]
 

@@ -1,4 +1,6 @@
-"""Objectives and budgets as the user writes them: `max accuracy`, `latency@pi4-ort <= 12 ms`.
+"""Objectives and budgets as the user writes them: `max accuracy`, `latency@pi4-ort <= 12 ms`,
+`latency@pi4-ort <= 12 ms at 90 %` (the budget must hold with that confidence: the
+bound of the metric's interval, nas.costs.CostModel.interval, is what is compared).
 
 Parsing only splits the text into metric, direction or comparison and value; the metric
 is resolved to a cost source and the value converted to the source's unit by
@@ -16,6 +18,7 @@ from nas.search.units import check_possible
 DIRECTIONS = {"max": "maximize", "maximize": "maximize", "min": "minimize", "minimize": "minimize"}
 _CONSTRAINT = re.compile(r"^\s*(\S+?)\s*(<=|>=|<|>|=<|=>)\s*(.+?)\s*$")
 _VALUE = re.compile(r"^[-+]?(\d|\.\d)")
+_CONFIDENCE = re.compile(r"^(.*?)\s+at\s+(\S+?)\s*(%?)\s*$")
 
 
 @dataclass(frozen=True)
@@ -38,9 +41,11 @@ class Constraint:
     upper: bool       # True: metric <= bound; False: metric >= bound
     text: str         # the bound as written, for messages
     bound: float = float("nan")  # in the source's unit, set when the problem is built
+    confidence: float | None = None  # the budget must hold at this level (0, 1)
 
     def __str__(self) -> str:
-        return f"{self.metric} {'<=' if self.upper else '>='} {self.text}"
+        at = f" at {self.confidence * 100:g} %" if self.confidence is not None else ""
+        return f"{self.metric} {'<=' if self.upper else '>='} {self.text}{at}"
 
 
 def default_direction(metric: str) -> str:
@@ -81,7 +86,19 @@ def parse_constraint(item: Any, where: str) -> Constraint:
     if not match:
         raise NasError(f"{where}: constraint {item!r} must read 'METRIC <= VALUE [UNIT]' or 'METRIC >= VALUE [UNIT]'")
     metric, op, value = match.groups()
+    confidence = None
+    at = _CONFIDENCE.match(value)
+    if at:
+        value, level, percent = at.groups()
+        try:
+            confidence = float(level) / (100.0 if percent else 1.0)
+        except ValueError:
+            raise NasError(f"{where}: constraint {item!r}: confidence {level + percent!r} is not a number "
+                           "(write 'at 90 %' or 'at 0.9')") from None
+        if not 0.0 < confidence < 1.0:
+            raise NasError(f"{where}: constraint {item!r}: confidence {level}{percent} must be between 0 and 1 "
+                           "(exclusive), e.g. 'at 90 %'")
     if not _VALUE.match(value):
         raise NasError(f"{where}: constraint {item!r}: {value!r} is not a number with an optional unit (like 12 ms)")
     check_possible(value, f"{where}: constraint {item!r}")
-    return Constraint(metric, op in ("<=", "<", "=<"), value)
+    return Constraint(metric, op in ("<=", "<", "=<"), value, confidence=confidence)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from nas.costs import CostModel
 from nas.errors import NasError
 from nas.search.codes import packed_rows
 from nas.search.objectives import Constraint, Objective
@@ -24,6 +25,25 @@ from nas.space.base import SearchSpace
 
 ENUMERATE_LIMIT = 1_000_000  # spaces up to this size are scanned exhaustively for budget checks
 CHUNK = 200_000
+
+
+class BoundCost(CostModel):
+    """The upper (or lower) end of another cost model's interval at a confidence level."""
+
+    def __init__(self, model: CostModel, level: float, upper: bool) -> None:
+        self.model, self.level, self.upper = model, level, upper
+        self.space, self.metric, self.unit = model.space, model.metric, model.unit
+
+    def predict(self, archs) -> np.ndarray:
+        lower, upper = self.model.interval(archs, self.level)
+        return np.asarray(upper if self.upper else lower, dtype=np.float64)
+
+    def interval(self, archs, level: float = 0.9):
+        return self.model.interval(archs, level)
+
+    def describe(self) -> dict:
+        return {**self.model.describe(), "bound": f"{'upper' if self.upper else 'lower'} end of the "
+                                                  f"{self.level * 100:g} % interval"}
 
 
 @dataclass
@@ -43,8 +63,26 @@ class Problem:
         bound = []
         for c in self.constraints:
             unit = self.metrics[c.metric].unit
-            bound.append(replace(c, bound=parse_quantity(c.text, unit, f"constraint '{c}'")))
+            c = replace(c, bound=parse_quantity(c.text, unit, f"constraint '{c}'"))
+            if c.confidence is not None:
+                c = self._at_confidence(c)
+            bound.append(c)
         self.constraints = bound
+
+    def _at_confidence(self, c: Constraint) -> Constraint:
+        """A budget at a confidence compares the bound of the metric's interval: the
+        constraint moves to a derived metric, 'METRIC at L %', whose value is the upper
+        (<=) or lower (>=) end of the L interval, so every controller, ledger and report
+        handles it as one more cheap metric."""
+        base = self.metrics[c.metric]
+        if base.queried:
+            raise NasError(f"constraint '{c}': a confidence needs a cost source with intervals (a predictor); "
+                           f"{c.metric} is queried")
+        model = BoundCost(base.model, c.confidence, c.upper)
+        model.interval(self.space.sample_codes(0, 2), c.confidence)  # refuse a source without intervals now
+        name = f"{c.metric} at {c.confidence * 100:g} %"
+        self.metrics[name] = Metric(name, model, queried=False)
+        return replace(c, metric=name)
 
     @classmethod
     def build(cls, space: SearchSpace, objectives: Sequence[Objective], constraints: Sequence[Constraint],

@@ -52,13 +52,15 @@ def test_twenty_measurements_of_a_left_out_device(nb201):
 
 
 @pytest.mark.slow
-def test_issue_goals_on_every_cost_column(benchmarks):
-    """hwnas bench predictors on all public tables: the figures in docs/benchmarks.md."""
-    results = bench_predictors(_paths(benchmarks, NB201 + FBNET), (100, 900), (20,), 5, ("auto",), log=lambda s: None)
-    assert len(results["cost"]) == 15
-    fit, few = results["summary"]["fit"], results["summary"]["few_shot"]
-    assert fit["auto/100"]["spearman_rho"] >= 0.97 and fit["auto/100"]["within_10"] >= 0.80
-    assert fit["auto/900"]["within_10"] >= 0.90
-    assert few["20"]["spearman_rho"] >= 0.95
+def test_issue_goals_on_unseen_nb201_devices(benchmarks):
+    """hwnas bench predictors on the NB201 tables, leave one device out (one seed; the
+    figures in docs/benchmarks.md use three)."""
+    results = bench_predictors(_paths(benchmarks, NB201), (100,), (20,), 1, log=lambda s: None, progress=False)
+    run = results["loo"]["nb201"]
+    assert len(run["columns"]) == 19 and len(set(run["groups"].values())) == 14
+    fit, few = run["summary"]["fit 100"], run["summary"]["transfer 20"]
+    assert fit["spearman_rho"]["mean"] >= 0.97 and few["spearman_rho"]["mean"] >= 0.95
+    assert fit["spearman_rho"]["worst"] <= fit["spearman_rho"]["mean"]
+    assert 0.85 <= fit["coverage_90"]["mean"] <= 0.97 and 0.85 <= few["coverage_90"]["mean"] <= 0.97
     for timing in results["timing"].values():
         assert timing["fit_cpu_seconds"] < 10 and timing["predict_cpu_seconds"] < 1, timing

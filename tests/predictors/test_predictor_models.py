@@ -12,7 +12,7 @@ from sklearn.ensemble import GradientBoostingRegressor
 
 from nas.predictors.features import get_featurizer
 from nas.predictors.models import MODELS, make_model
-from nas.predictors.models.linear import GroupRidge, _loo_path, _solve
+from nas.predictors.models.linear import GroupRidge, _log_ratio, _loo_path, _solve
 from nas.predictors.models.trees import GradientBoostedTrees
 from nas.predictors.tables import read_table
 from nas.space import load_space
@@ -34,15 +34,18 @@ def test_closed_form_leave_one_out_is_exact():
     Z = rng.standard_normal((15, 6))
     y = np.exp(Z @ rng.standard_normal(6) * 0.1 + 1)
     for loss in ("log", "relative"):
-        (alpha, fast), = list(_loo_path(Z, y, loss, [0.3]))
-        errors = []
+        (alpha, fast, residual), = list(_loo_path(Z, y, loss, [0.3]))
+        errors, ratios = [], []
         for i in range(len(y)):
             keep = np.arange(len(y)) != i
             coef, intercept = _solve(Z[keep], y[keep], loss, alpha)
             fitted = Z[i] @ coef + intercept
             ratio = fitted - np.log(y[i]) if loss == "log" else np.log(max(fitted / y[i], 1e-9))
             errors.append(min(abs(ratio), np.log(2)))
+            ratios.append(-ratio)
         assert fast == pytest.approx(np.mean(errors), rel=1e-6)
+        # the calibration residuals of intervals: log(y / leave-one-out prediction), exactly
+        np.testing.assert_allclose(_log_ratio(residual, loss), ratios, rtol=1e-6, atol=1e-9)
 
 
 def test_sklearn_conventions():

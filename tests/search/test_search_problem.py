@@ -380,3 +380,43 @@ def test_a_serialized_source_reads_back_as_the_same_source(tmp_path, local_cpu_l
         read_source({"lut": "nope.csv"}, "step.json: sources.x", relative_to=step)
     with pytest.raises(ConfigError, match="give exactly one source kind of .*; got lut, like"):
         read_source({"lut": str(local_cpu_lut), "like": "local-cpu"}, "t")
+
+
+def test_budget_at_a_confidence_holds_for_the_interval_bound(tmp_path):
+    """`latency@edgegpu <= X ms at 90 %`: every arch found has the upper end of its 90 %
+    interval within X, a tighter set than the point predictions allow."""
+    space = load_space("nb201")
+    model = resolve_metrics(space, ["latency@edgegpu"], {})["latency@edgegpu"].model
+    limit = float(np.percentile(model.predict(space.sample_codes(1, 2000)), 60))
+    config = {"space": "nb201", "objectives": ["max proxy"], "constraints": [f"latency@edgegpu <= {limit:.4f} ms at 90 %"],
+              "budget": 12, "seed": 0, "sources": {"proxy": {"counter": "macs", "queried": True}},
+              "out": str(tmp_path / "out")}
+    run = run_search(config, progress=False)
+    problem = run.result.problem
+    (c,) = problem.constraints
+    assert c.metric == "latency@edgegpu at 90 %" and c.confidence == 0.9 and str(c).endswith("at 90 %")
+    _, upper = model.interval(run.result.codes, 0.9)
+    assert len(upper) and np.all(upper <= limit * (1 + 1e-6))
+    assert np.all(model.predict(run.result.codes) < upper)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("latency@edgegpu <= 5 ms at 150 %", "confidence 150% must be between 0 and 1"),
+    ("latency@edgegpu <= 5 ms at 0", "confidence 0 must be between 0 and 1"),
+    ("latency@edgegpu <= 5 ms at 1", "confidence 1 must be between 0 and 1"),
+    ("latency@edgegpu <= 5 ms at most", "confidence 'most' is not a number"),
+])
+def test_confidence_outside_zero_one_is_refused(text, message):
+    with pytest.raises(NasError, match=message):
+        parse_constraint(text, "x")
+    assert parse_constraint("latency@edgegpu <= 5 ms at 0.95", "x").confidence == 0.95
+
+
+def test_confidence_needs_a_source_with_intervals():
+    space = load_space("nb201")
+    with pytest.raises(NasError, match="a confidence needs a cost source with intervals.*proxy is queried"):
+        Problem.build(space, [parse_objective("min macs", "x")], [parse_constraint("proxy <= 5 at 90 %", "x")],
+                      {"proxy": {"counter": "macs", "queried": True}})
+    exact = Problem.build(space, [parse_objective("min params", "x")], [parse_constraint("macs <= 100M at 90 %", "x")])
+    codes = space.sample_codes(0, 5)
+    assert np.array_equal(exact.cheap(codes)["macs at 90 %"], exact.cheap(codes)["macs"])  # counters are exact

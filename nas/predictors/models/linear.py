@@ -8,6 +8,8 @@ groups (network and stage aggregates) get the base penalty and the fine ones (pe
 vectors, one-hot ops) a multiple of it, so 20 measurements fit the aggregates and
 hundreds the detail. Penalty, fine-group multiple and loss are all chosen by the
 closed-form leave-one-out error on the training rows alone, from one SVD per setting.
+The leave-one-out log errors of the chosen setting are kept: they are the model's
+calibration residuals (nas.predictors.intervals), at no extra fit.
 """
 from __future__ import annotations
 
@@ -58,11 +60,12 @@ class GroupRidge(RegressorMixin, BaseEstimator):
         for loss in (LOSSES if self.loss == "auto" else (self.loss,)):
             for multiple in multiples:
                 weights = np.where(fine, 1.0 / np.sqrt(multiple), 1.0)
-                for alpha, error in _loo_path(Z * weights, y, loss, self.alphas):
+                for alpha, error, residual in _loo_path(Z * weights, y, loss, self.alphas):
                     if best is None or error < best[0]:
-                        best = (error, loss, multiple, alpha)
-        _, self.loss_, self.fine_multiple_, self.alpha_ = best
+                        best = (error, loss, multiple, alpha, residual)
+        _, self.loss_, self.fine_multiple_, self.alpha_, residual = best
         self.loo_error_ = float(best[0])
+        self.loo_log_residuals_ = _log_ratio(residual, self.loss_)
         weights = np.where(fine, 1.0 / np.sqrt(self.fine_multiple_), 1.0)
         coef, self.intercept_ = _solve(Z * weights, y, self.loss_, self.alpha_)
         self.coef_ = coef * weights / self.scale_  # in units of the raw features
@@ -87,7 +90,10 @@ class GroupRidge(RegressorMixin, BaseEstimator):
     def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         params = {"loss": self.loss_, "alpha": self.alpha_, "fine_multiple": self.fine_multiple_,
                   "loo_error": self.loo_error_, "intercept": self.intercept_, "target_scale": self.target_scale_}
-        return params, {"coef": self.coef_}
+        arrays = {"coef": self.coef_}
+        if self.loo_log_residuals_ is not None:
+            arrays["loo_log_residuals"] = self.loo_log_residuals_
+        return params, arrays
 
     @classmethod
     def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> "GroupRidge":
@@ -96,6 +102,7 @@ class GroupRidge(RegressorMixin, BaseEstimator):
         model.loo_error_, model.intercept_ = params["loo_error"], params["intercept"]
         model.target_scale_ = params["target_scale"]
         model.coef_ = arrays["coef"]
+        model.loo_log_residuals_ = arrays.get("loo_log_residuals")  # absent in files made before intervals
         return model
 
 
@@ -123,15 +130,20 @@ def _loo_path(Z: np.ndarray, y: np.ndarray, loss: str, alphas: Sequence[float]):
         fitted = U @ (shrink * Ub)
         leverage = np.einsum("ij,j,ij->i", U, shrink, U)
         residual = (b - fitted) / np.maximum(1.0 - leverage, 1e-9)
-        yield alpha, _robust_error(residual, loss)
+        yield alpha, _robust_error(residual, loss), residual
+
+
+def _log_ratio(residual: np.ndarray, loss: str) -> np.ndarray:
+    """log(y / leave-one-out prediction) from a residual of the loss's system."""
+    # log: residual = log y - log p; relative: residual = 1 - p / y
+    return residual.copy() if loss == "log" else -np.log(np.maximum(1.0 - residual, 1e-9))
 
 
 def _robust_error(residual: np.ndarray, loss: str) -> float:
     """Mean absolute log ratio of prediction to target, each capped at log(2): both losses
     on one scale, and a few archs a linear model cannot fit (an NB201 cell whose output is
     cut off runs in microseconds on some runtimes) do not pick the hyperparameters."""
-    # log: residual = log y - log p; relative: residual = 1 - p / y
-    ratio = np.abs(residual) if loss == "log" else np.abs(np.log(np.maximum(1.0 - residual, 1e-9)))
+    ratio = np.abs(_log_ratio(residual, loss))
     return float(np.mean(np.minimum(ratio, np.log(2.0))))
 
 

@@ -1,0 +1,68 @@
+"""`hwnas device onboard` on this machine: rounds, the fidelity curve, resuming without
+re-measuring, and bad settings."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from nas.cli import main
+from nas.predictors.predictor import Predictor
+
+QUICK = ["--warmup", "1", "--repeats", "3", "--rounds", "1", "--passes", "1"]
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _rows(path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_onboard_local_cpu_in_rounds_and_resume(tmp_path, capsys):
+    out = tmp_path / "ob"
+    base = ["device", "onboard", "local-cpu", "--space", "tiny_mbconv", "--batch", 5, "--target", 0.999,
+            "--pool", 300, "-o", out, *QUICK]
+    code, text, err = run(capsys, *base, "--budget", 10)
+    assert code == 0, err
+    assert "after 10 measurements" in text
+    first = _rows(out / "measurements.csv")
+    assert len(first) == 10 and len({r["arch_id"] for r in first}) == 10
+    report = json.loads((out / "fidelity.json").read_text())
+    assert [p["measured"] for p in report["curve"]] == [10]
+    # a second call with a larger budget continues: the first 10 are kept, not measured again
+    code, text, err = run(capsys, *base, "--budget", 20)
+    assert code == 0, err
+    rows = _rows(out / "measurements.csv")
+    assert len(rows) == 20 and rows[:10] == first
+    report = json.loads((out / "fidelity.json").read_text())
+    assert [p["measured"] for p in report["curve"]] == [10, 15, 20]
+    assert all(0 <= p["loo_within_10_lower_90"] <= p["loo_within_10"] <= 1 for p in report["curve"])
+    predictor = Predictor.load(out / "predictor.npz")
+    assert predictor.meta["training"]["n_train"] == 20 and predictor.meta["device"] == "local-cpu"
+    profile = json.loads((out / "profile.json").read_text())
+    assert profile["device"] == "local-cpu" and profile["predictor_model"] == predictor.meta["model"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--target", "1.5"], "--target 1.5 must be a share in"),
+    (["--budget", "4"], "--budget 4 is below the first round's 10"),
+])
+def test_onboard_bad_settings_are_one_line_errors(tmp_path, capsys, argv, message):
+    code, _, err = run(capsys, "device", "onboard", "local-cpu", "--space", "tiny_mbconv", "-o", tmp_path / "ob", *argv)
+    assert code == 2 and message in err
+    assert not (tmp_path / "ob" / "measurements.csv").exists()
+
+
+def test_onboard_refuses_another_devices_folder(tmp_path, capsys):
+    out = tmp_path / "ob"
+    out.mkdir()
+    (out / "fidelity.json").write_text(json.dumps({"schema": "hwnas.onboard/1",
+                                                   "settings": {"space": "tiny_mbconv", "device": "pi4-ort"}}))
+    code, _, err = run(capsys, "device", "onboard", "local-cpu", "--space", "tiny_mbconv", "-o", out, *QUICK)
+    assert code == 2 and "holds the onboarding of pi4-ort" in err and err.count("\n") == 1

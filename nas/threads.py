@@ -179,8 +179,12 @@ class Parallelism:
     def summary(self) -> str:
         """One line for logs: '2 threads (free cores 1.93 of cpus 0-1, adaptive), wait PASSIVE, load 0.41'."""
         why = f"{self.chosen_by}; " if self.free_cores is None else f"free cores {self.free_cores:.2f} of "
-        cpus = f"cpus {self.cpus[0]}-{self.cpus[-1]}" if self.cpus == list(range(self.cpus[0], self.cpus[-1] + 1)) \
-            else f"cpus {','.join(map(str, self.cpus))}"
+        if len(self.cpus) == 1:
+            cpus = f"cpu {self.cpus[0]}"
+        elif self.cpus == list(range(self.cpus[0], self.cpus[-1] + 1)):
+            cpus = f"cpus {self.cpus[0]}-{self.cpus[-1]}"
+        else:
+            cpus = f"cpus {','.join(map(str, self.cpus))}"
         workers = f", {self.workers} workers" if self.workers > 1 else ""
         load = f", load {self.load_average[0]:.2f}" if self.load_average else ""
         return (f"{self.threads} thread{'s' * (self.threads != 1)} ({why}{cpus}{', adaptive' * self.adaptive})"

@@ -123,3 +123,25 @@ def test_the_summary_line_names_every_setting() -> None:
     assert p.summary() == "2 threads (free cores 1.93 of cpus 0-1, adaptive), wait PASSIVE, load 0.41"
     p = Parallelism(1, "--threads/threads:", [0, 2], None, "PASSIVE", 2, False, [])
     assert p.summary() == "1 thread (--threads/threads:; cpus 0,2), 2 workers, wait PASSIVE"
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs sched_setaffinity and two CPUs")
+def test_an_adaptive_pool_shrinks_when_neighbours_take_its_cores() -> None:
+    out = run_python("""
+        import json, os, subprocess, sys, time
+        cpus = sorted(os.sched_getaffinity(0))[:2]
+        os.sched_setaffinity(0, set(cpus))
+        import nas.threads as t, torch
+        t.RETUNE_EVERY_S = 0
+        p = t.configure(None)
+        torch.set_num_threads(2); p.threads = 2   # as on a quiet machine
+        busy = [subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{c}}})\\nwhile True: pass"])
+                for c in cpus]
+        try:
+            time.sleep(0.5)
+            changed = t.retune()                   # the window since configure(): both cores busy
+        finally:
+            for b in busy: b.kill()
+        print(json.dumps([changed, p.threads, torch.get_num_threads()]))""")
+    assert json.loads(out.stdout) == [1, 1, 1]

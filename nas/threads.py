@@ -308,8 +308,3 @@ def one_thread(method: Callable) -> Callable:
             return method(*args, **kwargs)
 
     return wrapper
-
-
-def configure_threads(threads: int | None) -> Parallelism:
-    """`--threads` and an experiment's `threads:`: None picks the default (`configure`)."""
-    return configure(threads)

@@ -10,6 +10,7 @@ loading a predictor never imports torch.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -31,10 +32,10 @@ class MLP(RegressorMixin, BaseEstimator):
     def fit(self, X: np.ndarray, y: np.ndarray) -> "MLP":
         import torch
 
-        with single_threaded():  # imported torch first, so its pool is held at one thread too
+        with single_threaded():  # torch imported first, so its pool is held at one thread too
             return self._fit(torch, X, y)
 
-    def _fit(self, torch, X: np.ndarray, y: np.ndarray) -> "MLP":
+    def _fit(self, torch: Any, X: np.ndarray, y: np.ndarray) -> "MLP":
         X, y = check_xy(X, y, positive=True)
         self.x_mean_ = X.mean(axis=0)
         scale = X.std(axis=0)

@@ -80,7 +80,8 @@ def positive_int(text: str) -> int:
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int,
-                        help="torch intra-op threads per process (default: torch's choice; 1 on a busy machine)")
+                        help="torch intra-op threads per process (default: the cores free at the start, "
+                             "followed as other work comes and goes)")
 
 
 if __name__ == "__main__":

@@ -1,17 +1,310 @@
-"""The torch thread count, for library code and the CLI alike."""
+"""Parallelism: how many threads hwnas's CPU work runs, and how those threads wait.
+
+The one home of every thread decision (torch's intra-op pool, the BLAS pools of numpy
+and scipy, the OpenMP wait policy), for the CLI and library code alike.
+
+Why this is not torch's default. torch runs one OpenMP thread per core and splits every
+operator evenly between them, so each operator ends at a barrier that waits for the
+slowest thread. On a machine shared with other work (a cluster node, a CI runner, a
+workstation) one thread shares its core with a neighbour and every barrier waits for
+it; libgomp's waiting threads meanwhile spin (~300,000 iterations at each barrier),
+burning the very core the late thread needs. On the 2-core VM a sandwich step of
+tiny_mbconv took 13 s instead of 1.7 s on one thread with a single busy process beside
+it (issue 16). Three levers, each measured in docs/benchmarks.md:
+
+1. **Wait policy.** `OMP_WAIT_POLICY=PASSIVE`: a waiting thread sleeps at once instead
+   of spinning. libgomp reads it once, when it is loaded (at `import torch`), so
+   `prepare_environment()` runs from `nas/__init__.py`, before any hwnas module imports
+   torch; a value the user exported wins. When torch was imported before `nas`, the
+   policy cannot change any more, and `Parallelism.wait_policy` says so.
+2. **Threads sized to the free cores.** `configure(None)` counts the cores of this
+   process's affinity mask (and cgroup CPU quota) that were idle over a short window of
+   /proc/stat: 2 threads on a quiet 2-core machine, 1 beside a busy process.
+3. **A governor.** Neighbours come and go during a long training run, so `retune()`
+   (called by the training loops between steps) re-measures every few seconds (the
+   idle time of our CPUs plus what this process used itself) and resizes torch's pool.
+
+An explicit count (`--threads`, an experiment's `threads:`, `OMP_NUM_THREADS`, or
+`configure(n)`) is used as is and never resized. Small linear algebra (the search's
+Gaussian process, predictor fitting) and the measurement protocols (LUT validation,
+memory checks: one pinned onnxruntime thread, as the LUT was timed) run single-threaded
+whatever the policy: see `single_threaded()`.
+"""
 from __future__ import annotations
 
+import contextlib
+import functools
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-def set_torch_threads(threads: int | None) -> None:
-    """`--threads` and an experiment's `threads:`. torch's default of one OpenMP thread per
-    core thrashes when other jobs share the cores: on the busy 2-core VM, training with 2
-    threads ran up to 30x slower than with 1. Also exported as OMP_NUM_THREADS, so worker
-    processes started from here inherit it."""
-    if threads is None:
-        return
-    import os
+WAIT_POLICY = "PASSIVE"
+WINDOW_S = 0.2           # the idle sample behind a first choice
+RETUNE_EVERY_S = 5.0     # how often retune() re-measures during a long loop
+_OPENMP_LIBS = ("libgomp", "libiomp", "libomp")
 
+
+# ---------------------------------------------------------------------- wait policy
+def openmp_loaded() -> bool:
+    """Whether an OpenMP runtime is already mapped into this process (then its wait
+    policy is fixed). Without /proc: assume so when torch was imported."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+            return any(lib in line for line in fh for lib in _OPENMP_LIBS)
+    except OSError:
+        return "torch" in sys.modules
+
+
+_WAIT: dict[str, str] = {}
+
+
+def prepare_environment() -> str:
+    """Set OMP_WAIT_POLICY=PASSIVE for the OpenMP runtime torch will load, unless the user
+    chose a policy; returns the policy in effect ("unknown: ..." when OpenMP was loaded
+    before hwnas could set it). Called on `import nas`; cheap (no torch import)."""
+    if not _WAIT:
+        user = os.environ.get("OMP_WAIT_POLICY")
+        if user:
+            _WAIT["policy"] = user.upper()
+        elif openmp_loaded():
+            _WAIT["policy"] = "unknown: OpenMP was loaded before hwnas (set OMP_WAIT_POLICY=PASSIVE yourself)"
+        else:
+            os.environ["OMP_WAIT_POLICY"] = WAIT_POLICY
+            _WAIT["policy"] = WAIT_POLICY
+    return _WAIT["policy"]
+
+
+# ---------------------------------------------------------------------- cores
+def allowed_cpus() -> list[int]:
+    """The CPUs this process may run on (its affinity mask)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def cpu_quota() -> float | None:
+    """The cgroup v2 CPU limit in cores (a container's `--cpus`), None when unlimited."""
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max", encoding="ascii").read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_times(cpus: Sequence[int]) -> tuple[float, float] | None:
+    """(idle, total) jiffies summed over `cpus` from /proc/stat; None without /proc."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            lines = fh.readlines()
+    except OSError:
+        return None
+    wanted = {f"cpu{c}" for c in cpus}
+    idle = total = 0.0
+    for line in lines:
+        parts = line.split()
+        if parts and parts[0] in wanted:
+            values = [float(v) for v in parts[1:9]]  # user nice system idle iowait irq softirq steal
+            idle += values[3] + values[4]
+            total += sum(values)
+    return (idle, total) if total else None
+
+
+class IdleMeter:
+    """Cores free for this process since the last reading: the idle share of its CPUs plus
+    the CPU time it used itself (its own threads are not competition)."""
+
+    def __init__(self, cpus: Sequence[int]) -> None:
+        self.cpus = list(cpus)
+        self._mark()
+
+    def _mark(self) -> None:
+        self.times, self.own, self.wall = cpu_times(self.cpus), time.process_time(), time.monotonic()
+
+    def read(self) -> float | None:
+        """Free cores since the last read (None without /proc/stat or when no time passed)."""
+        before, own, wall = self.times, self.own, self.wall
+        self._mark()
+        if before is None or self.times is None or self.times[1] <= before[1] or self.wall <= wall:
+            return None
+        idle_share = (self.times[0] - before[0]) / (self.times[1] - before[1])
+        return idle_share * len(self.cpus) + (self.own - own) / (self.wall - wall)
+
+
+def free_cores(cpus: Sequence[int], window: float = WINDOW_S) -> float:
+    """Cores of `cpus` free now: idle over `window` seconds of /proc/stat, else (no /proc)
+    the cores minus the 1-minute load average."""
+    meter = IdleMeter(cpus)
+    time.sleep(window)
+    free = meter.read()
+    if free is not None:
+        return free
+    try:
+        return max(0.0, len(cpus) - os.getloadavg()[0])
+    except OSError:
+        return float(len(cpus))
+
+
+def choose_threads(cores: int, free: float, quota: float | None = None) -> int:
+    """Threads for the free cores: one per core at least half free, at least 1, at most
+    the cores this process may use (and its CPU quota). A thread on a core that a
+    neighbour holds makes every operator wait for it, so a half-free core is not used
+    unless most of it is ours."""
+    limit = cores if quota is None else max(1, min(cores, math.floor(quota)))
+    return max(1, min(limit, math.floor(free + 0.5)))
+
+
+# ---------------------------------------------------------------------- the decision
+@dataclass
+class Parallelism:
+    """What a process runs with; `record()` is what runs write down (environment.json)."""
+
+    threads: int
+    chosen_by: str                   # "--threads/threads:", "OMP_NUM_THREADS", "free cores", "torch default"
+    cpus: list[int]
+    free_cores: float | None
+    wait_policy: str
+    workers: int                     # data-parallel processes of this run (torchrun's WORLD_SIZE)
+    adaptive: bool                   # retune() may resize the pool
+    load_average: list[float] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["free_cores"] = None if self.free_cores is None else round(self.free_cores, 2)
+        return out
+
+    def summary(self) -> str:
+        """One line for logs: '2 threads (free cores 1.93 of cpus 0-1, adaptive), wait PASSIVE, load 0.41'."""
+        why = f"{self.chosen_by}; " if self.free_cores is None else f"free cores {self.free_cores:.2f} of "
+        if len(self.cpus) == 1:
+            cpus = f"cpu {self.cpus[0]}"
+        elif self.cpus == list(range(self.cpus[0], self.cpus[-1] + 1)):
+            cpus = f"cpus {self.cpus[0]}-{self.cpus[-1]}"
+        else:
+            cpus = f"cpus {','.join(map(str, self.cpus))}"
+        workers = f", {self.workers} workers" if self.workers > 1 else ""
+        load = f", load {self.load_average[0]:.2f}" if self.load_average else ""
+        return (f"{self.threads} thread{'s' * (self.threads != 1)} ({why}{cpus}{', adaptive' * self.adaptive})"
+                f"{workers}, wait {self.wait_policy}{load}")
+
+
+_CURRENT: Parallelism | None = None
+_METER: IdleMeter | None = None
+_NEXT_CHECK = 0.0
+
+
+def _load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def _env_threads() -> int | None:
+    text = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def configure(threads: int | None = None) -> Parallelism:
+    """Size torch's intra-op pool for this process and remember the decision.
+
+    `threads` (`--threads`, `threads:`) is an explicit override, also exported as
+    OMP_NUM_THREADS so worker processes started from here inherit it; an
+    OMP_NUM_THREADS set by the user or a launcher (torchrun sets 1 per worker) is
+    honoured as explicit too. Otherwise the pool is sized to the free cores and
+    `retune()` may resize it later."""
+    global _CURRENT, _METER, _NEXT_CHECK
     import torch
 
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    torch.set_num_threads(threads)
+    cpus = allowed_cpus()
+    env = _env_threads()
+    load = _load_average()  # before our own work adds to it
+    free: float | None = None
+    if threads is not None:
+        n, chosen_by = threads, "--threads/threads:"
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    elif env is not None:
+        n, chosen_by = env, "OMP_NUM_THREADS"
+    else:
+        free = free_cores(cpus)
+        n, chosen_by = choose_threads(len(cpus), free, cpu_quota()), "free cores"
+    torch.set_num_threads(n)
+    adaptive = chosen_by == "free cores"
+    _METER, _NEXT_CHECK = (IdleMeter(cpus) if adaptive else None), time.monotonic() + RETUNE_EVERY_S
+    _CURRENT = Parallelism(n, chosen_by, cpus, free, prepare_environment(), int(os.environ.get("WORLD_SIZE", "1")),
+                           adaptive, load)
+    return _CURRENT
+
+
+def ensure_configured() -> Parallelism:
+    """The process's decision, making the default one if nothing chose yet (library use:
+    `nas.supernet.train(...)` without the CLI)."""
+    return _CURRENT if _CURRENT is not None else configure(None)
+
+
+def current() -> Parallelism | None:
+    return _CURRENT
+
+
+def retune() -> int | None:
+    """Resize an adaptive pool to the cores free since the last check; cheap to call every
+    step (it reads /proc/stat at most every RETUNE_EVERY_S). Returns the new thread
+    count when it changed."""
+    global _NEXT_CHECK
+    if _CURRENT is None or _METER is None or time.monotonic() < _NEXT_CHECK:
+        return None
+    _NEXT_CHECK = time.monotonic() + RETUNE_EVERY_S
+    free = _METER.read()
+    if free is None:
+        return None
+    n = choose_threads(len(_CURRENT.cpus), free, cpu_quota())
+    _CURRENT.free_cores = free
+    if n == _CURRENT.threads:
+        return None
+    import torch
+
+    torch.set_num_threads(n)
+    _CURRENT.threads = n
+    return n
+
+
+# ---------------------------------------------------------------------- fixed single thread
+@contextlib.contextmanager
+def single_threaded(torch_too: bool = True) -> Iterator[None]:
+    """One BLAS/OpenMP thread (and one torch thread) inside the block, restored after.
+
+    For work whose matrices are small (a GP on a few hundred queries, a predictor on a
+    few hundred rows: a thread pool costs more than it saves, and on a shared 2-core
+    machine a multithreaded SVD of a 100 x 150 matrix took 300x longer) and for work
+    whose result must not depend on the machine (a fixed thread count keeps
+    floating-point sums, hence fitted models, identical from run to run)."""
+    from threadpoolctl import threadpool_limits
+
+    before = None
+    if torch_too and "torch" in sys.modules:
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        if before is not None:
+            import torch
+
+            torch.set_num_threads(before)
+
+
+def one_thread(method: Callable) -> Callable:
+    """Decorator form of `single_threaded()` (predictor fits)."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with single_threaded():
+            return method(*args, **kwargs)
+
+    return wrapper

@@ -224,6 +224,13 @@ def _export(export: dict[str, Any] | None) -> str:
 def _environment(run: Run) -> str:
     env = _json(run.path / "environment.json") or {}
     libs = env.pop("libraries", {})
+    if isinstance(env.get("parallelism"), dict):  # one readable line: threads, why, cpus, wait policy, load
+        from nas.threads import Parallelism
+
+        try:
+            env["parallelism"] = Parallelism(**env["parallelism"]).summary()
+        except (TypeError, ValueError, IndexError):  # a record of another version: shown as it is
+            pass
     rows = [(k, _e(json.dumps(v) if isinstance(v, (list, dict)) else str(v))) for k, v in env.items()]
     rows += [(k, _e(v)) for k, v in libs.items()]
     return "<h2>Environment</h2>" + _kv(rows)

@@ -169,12 +169,16 @@ def find_run(root: Path, ref: str) -> Run:
 
 
 def environment() -> dict[str, Any]:
-    """What a run ran on: Python, OS, CPU, GPU, library versions and the hwnas commit."""
+    """What a run ran on: Python, OS, CPU, GPU, library versions, the hwnas commit and the
+    parallelism it started with (threads and how they were chosen, affinity, wait policy,
+    workers, the load average at its start: a training time means little without them)."""
     from nas.provenance import library_versions
     from nas.hardware.devices import host_facts
+    from nas.threads import ensure_configured
 
     return {"python": platform.python_version(), "platform": platform.platform(), "host": platform.node(),
             **{k: v for k, v in host_facts().items() if k != "machine"}, "gpu": _gpus(),
+            "parallelism": ensure_configured().record(),
             "libraries": library_versions(LIBRARIES), "hwnas_commit": _commit(), "created": now()}
 
 

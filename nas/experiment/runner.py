@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.atomic import write_atomic
-from nas.threads import set_torch_threads
+from nas.threads import configure as configure_threads
 from nas.errors import NasError
 from nas.experiment.cache import StepCache, output_digest, step_key
 from nas.experiment.rundir import Run, now
@@ -40,29 +40,30 @@ from nas.experiment.steps import train as train_step
 ADAPTERS = {"profile": profile_step, "train": train_step, "search": search_step, "export": export_step}
 
 
-def select_run(config: Path, root: Path, new: bool = False, from_step: str | None = None) -> tuple[Experiment, Run, bool]:
-    """Validate the config and pick its run folder: (experiment, run, resumed)."""
+def select_run(exp: Experiment, config: Path, root: Path, new: bool = False,
+               from_step: str | None = None) -> tuple[Run, bool]:
+    """Pick the run folder of the validated config: (run, resumed)."""
     if from_step is not None and from_step not in STEPS:
         raise NasError(f"--from {from_step!r}: not a step; steps are {', '.join(STEPS)}")
-    exp = load_experiment(config)
     if not (new or from_step):
         run = Run.resumable(root, exp.name, exp.digest())
         if run is not None:
-            return exp, run, True
+            return run, True
     run = Run.create(root, exp.name, exp.digest(), Path(config).read_text(), exp.model_dump(mode="json"), Path(config))
-    return exp, run, False
+    return run, False
 
 
 def run_experiment(config: Path, root: Path = Path("runs"), *, new: bool = False, from_step: str | None = None,
                    progress: bool = True, echo: Callable[[str], None] = print) -> Run:
     """Run (or resume) the experiment; returns its run folder."""
     config = Path(config)
-    exp, run, resumed = select_run(config, root, new, from_step)
+    exp = load_experiment(config)
+    parallelism = configure_threads(exp.threads)  # before the run's environment.json records it
+    run, resumed = select_run(exp, config, root, new, from_step)
     with run.lock(), _warnings_logged(run):
         echo(f"{'resuming' if resumed else 'new'} run {run.path}")
-        run.log(f"{'resumed' if resumed else 'started'} by pid {os.getpid()}")
+        run.log(f"{'resumed' if resumed else 'started'} by pid {os.getpid()}; parallelism {parallelism.summary()}")
         run.update(status="running", started=now(), error=None)
-        set_torch_threads(exp.threads)  # also for the search workers it starts
         pipeline = Pipeline(exp, run, StepCache(root / ".cache"), resolved_space(exp, config.parent), progress, echo)
         forced = STEPS[STEPS.index(from_step):] if from_step else ()
         try:

@@ -2,7 +2,7 @@
 
     name: quickstart                       # default: the file's name; runs are runs/<name>-<date>-<hex>/
     seed: 0                                # seeds profiling, training and search
-    threads: 1                             # torch threads (default: all cores; 1 on a busy machine)
+    threads: 2                             # torch threads (default: the free cores, followed during the run)
     space: tiny_mbconv                     # shipped space name or a space YAML path
     dataset: {source: digits}              # digits or a path, plus nas.data settings (noise, val_fraction, ...)
     devices:
@@ -108,7 +108,7 @@ class Export(Section):
 class Experiment(Section):
     name: str
     seed: int = 0
-    threads: int | None = None          # torch threads (default: torch's choice); not part of the results
+    threads: int | None = None          # torch threads (default: nas.threads' choice); not part of the results
     space: str
     dataset: dict[str, Any] = {"source": "digits"}
     devices: dict[str, Device] = {}

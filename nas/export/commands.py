@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from nas.cli import Result, add_threads_argument, positive_int
-from nas.threads import set_torch_threads
+from nas.threads import configure as configure_threads
 from nas.errors import NasError
 
 
@@ -87,7 +87,7 @@ def _export(args: argparse.Namespace) -> Result:
     from nas.export.card import read_card
     from nas.export.export import DEFAULT_PROTOCOL, export_arch
 
-    set_torch_threads(args.threads)
+    configure_threads(args.threads)
     budgets = read_budgets(args.budgets)
     sources, base = read_sources(args.sources)
     out = export_arch(args.space, args.arch, args.out, args.supernet, budgets,
@@ -119,7 +119,7 @@ def _export(args: argparse.Namespace) -> Result:
 def _finetune(args: argparse.Namespace) -> Result:
     from nas.export.finetuning import finetune
 
-    set_torch_threads(args.threads)
+    configure_threads(args.threads)
     result = finetune(args.out, args.data, args.epochs, seed=args.seed, distill_from=args.distill_from, lr=args.lr,
                       batch_size=args.batch_size, split=args.split, qat=args.qat, progress=not args.quiet)
     return Result(result, f"{args.out}: fine-tuned {result['epochs']} epochs on {result['data']}: {result['split']} "

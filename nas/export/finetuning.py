@@ -48,6 +48,7 @@ from nas.jsonfile import read_json
 from nas.export.int8 import has_int8
 from nas.export.weights import save_weights
 from nas.supernet.checkpoint import check_finite
+from nas.threads import ensure_configured, retune
 from nas.supernet.step import distillation
 
 CHECKPOINT_FORMAT = "hwnas.finetune-checkpoint/1"
@@ -93,6 +94,7 @@ def finetune(out: Path | str, data: str, epochs: int, *, seed: int = 0, distill_
     as a kill would (tests use it to check resumption).
     """
     out = Path(out)
+    ensure_configured()
     settings = FinetuneSettings(data=str(data), epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
                                 distill_from=None if distill_from is None else str(distill_from), split=split, qat=qat)
     settings.check()
@@ -286,6 +288,7 @@ class _Loop:
             bar = tqdm(range(self.steps), desc=f"fine-tune epoch {self.epoch + 1}/{self.s.epochs}", unit="step",
                        disable=not progress, leave=False, dynamic_ncols=True)
             for step in bar:
+                retune()
                 loss, hits, n = self.step(order[step * self.s.batch_size:(step + 1) * self.s.batch_size], step)
                 seen, correct, loss_sum = seen + n, correct + hits, loss_sum + loss * n
                 done += 1

@@ -63,7 +63,12 @@ def measure_memory(model_path: Path, device: Device) -> dict[str, int]:
 
 def check_memory(space: SearchSpace, device: Device, n: int = 20, seed: int = 0,
                  resolution: int | None = None) -> dict[str, Any]:
-    """The memory model against ONNX initializers and measured memory on n random archs."""
+    """The memory model against ONNX initializers and measured memory on n random archs.
+
+    Single-threaded by protocol: each probe process runs onnxruntime with the device
+    profile's threads (1 for local-cpu), never the free-core count of nas/threads.py:
+    the runtime's configuration, hence what it allocates, must not depend on how busy
+    the machine was when the check ran."""
     reason = measured_memory_unavailable(device)
     if reason:
         raise NasError(reason)

@@ -32,6 +32,12 @@ REPEAT = 40  # archs measured twice for the repeatability ceiling
 
 def validate_lut(space: SearchSpace, device: Device, lut: LUT, n: int = 200, seed: int = 0,
                  out_dir: Path | None = None, allow_mismatch: bool = False) -> dict[str, Any]:
+    """Measure `n` held-out archs whole and compare them with the LUT's predictions.
+
+    Single-threaded by protocol, whatever the process's parallelism (nas/threads.py):
+    every network runs with the device profile's pinned threads (1 for local-cpu) and
+    one inter-op thread, exactly as the LUT's blocks were timed, so the two are
+    comparable; sizing this to the free cores would measure another configuration."""
     raw = LUTCost(lut, space, calibrated=False, device=device, allow_mismatch=allow_mismatch)
     calibrated = LUTCost(lut, space, calibrated=True, device=device, allow_mismatch=allow_mismatch)
     protocol = Protocol(**lut.meta.get("protocol", {}))

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from nas.cli import Result, positive_int
+from nas.cli import Result, add_threads_argument, positive_int
 from nas.redact import STORAGE_ENV
 
 
@@ -48,6 +48,19 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_bench_search)
 
+    p = bench.add_parser("controller", help="the evolution controller's own seconds per query (vs the query's)")
+    p.add_argument("--supernet", type=Path, metavar="DIR", help="a trained supernet run folder: accuracy queries")
+    p.add_argument("--acc-table", type=Path, help="or a public accuracy table (free queries: all is overhead)")
+    p.add_argument("--cost-table", type=Path, help="the table with --cost-column (budget: its 30th percentile)")
+    p.add_argument("--cost-column", default="edgegpu_latency")
+    p.add_argument("--budget", type=positive_int, help="queries (default: the quickstart's, 40)")
+    p.add_argument("--population", type=positive_int, help="evolution population (default: the quickstart's, 12)")
+    p.add_argument("--init", type=positive_int, help="random archs first (default: the quickstart's, 8)")
+    p.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..S-1 (default 3)")
+    add_threads_argument(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_bench_controller)
+
     p = bench.add_parser("search-scoring", help="seconds to score N candidate archs on cheap costs (vectorised)")
     p.add_argument("--space", default="ofa_mbv3")
     p.add_argument("--device", default="local-cpu", help="device whose LUT scores latency (and energy)")
@@ -88,3 +101,35 @@ def _bench_scoring(args: argparse.Namespace) -> Result:
     row = scoring_speed(args.space, args.device, args.n, args.repeats)
     return Result(row, f"{row['space']}: {row['n']:,} candidates bred, projected and scored on "
                        f"{', '.join(row['metrics'])} and filtered in {row['seconds']:.3f} s ({row['cpu']})")
+
+
+def _bench_controller(args: argparse.Namespace) -> Result:
+    import numpy as np
+
+    from nas.errors import NasError
+    from nas.search import overhead
+    from nas.threads import configure
+
+    if (args.supernet is None) == (args.acc_table is None):
+        raise NasError("give either --supernet DIR or --acc-table (with --cost-table)")
+    if args.acc_table is not None and args.cost_table is None:
+        raise NasError("--acc-table needs --cost-table")
+    configure(args.threads)
+    settings = {**overhead.QUICKSTART, **{k: v for k in ("population", "init") if (v := getattr(args, k))}}
+    budget = args.budget or overhead.QUICKSTART_BUDGET
+    rows = []
+    for seed in range(args.seeds):
+        problem = (overhead.supernet_problem(args.supernet) if args.supernet else
+                   overhead.table_problem(args.acc_table, args.cost_table, args.cost_column))
+        rows.append({"seed": seed, **overhead.controller_overhead(problem, settings, budget, seed)})
+    keys = ("controller_s_per_query", "query_s_per_query", "study_s_per_query", "controller_share")
+    median = {k: None if rows[0][k] is None else float(np.median([r[k] for r in rows])) for k in keys}
+    data = {"problem": str(args.supernet or args.cost_column), "settings": settings, "budget": budget, "runs": rows,
+            "median": median}
+    text = "\n".join(f"seed {r['seed']}: controller {r['controller_s_per_query'] * 1e3:.1f} ms/query, query "
+                     f"{r['query_s_per_query'] * 1e3:.1f} ms, study {r['study_s_per_query'] * 1e3:.1f} ms, slowest ask "
+                     f"{r['slowest_ask_s'] * 1e3:.0f} ms" for r in rows)
+    share = "" if median["controller_share"] is None else f" = {median['controller_share'] * 100:.1f} % of a query"
+    text += (f"\nmedian: controller {median['controller_s_per_query'] * 1e3:.1f} ms per query{share} "
+             f"({rows[-1]['parallelism']})")
+    return Result(data, text)

@@ -110,16 +110,22 @@ class _LargestOnly(SupernetTask):
         return [self.sampler.largest()]
 
 
-def step_cost(space_name: str, batch_size: int, random_subnets: int, steps: int, pin: bool = True) -> dict[str, Any]:
+def step_cost(space_name: str, batch_size: int, random_subnets: int, steps: int, pin: bool = True,
+              threads: int | None = None) -> dict[str, Any]:
     """Mean seconds per training step (forward, backward, optimizer) of a sandwich step and
     of the largest subnet trained alone, on the same batches after two warm-up steps. The
-    kinds of step take turns, so a machine shared with other work slows all of them alike."""
+    kinds of step take turns, so a machine shared with other work slows all of them alike.
+    `pin`: one thread on one core (the per-core figure); otherwise `threads`, None being
+    the default parallelism `hwnas supernet train` uses (nas/threads.py)."""
+    from nas.threads import configure
+
     cpu = "all cores"
     if pin:
         from nas.bench.space import pin_one_core
 
         cpu = pin_one_core()
-        torch.set_num_threads(1)
+        threads = 1
+    parallelism = configure(threads)
     space = load_space(space_name)
     config = config_from_dict({"space": space_name, "batch_size": batch_size, "data": {"source": "synthetic"},
                                "sampling": {"rule": "sandwich", "random_subnets": random_subnets}})
@@ -135,7 +141,8 @@ def step_cost(space_name: str, batch_size: int, random_subnets: int, steps: int,
             start = time.perf_counter()
             loop.train_step(loop.plan.order(0), config.optimizer.lr)
             times[key].append(time.perf_counter() - start)
-    row: dict[str, Any] = {"space": space.name, "batch_size": batch_size, "subnets": 2 + random_subnets, "cpu": cpu}
+    row: dict[str, Any] = {"space": space.name, "batch_size": batch_size, "subnets": 2 + random_subnets, "cpu": cpu,
+                           "parallelism": parallelism.summary(), "threads_at_end": torch.get_num_threads()}
     row.update({key: float(np.mean(t[2:])) for key, t in times.items()})
     row["ratio"] = row["sandwich_s"] / row["largest_alone_s"]
     return row

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from nas.cli import Result, add_threads_argument, positive_int
-from nas.threads import set_torch_threads
+from nas.threads import configure as configure_threads
 from nas.errors import NasError
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
@@ -57,7 +57,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--random-subnets", type=int, default=2, help="random subnets per sandwich step (default 2)")
     p.add_argument("--steps", type=positive_int, default=10, help="timed steps of each kind (default 10)")
-    p.add_argument("--all-cores", action="store_true", help="do not pin to one core and one thread")
+    p.add_argument("--all-cores", action="store_true",
+                   help="the default parallelism of 'hwnas supernet train' (or --threads) instead of one pinned thread")
+    add_threads_argument(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_bench_step)
 
@@ -82,7 +84,7 @@ def _train(args: argparse.Namespace) -> Result:
     from nas.supernet.config import load_config
     from nas.supernet.trainer import train
 
-    set_torch_threads(args.threads)
+    configure_threads(args.threads)
     history = train(load_config(args.config, _overrides(args)), args.out, progress=not args.quiet)
     if not history:
         return Result(history, "")
@@ -105,7 +107,7 @@ def read_archs(space: SearchSpace, text: str) -> list[Arch]:
 def _eval(args: argparse.Namespace) -> Result:
     from nas.supernet.oracle import SupernetAccuracy
 
-    set_torch_threads(args.threads)
+    configure_threads(args.threads)
     oracle = SupernetAccuracy(args.run_dir, args.split, args.calib_images)
     archs = read_archs(oracle.space, args.archs)
     rows = [{"arch_id": a.arch_id, "accuracy": float(acc), "arch": dict(a)}
@@ -117,7 +119,7 @@ def _bench_ranking(args: argparse.Namespace) -> Result:
     from nas.supernet.bench import RANKING_CONFIG, ranking_fidelity
     from nas.supernet.config import load_config
 
-    set_torch_threads(args.threads)
+    configure_threads(args.threads)
     config = load_config(args.config, _overrides(args), base=RANKING_CONFIG)
     report = ranking_fidelity(config, args.out, args.archs, progress=not args.quiet)
     lines = [f"  {row['arch_id']}  MACs {row['macs'] / 1e6:6.2f}M  stand-alone {row['standalone']:.4f}  "
@@ -131,8 +133,11 @@ def _bench_ranking(args: argparse.Namespace) -> Result:
 def _bench_step(args: argparse.Namespace) -> Result:
     from nas.supernet.bench import step_cost
 
-    row = step_cost(args.space, args.batch_size, args.random_subnets, args.steps, pin=not args.all_cores)
-    return Result(row, f"{row['space']}, batch {row['batch_size']}, {row['cpu']}: largest alone "
+    if args.threads and not args.all_cores:
+        raise NasError("--threads needs --all-cores (without it the benchmark runs one pinned thread)")
+    row = step_cost(args.space, args.batch_size, args.random_subnets, args.steps, pin=not args.all_cores,
+                    threads=args.threads)
+    return Result(row, f"{row['space']}, batch {row['batch_size']}, {row['cpu']}, {row['parallelism']}: largest alone "
                        f"{row['largest_alone_s'] * 1e3:.0f} ms/step, sandwich of {row['subnets']} subnets "
                        f"{row['sandwich_s'] * 1e3:.0f} ms/step = {row['ratio']:.2f}x (supernet running the largest "
                        f"only: {row['largest_in_supernet_s'] * 1e3:.0f} ms)")

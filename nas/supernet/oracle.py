@@ -25,6 +25,7 @@ from nas.supernet.evaluation import SubnetEvaluator
 from nas.supernet.run import RunDir
 from nas.supernet.supernet import Supernet
 from nas.supernet.trainer import dataset_for
+from nas.threads import ensure_configured, retune
 
 
 def load_supernet(path: Path | str, device: torch.device | None = None) -> tuple[TrainConfig, Supernet]:
@@ -60,6 +61,7 @@ class SupernetAccuracy(CostModel):
 
     def __init__(self, run_dir: Path | str, split: str = "val", calib_images: int | None = None,
                  device: torch.device | None = None, quant: QuantSettings | None = None) -> None:
+        ensure_configured()  # supernet queries during a search: the same default as training
         config, self.supernet = load_supernet(run_dir, device)
         self.space = self.supernet.space
         data = dataset_for(config, self.space)
@@ -69,4 +71,8 @@ class SupernetAccuracy(CostModel):
     def predict(self, archs: Sequence[Arch] | np.ndarray) -> np.ndarray:
         if isinstance(archs, np.ndarray):
             archs = self.space.decode_batch(np.atleast_2d(archs))
-        return np.array([self.evaluator.accuracy(a) for a in archs], dtype=np.float64)
+        scores = []
+        for arch in archs:
+            retune()
+            scores.append(self.evaluator.accuracy(arch))
+        return np.array(scores, dtype=np.float64)

@@ -35,6 +35,7 @@ from nas.supernet.optim import lr_at, make_optimizer
 from nas.supernet.run import RunDir
 from nas.supernet.step import SubnetsStep
 from nas.supernet.tasks import StandaloneTask, SupernetTask, Task
+from nas.threads import ensure_configured, retune
 
 ARCH_STREAM, AUGMENT_STREAM = 1, 2
 
@@ -63,6 +64,7 @@ def train(config: TrainConfig, out: Path | str, *, arch: Arch | dict | None = No
     max_steps stops after that many optimizer steps of this call without saving, as a
     kill would (tests use it to check resumption).
     """
+    ensure_configured()  # the default parallelism, unless the CLI or the caller chose one
     ctx = distributed.setup()
     try:
         space = load_space(config.space)
@@ -165,6 +167,7 @@ class TrainLoop:
 
     def train_step(self, order: np.ndarray, lr: float) -> None:
         """One optimizer step on the global batch `self.step` of the epoch (in `order`)."""
+        retune()  # neighbours come and go during a run: follow the free cores
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.step_module.archs = self.task.archs(self.epoch, self.plan.step_rng(self.epoch, self.step, ARCH_STREAM))

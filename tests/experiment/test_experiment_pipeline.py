@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -170,6 +171,9 @@ def test_the_run_folder_holds_config_environment_logs_and_every_output(killed_ru
     env = json.loads((run / "environment.json").read_text())
     assert env["cpu"] and env["cores"] >= 1 and isinstance(env["gpu"], list)
     assert env["libraries"]["torch"] and env["libraries"]["onnxruntime"] and env["python"]
+    assert env["parallelism"]["threads"] >= 1 and len(env["parallelism"]["load_average"]) == 3
+    assert "parallelism" in (run / "logs" / "run.log").read_text()
+    assert re.search(r"<th>parallelism</th><td>\d+ threads? \(", (run / "report.html").read_text())
     for name in ("profile/luts/local-cpu/tiny_mbconv.csv", "profile/luts/local-cpu/tiny_mbconv.json",
                  "train/checkpoint.pt", "train/history.json", "search/archs.csv", "search/front.png",
                  "search/summary.json", "search/search.yaml", "export/model/model.onnx", "export/model/card.json",

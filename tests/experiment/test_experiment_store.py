@@ -71,7 +71,10 @@ def test_run_ids_are_unique_and_a_run_records_its_config_and_environment(tmp_pat
     run = runs[0]
     assert (run.path / "config.yaml").read_text() == "name: exp\n"
     env = json.loads((run.path / "environment.json").read_text())
-    assert {"python", "cpu", "cores", "gpu", "libraries", "hwnas_commit"} <= set(env)
+    assert {"python", "cpu", "cores", "gpu", "libraries", "hwnas_commit", "parallelism"} <= set(env)
+    parallel = env["parallelism"]  # what a training time depends on
+    assert {"threads", "chosen_by", "cpus", "free_cores", "wait_policy", "workers", "adaptive", "load_average"} <= set(parallel)
+    assert parallel["threads"] >= 1 and parallel["workers"] == 1 and parallel["cpus"]
     assert run.read()["status"] == "new" and [r.id for r in all_runs(tmp_path)] == sorted(r.id for r in runs)
 
 

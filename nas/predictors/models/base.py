@@ -8,11 +8,9 @@ only these classes can ever be built from a file, and nothing in a file is execu
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 MODELS: dict[str, type] = {}
 
@@ -24,19 +22,6 @@ def register(name: str) -> Callable[[type], type]:
         return cls
 
     return add
-
-
-def one_thread(method: Callable) -> Callable:
-    """Run a fit on one BLAS thread: on a shared 2-core machine a multithreaded SVD of
-    a 100 x 150 matrix takes 300x longer, and a fixed thread count keeps floating-point
-    sums, hence fitted models, identical from run to run."""
-
-    @functools.wraps(method)
-    def wrapper(*args, **kwargs):
-        with threadpool_limits(limits=1, user_api="blas"):
-            return method(*args, **kwargs)
-
-    return wrapper
 
 
 def check_xy(X: np.ndarray, y: np.ndarray, positive: bool = False) -> tuple[np.ndarray, np.ndarray]:

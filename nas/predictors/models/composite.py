@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from nas.predictors.models.base import MODELS, check_xy, nest_states, one_thread, register, unnest_states
+from nas.predictors.models.base import MODELS, check_xy, nest_states, register, unnest_states
+from nas.threads import one_thread
 from nas.predictors.models.linear import GroupRidge
 from nas.predictors.models.trees import GradientBoostedTrees
 

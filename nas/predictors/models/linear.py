@@ -19,7 +19,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from nas.predictors.features import COARSE
-from nas.predictors.models.base import check_xy, one_thread, register
+from nas.predictors.models.base import check_xy, register
+from nas.threads import one_thread
 
 ALPHAS = tuple(float(a) for a in np.logspace(-4, 3, 15))
 FINE_MULTIPLES = (1.0, 10.0, 100.0, 1000.0)

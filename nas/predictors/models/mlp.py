@@ -10,11 +10,13 @@ loading a predictor never imports torch.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from nas.predictors.models.base import check_xy, one_thread, register
+from nas.predictors.models.base import check_xy, register
+from nas.threads import single_threaded
 
 
 @register("mlp")
@@ -27,42 +29,40 @@ class MLP(RegressorMixin, BaseEstimator):
         self.weight_decay = weight_decay
         self.random_state = random_state
 
-    @one_thread
     def fit(self, X: np.ndarray, y: np.ndarray) -> "MLP":
         import torch
 
+        with single_threaded():  # torch imported first, so its pool is held at one thread too
+            return self._fit(torch, X, y)
+
+    def _fit(self, torch: Any, X: np.ndarray, y: np.ndarray) -> "MLP":
         X, y = check_xy(X, y, positive=True)
         self.x_mean_ = X.mean(axis=0)
         scale = X.std(axis=0)
         self.x_scale_ = np.where(scale > 0, scale, 1.0)
         t = np.log(y)
         self.y_mean_, self.y_scale_ = float(t.mean()), float(t.std() or 1.0)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            gen = torch.Generator().manual_seed(self.random_state)
-            sizes = [X.shape[1], *self.hidden, 1]
-            layers = []
-            for a, b in zip(sizes[:-1], sizes[1:]):
-                linear = torch.nn.Linear(a, b)
-                bound = 1.0 / np.sqrt(a)
-                with torch.no_grad():  # seeded init without touching torch's global generator
-                    linear.weight.uniform_(-bound, bound, generator=gen)
-                    linear.bias.uniform_(-bound, bound, generator=gen)
-                layers += [linear, torch.nn.ReLU()]
-            net = torch.nn.Sequential(*layers[:-1])
-            xs = torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=torch.float32)
-            ts = torch.as_tensor((t - self.y_mean_) / self.y_scale_, dtype=torch.float32)[:, None]
-            opt = torch.optim.AdamW(net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.steps)
-            for _ in range(self.steps):
-                opt.zero_grad()
-                loss = torch.mean((net(xs) - ts) ** 2)
-                loss.backward()
-                opt.step()
-                sched.step()
-        finally:
-            torch.set_num_threads(threads)
+        gen = torch.Generator().manual_seed(self.random_state)
+        sizes = [X.shape[1], *self.hidden, 1]
+        layers = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            linear = torch.nn.Linear(a, b)
+            bound = 1.0 / np.sqrt(a)
+            with torch.no_grad():  # seeded init without touching torch's global generator
+                linear.weight.uniform_(-bound, bound, generator=gen)
+                linear.bias.uniform_(-bound, bound, generator=gen)
+            layers += [linear, torch.nn.ReLU()]
+        net = torch.nn.Sequential(*layers[:-1])
+        xs = torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=torch.float32)
+        ts = torch.as_tensor((t - self.y_mean_) / self.y_scale_, dtype=torch.float32)[:, None]
+        opt = torch.optim.AdamW(net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.steps)
+        for _ in range(self.steps):
+            opt.zero_grad()
+            loss = torch.mean((net(xs) - ts) ** 2)
+            loss.backward()
+            opt.step()
+            sched.step()
         linears = [m for m in net if isinstance(m, torch.nn.Linear)]
         self.weights_ = [m.weight.detach().numpy().T.copy() for m in linears]
         self.biases_ = [m.bias.detach().numpy().copy() for m in linears]

@@ -11,7 +11,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from nas.predictors.features import COARSE
-from nas.predictors.models.base import check_xy, one_thread, nest_states, register, unnest_states
+from nas.predictors.models.base import check_xy, nest_states, register, unnest_states
+from nas.threads import one_thread
 from nas.predictors.models.linear import GroupRidge
 
 

@@ -14,7 +14,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
 
-from nas.predictors.models.base import check_xy, one_thread, register
+from nas.predictors.models.base import check_xy, register
+from nas.threads import one_thread
 
 CHUNK = 4096
 

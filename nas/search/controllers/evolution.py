@@ -25,6 +25,7 @@ from pydantic import Field, field_validator
 from nas.search.controllers.base import AskTellController, ControllerSettings
 from nas.search.pareto import crowding, front_ranks, nondominated
 from nas.search.problem import Problem
+from nas.threads import single_threaded
 from nas.search.surrogate import (
     Features,
     GaussianProcess,
@@ -126,13 +127,14 @@ class Evolution(AskTellController):
             return tiebreak
         mean, std = dict(cheap), {n: np.zeros(len(codes)) for n in cheap}
         if queried:
-            X_hist, X_cand = self.features(self.history.codes), self.features(codes)
-            for name in queried:
-                y = self.history.values[name]
-                ok = np.isfinite(y)
-                if ok.sum() < 2:
-                    return tiebreak
-                mean[name], std[name] = self._surrogate(name, X_hist[ok], y[ok]).predict(X_cand)
+            with single_threaded(torch_too=False):  # a GP of a few hundred points: a BLAS pool costs more than it saves
+                X_hist, X_cand = self.features(self.history.codes), self.features(codes)
+                for name in queried:
+                    y = self.history.values[name]
+                    ok = np.isfinite(y)
+                    if ok.sum() < 2:
+                        return tiebreak
+                    mean[name], std[name] = self._surrogate(name, X_hist[ok], y[ok]).predict(X_cand)
         score, fallback = self._multi(mean, std) if self.problem.multi else self._single(mean, std)
         score = score * self._feasibility(mean, std)
         key = score if np.nanmax(score) > 0 else fallback

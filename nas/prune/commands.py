@@ -10,7 +10,7 @@ from nas.threads import set_torch_threads
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
     from nas.prune.network import CRITERIA
-    from nas.prune.rounds import SELECTIONS, PruneSettings
+    from nas.prune.rounds import METHODS, SELECTIONS, PruneSettings
 
     d = PruneSettings(budgets=(), data="")
     p = commands.add_parser("prune", help="prune an export's channels and layers to device budgets (LUT-driven), "
@@ -26,6 +26,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("-o", "--out", type=Path, required=True, metavar="OUT", help="the pruned export folder")
     p.add_argument("--data", required=True, help="digits, or a dataset path (as 'hwnas finetune --data')")
     p.add_argument("--lut", type=Path, help="the device's LUT (default: the catalogue's <device>/<space>.csv)")
+    p.add_argument("--method", choices=METHODS, default=d.method,
+                   help="netadapt rounds, or uniform: every width scaled by the largest factor meeting the budgets "
+                        "(the baseline) (default %(default)s)")
     p.add_argument("--criterion", choices=CRITERIA, default=d.criterion,
                    help="channel importance: l1 of the weights reading each channel, or order (keep the leading "
                         "channels: a supernet's own sorting) (default %(default)s)")
@@ -59,7 +62,7 @@ def _prune(args: argparse.Namespace) -> Result:
     from nas.prune.prune import prune_export
 
     set_torch_threads(args.threads)
-    settings = {"seed": args.seed, "criterion": args.criterion, "select": args.select, "select_steps": args.select_steps,
+    settings = {"seed": args.seed, "method": args.method, "criterion": args.criterion, "select": args.select, "select_steps": args.select_steps,
                 "round_steps": args.round_steps, "step": args.step, "multiple": args.multiple,
                 "candidates": args.candidates, "lr": args.lr, "batch_size": args.batch_size,
                 "max_rounds": args.max_rounds, "epochs": args.epochs}

@@ -24,7 +24,7 @@ import torch
 from nas.errors import DataError, NasError
 from nas.export.budgets import Budgets, check_budgets, parse_budgets
 from nas.prune.costs import NetworkCosts
-from nas.prune.rounds import Evaluator, PruneSettings, WorkFolder, minimal, run_rounds
+from nas.prune.rounds import Evaluator, PruneSettings, WorkFolder, minimal, run_rounds, run_uniform
 
 
 def _parent(parent: Path) -> tuple[dict[str, Any], dict[str, Any], list, Any]:
@@ -127,7 +127,10 @@ def prune_export(parent: Path | str, budgets: Budgets, out: Path | str, data: st
     evaluator = Evaluator(data_set, load(parent), resolution, s)
     parent_accuracy = evaluator.accuracy(load(parent))
     work = WorkFolder(out.parent / f".{out.name}.prune", s)
-    pruned, model, history = run_rounds(list(layers), model, costs, check, initial, evaluator, s, work, progress)
+    if s.method == "uniform":
+        pruned, model, history = run_uniform(list(layers), model, costs, check, evaluator, s)
+    else:
+        pruned, model, history = run_rounds(list(layers), model, costs, check, initial, evaluator, s, work, progress)
     final = check(pruned)
     pruning = {"parent": {"folder": str(parent.resolve()), "arch_sha256": record["sha256"], "arch_id": record.get("arch_id"),
                           "space": record["space"], "layers": len(layers), "accuracy": parent_accuracy,

@@ -17,6 +17,7 @@ folder beside the output, so a killed prune resumes from its last finished round
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -35,6 +36,8 @@ from nas.prune.network import Change, Unit, apply_specs, candidate_widths, impor
 from nas.space.layers import LayerSpec
 
 SELECTIONS = ("proxy", "finetune")
+# netadapt: the rounds; uniform: every width scaled by one factor (the baseline pruning is compared with)
+METHODS = ("netadapt", "uniform")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class PruneSettings:
     budgets: tuple[str, ...]
     data: str
     seed: int = 0
+    method: str = "netadapt"
     criterion: str = "l1"
     select: str = "proxy"
     select_steps: int = 10          # finetune selection: distillation steps per proposal
@@ -62,6 +66,8 @@ class PruneSettings:
 
         if self.criterion not in CRITERIA:
             raise NasError(f"unknown importance criterion {self.criterion!r}; known: {', '.join(CRITERIA)}")
+        if self.method not in METHODS:
+            raise NasError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
         if self.select not in SELECTIONS:
             raise NasError(f"unknown selection {self.select!r}; known: {', '.join(SELECTIONS)}")
         if not 0 < self.step < 1:
@@ -269,3 +275,54 @@ def _with_keep(layers: list[LayerSpec], model: nn.Module, change: Change, criter
 def _describe(change: Change) -> str:
     u = change.unit
     return "removed" if u.kind == "layer" else f"{u.width} -> {change.width} channels"
+
+
+def scaled(layers: list[LayerSpec], alpha: float, multiple: int,
+           model: nn.Module | None = None, criterion: str = "l1") -> tuple[list[LayerSpec], nn.Module | None]:
+    """Every width, expanded and squeeze width scaled by `alpha` (rounded to its step, at
+    least one step; a width that would turn a block residual keeps the next smaller
+    one), with the weights of the kept channels when `model` is given."""
+    current = list(layers)
+    for u in units(layers, multiple)[0]:  # positions do not move: no layer is removed
+        if u.kind == "layer":
+            continue
+        u = next(v for v in units(current, multiple)[0] if (v.kind, v.layer, v.tensors) == (u.kind, u.layer, u.tensors))
+        step = math.lcm(multiple, u.group)
+        target = max(step, int(round(alpha * u.width / step)) * step)
+        for w in [c for c in candidate_widths(u, multiple) if c <= target]:
+            new = apply_specs(current, Change(u, w))
+            if new is not None:
+                if model is not None:
+                    change = _with_keep(current, model, Change(u, w), criterion)
+                    model = prune(current, model, change, new)
+                current = new
+                break
+    return current, model
+
+
+def run_uniform(layers: list[LayerSpec], model: nn.Module, costs: NetworkCosts,
+                check: Callable[[list[LayerSpec]], list[dict[str, Any]]], evaluator: Evaluator,
+                settings: PruneSettings) -> tuple[list[LayerSpec], nn.Module, list[dict[str, Any]]]:
+    """The largest uniform factor meeting every budget (bisection over the LUT's
+    predictions), applied once: the baseline for the rounds."""
+    started = time.perf_counter()
+    before = len(costs.profiled)
+    low, high = 0.0, 1.0
+    for _ in range(10):
+        alpha = (low + high) / 2
+        if all(r["met"] for r in check(scaled(layers, alpha, settings.multiple)[0])):
+            low = alpha
+        else:
+            high = alpha
+    rows = check(layers)
+    new, pruned = scaled(layers, low, settings.multiple, model, settings.criterion)
+    after = check(new)
+    acc = evaluator.accuracy(pruned)
+    evaluator.tune(pruned, settings.round_steps, 999)
+    tuned = evaluator.accuracy(pruned) if settings.round_steps else acc
+    target = worst_unmet(rows) or rows[0]
+    history = [{"round": 1, "metric": target["metric"], "unit": f"every width x {low:.3f}", "change": "uniform",
+                "cost_before": target["value"], "cost_after": next(r["value"] for r in after if r["metric"] == target["metric"]),
+                "unit_of_cost": target["unit"], "proposals": 1, "accuracy": acc, "accuracy_tuned": tuned,
+                "blocks_profiled": len(costs.profiled) - before, "seconds": round(time.perf_counter() - started, 3)}]
+    return new, pruned, history

@@ -44,6 +44,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                    help="pruned widths are multiples of this (default %(default)s)")
     p.add_argument("--candidates", type=positive_int, default=d.candidates,
                    help="widths explored per unit per batch (default %(default)s)")
+    p.add_argument("--calib-images", type=positive_int, default=d.calib_images,
+                   help="training images BN statistics are recalibrated on before scoring (default %(default)s)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="final fine-tune epochs (default %(default)s)")
     p.add_argument("--lr", type=float, default=d.lr, help="default %(default)s")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
@@ -65,7 +67,7 @@ def _prune(args: argparse.Namespace) -> Result:
     settings = {"seed": args.seed, "method": args.method, "criterion": args.criterion, "select": args.select, "select_steps": args.select_steps,
                 "round_steps": args.round_steps, "step": args.step, "multiple": args.multiple,
                 "candidates": args.candidates, "lr": args.lr, "batch_size": args.batch_size,
-                "max_rounds": args.max_rounds, "epochs": args.epochs}
+                "max_rounds": args.max_rounds, "epochs": args.epochs, "calib_images": args.calib_images}
     result = prune_export(args.export, read_budgets(args.budgets), args.out, args.data, settings=settings, lut=args.lut,
                           force=args.force, progress=not args.quiet, measure=not args.no_measure)
     p = result["pruning"]

@@ -33,11 +33,16 @@ from torch import nn
 
 from nas.errors import ConfigError
 from nas.space.builder import build_layer
-from nas.space.layers import LayerSpec
+from nas.space.layers import INT8_OPS, OPS, LayerSpec
 
 CRITERIA = ("l1", "order")
 # ops whose channels this module slices; every other op freezes the widths it touches
 SLICED_OPS = frozenset({"conv", "mbconv", "skip", "gap", "linear"})
+SUPPORTED_OPS = SLICED_OPS
+REFUSED_OPS = frozenset(OPS) - SLICED_OPS
+# int8 blocks hold the float module (nas.space.builder), so they slice alike and keep their precision
+INT8_SUPPORTED_OPS = INT8_OPS & SLICED_OPS
+INT8_REFUSED_OPS = INT8_OPS - SLICED_OPS
 
 
 @dataclass(frozen=True)

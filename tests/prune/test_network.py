@@ -11,7 +11,9 @@ from nas.prune.network import (
     candidate_widths,
     importance,
     keep_channels,
+    SUPPORTED_OPS,
     prune,
+    sliced_block,
     units,
 )
 from nas.prune.rounds import minimal, scaled
@@ -139,3 +141,19 @@ def test_minimal_and_uniform_networks_shrink_every_unit(net) -> None:
     assert network_counts(half)["macs"] < network_counts(layers)["macs"] / 2.5
     assert pruned(_x()).shape == (3, 10)
     assert network_counts(half)["params"] == sum(p.numel() for p in pruned.parameters())
+
+
+@pytest.mark.parametrize("op", sorted(SUPPORTED_OPS))
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_every_sliced_op_keeps_its_function_when_every_channel_is_kept(op, precision) -> None:
+    from dataclasses import replace
+
+    from nas.space.builder import build_layer
+    from tests.space.test_op_conformance import EXAMPLES
+
+    spec = replace(EXAMPLES[op], precision=precision)
+    torch.manual_seed(0)
+    old = build_layer(spec).eval()
+    new = sliced_block(spec, old, spec, None, None).eval()
+    x = torch.randn(2, spec.in_ch, spec.in_size, spec.in_size) if op != "linear" else torch.randn(2, spec.in_ch)
+    torch.testing.assert_close(new(x), old(x))

@@ -33,8 +33,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                    help="channel importance: l1 of the weights reading each channel, or order (keep the leading "
                         "channels: a supernet's own sorting) (default %(default)s)")
     p.add_argument("--select", choices=SELECTIONS, default=d.select,
-                   help="score proposals by accuracy after BN recalibration (proxy) or after --select-steps "
-                        "distillation steps (finetune) (default %(default)s)")
+                   help="score proposals by accuracy after BN recalibration (proxy), after --select-steps "
+                        "distillation steps (finetune), or without data by the share of importance removed per "
+                        "share of cost saved (magnitude) (default %(default)s)")
     p.add_argument("--select-steps", type=int, default=d.select_steps, help="default %(default)s")
     p.add_argument("--round-steps", type=int, default=d.round_steps,
                    help="distillation steps on each round's kept network (default %(default)s)")

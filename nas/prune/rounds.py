@@ -35,7 +35,9 @@ from nas.prune.costs import NetworkCosts
 from nas.prune.network import Change, Unit, apply_specs, candidate_widths, importance, keep_channels, prune, units
 from nas.space.layers import LayerSpec
 
-SELECTIONS = ("proxy", "finetune")
+# proxy: accuracy after BN recalibration; finetune: after select_steps distillation steps; magnitude: no data,
+# the share of the unit's importance removed per share of the cost saved (the cheapest)
+SELECTIONS = ("proxy", "finetune", "magnitude")
 # netadapt: the rounds; uniform: every width scaled by one factor (the baseline pruning is compared with)
 METHODS = ("netadapt", "uniform")
 
@@ -244,12 +246,19 @@ def run_rounds(layers: list[LayerSpec], model: nn.Module, costs: NetworkCosts,
         scored = []
         for k, p in enumerate(proposals):
             p.change = _with_keep(layers, model, p.change, settings.criterion)
+            if settings.select == "magnitude":
+                score = -_lost(layers, model, p.change, settings.criterion) / ((current - p.cost) / current)
+                scored.append((score, current - p.cost >= need, current - p.cost, k, None))
+                continue
             candidate = prune(layers, model, p.change, p.layers)
             if settings.select == "finetune":
                 evaluator.tune(candidate, settings.select_steps, 1000 * len(history) + k)
             scored.append((evaluator.accuracy(candidate), current - p.cost >= need, current - p.cost, k, candidate))
-        acc, reached, gain, k, chosen = max(scored, key=lambda t: (t[1], t[0], t[2], -t[3]))
+        best, reached, gain, k, chosen = max(scored, key=lambda t: (t[1], t[0], t[2], -t[3]))
         p = proposals[k]
+        if chosen is None:
+            chosen = prune(layers, model, p.change, p.layers)
+        acc = best if settings.select != "magnitude" else evaluator.accuracy(chosen)
         evaluator.tune(chosen, settings.round_steps, 1000 * len(history) + 999)
         tuned = evaluator.accuracy(chosen) if settings.round_steps else acc
         history.append({"round": len(history) + 1, "metric": metric, "unit": p.change.unit.label(layers),
@@ -270,6 +279,18 @@ def _with_keep(layers: list[LayerSpec], model: nn.Module, change: Change, criter
     if u.kind == "layer":
         return change
     return Change(u, change.width, keep_channels(importance(layers, model, u, criterion), change.width, u.group))
+
+
+def _lost(layers: list[LayerSpec], model: nn.Module, change: Change, criterion: str) -> float:
+    """The share of the unit's importance its pruned channels held (1 for a removed block)."""
+    u = change.unit
+    if u.kind == "layer":
+        return 1.0
+    score = importance(layers, model, u, criterion)
+    score = score - score.min() + 1e-12 if criterion == "order" else score
+    kept = torch.zeros(len(score), dtype=torch.bool)
+    kept[list(change.keep)] = True
+    return float(score[~kept].sum() / score.sum())
 
 
 def _describe(change: Change) -> str:

@@ -41,7 +41,7 @@ def test_bad_compress_settings_are_one_line_config_errors(compress, message) -> 
 def test_a_run_killed_in_compress_resumes_and_reports_the_pruned_model(tmp_path) -> None:
     cwd = frozen_checkout(tmp_path)
     config = {**TINY, "export": {"arch": "max", "measure_latency": True},
-              "compress": {"budgets": ["latency@local-cpu <= 0.9 ms"], "step": 0.15, "round_steps": 2,
+              "compress": {"budgets": ["latency@local-cpu <= 0.9 ms"], "step": 0.15, "round_steps": 0, "select": "magnitude",
                            "calib_images": 32, "epochs": 1}}
     (cwd / "tiny.yaml").write_text(yaml.safe_dump(config))
 

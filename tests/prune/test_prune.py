@@ -232,3 +232,14 @@ def test_a_metric_pruning_cannot_lower_is_refused(micro, tmp_path, capsys) -> No
     lut, parent, _ = micro
     err = _refused(capsys, tmp_path, parent, "--lut", lut, "--budgets", '["energy@pi4-ort <= 1 mJ"]')
     assert "cannot prune to a budget on 'energy@pi4-ort'" in err
+
+
+def test_magnitude_selection_meets_the_budget_without_scoring_candidates(micro, tmp_path, capsys) -> None:
+    lut, parent, latency = micro
+    budget = json.dumps([f"latency@local-cpu <= {latency * 0.8:.5f} ms"])
+    code, _, err = run(capsys, "prune", parent, "--budgets", budget, "-o", tmp_path / "m", "--data", "digits",
+                       "--lut", lut, "--select", "magnitude", "--criterion", "order", *QUICK)
+    assert code == 0, err
+    pruning = read_card(tmp_path / "m")["pruning"]
+    assert pruning["met"] and pruning["settings"]["select"] == "magnitude"
+    assert all(0 <= r["accuracy"] <= 1 for r in pruning["rounds"])

@@ -247,8 +247,9 @@ def run_rounds(layers: list[LayerSpec], model: nn.Module, costs: NetworkCosts,
         for k, p in enumerate(proposals):
             p.change = _with_keep(layers, model, p.change, settings.criterion)
             if settings.select == "magnitude":
+                # importance lost per cost saved is already normalised by the saving: no step is required
                 score = -_lost(layers, model, p.change, settings.criterion) / ((current - p.cost) / current)
-                scored.append((score, current - p.cost >= need, current - p.cost, k, None))
+                scored.append((score, True, current - p.cost, k, None))
                 continue
             candidate = prune(layers, model, p.change, p.layers)
             if settings.select == "finetune":

@@ -38,9 +38,15 @@ def test_bad_compress_settings_are_one_line_config_errors(compress, message) -> 
 
 
 @pytest.mark.slow
-def test_a_run_killed_in_compress_resumes_and_reports_the_pruned_model(tmp_path) -> None:
+def test_a_run_killed_in_compress_resumes_and_reports_the_pruned_model(tmp_path, monkeypatch) -> None:
+    import tests.experiment.test_experiment_pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "TIMEOUT_S", 1800)  # five steps on a shared machine
     cwd = frozen_checkout(tmp_path)
-    config = {**TINY, "export": {"arch": "max", "measure_latency": True},
+    fast = {"warmup": 1, "repeats": 20, "rounds": 2, "passes": 1, "calibrate": 0}
+    config = {**TINY, "devices": {"local-cpu": {"latency": {"profile": fast}}}, "budgets": ["latency@local-cpu <= 5 ms"],
+              "search": {"controller": {"name": "evolution", "population": 4, "init": 4}, "budget": 4},
+              "export": {"arch": "max", "measure_latency": True},
               "compress": {"budgets": ["latency@local-cpu <= 0.9 ms"], "step": 0.15, "round_steps": 0, "select": "magnitude",
                            "calib_images": 32, "epochs": 1}}
     (cwd / "tiny.yaml").write_text(yaml.safe_dump(config))

@@ -47,7 +47,7 @@ def _parent(parent: Path) -> tuple[dict[str, Any], dict[str, Any], list, Any]:
     return record, card, layers, space
 
 
-def _device_name(constraints: list[Any]) -> str:
+def budget_device(constraints: list[Any]) -> str:
     from nas.export.latency import local_device
 
     devices = sorted({c.metric.split("@", 1)[1] for c in constraints if c.metric.startswith("latency@")})
@@ -104,7 +104,7 @@ def prune_export(parent: Path | str, budgets: Budgets, out: Path | str, data: st
         return _finetune(out, parent, s, progress) | {"pruning": done}
     record, card, layers, space = _parent(parent)
     metrics = list(dict.fromkeys(c.metric for c in constraints))
-    costs = NetworkCosts(space, _device_name(constraints), lut)
+    costs = NetworkCosts(space, budget_device(constraints), lut)
     units_check = minimal(layers, s.multiple)  # also refuses a multiple that breaks a group count
 
     def check(ls: list) -> list[dict[str, Any]]:

@@ -92,8 +92,6 @@ class Evaluator:
     the validation split; `tune` takes distillation steps from the parent network."""
 
     def __init__(self, data: Any, teacher: nn.Module, resolution: int, settings: PruneSettings) -> None:
-        from nas.export.finetuning import _resize
-
         self.data, self.teacher, self.resolution, self.s = data, teacher.eval(), resolution, settings
         pick = np.random.default_rng([settings.seed, 0xCA1]).permutation(len(data.train))[:settings.calib_images]
         self.calib = _resize(data.normalize(data.to_float(data.train.images[torch.as_tensor(pick)])), resolution)
@@ -127,6 +125,13 @@ class Evaluator:
             loss.backward()
             optimizer.step()
         model.eval()
+
+
+def _resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Images at the network's input size, as fine-tuning and the supernet feed them."""
+    if x.shape[-1] == resolution:
+        return x
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
 
 
 def worst_unmet(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:

@@ -31,10 +31,10 @@ def inputs(exp: Experiment) -> dict[str, Any]:
 
 def _lut(exp: Experiment, profiled: dict[str, Any], profile_dir: Path, out: Path) -> Path:
     """This step's copy of the profile step's LUT of the device the budgets name."""
-    from nas.prune.prune import _device_name
+    from nas.prune.prune import budget_device
     from nas.export.budgets import parse_budgets
 
-    device = _device_name(parse_budgets(exp.compress.budgets))
+    device = budget_device(parse_budgets(exp.compress.budgets))
     source = (profiled.get(f"latency@{device}") or {}).get("lut")
     if source is None:
         raise NasError(f"compress: the experiment profiles no LUT of device {device}; add it under devices: "

@@ -32,7 +32,8 @@ class Result:
 
 
 COMMAND_MODULES = ("nas.space.commands", "nas.hardware.commands", "nas.supernet.commands", "nas.predictors.commands",
-                   "nas.search.commands", "nas.experiment.commands", "nas.export.commands")
+                   "nas.search.commands", "nas.experiment.commands", "nas.export.commands",
+                   "nas.prune.commands")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

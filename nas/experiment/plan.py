@@ -30,6 +30,12 @@ def plan_lines(exp: Experiment, config: Path) -> list[str]:
         lines.append("  export   off")
     else:
         lines.append(f"  export   {exp.export.arch} arch: weights, ONNX verified with onnxruntime, model card")
+    if exp.compress is None or exp.export is None:
+        lines.append("  compress off")
+    else:
+        c = exp.compress
+        lines.append(f"  compress {c.method} pruning of the export to {'; '.join(c.budgets)}, then {c.epochs} epochs "
+                     "of distillation from it")
     return lines
 
 

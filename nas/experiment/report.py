@@ -39,10 +39,11 @@ def write_report(run: Run) -> Path:
 
 def render(run: Run) -> str:
     state = run.read()
-    steps = {s: _step(run.path / s) for s in ("profile", "train", "search", "export")}
+    steps = {s: _step(run.path / s) for s in ("profile", "train", "search", "export", "compress")}
     parts = [f"<h1>{_e(state['name'])}: run {_e(run.id)}</h1>",
              _summary(state, steps), _steps(state), _devices(run, steps["profile"]), _training(run, steps["train"]),
-             _search(run, steps["search"]), _precision(steps["search"]), _export(steps["export"]), _environment(run), _config(run)]
+             _search(run, steps["search"]), _precision(steps["search"]), _export(steps["export"]),
+             _compress(steps["compress"], steps["export"]), _environment(run), _config(run)]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>hwnas run {_e(run.id)}</title><style>{STYLE}</style></head><body>"
             + "\n".join(p for p in parts if p) + "</body></html>\n")
@@ -66,7 +67,7 @@ def _summary(state: dict[str, Any], steps: dict[str, Any]) -> str:
 
 def _steps(state: dict[str, Any]) -> str:
     rows = []
-    for name in ("profile", "train", "search", "export"):
+    for name in ("profile", "train", "search", "export", "compress"):
         s = state["steps"].get(name, {})
         status = s.get("status", "not started")
         how = f"from run {s['cached_from']}" if s.get("cached_from") else ""
@@ -219,6 +220,31 @@ def _export(export: dict[str, Any] | None) -> str:
             [[b.get("budget"), _num(b.get("value")), _unit(b), {True: "met", False: "NOT met"}.get(b.get("met"), "unknown"),
               b.get("source") or b.get("reason", "")] for b in budgets])
     return out + f"<details><summary>card.json</summary><pre>{_e(json.dumps(card, indent=2))}</pre></details>"
+
+
+def _compress(compress: dict[str, Any] | None, export: dict[str, Any] | None) -> str:
+    """The pruned model beside the export: accuracy and latency before and after, per round."""
+    if compress is None:
+        return ""
+    card = compress["result"].get("card") or {}
+    pruning, before = card.get("pruning") or {}, (export or {}).get("result", {}).get("card") or {}
+    finetune = compress["result"].get("finetune") or {}
+    latency = lambda c: (c.get("measured_latency") or {}).get("median_ms")  # noqa: E731
+    rows = [["exported model", _num((before.get("accuracy") or {}).get("value")), _num(pruning.get("parent_predicted_ms")),
+             _num(latency(before)), _num((before.get("costs") or {}).get("params"))],
+            ["pruned, fine-tuned", _num(finetune.get("accuracy")), _num(pruning.get("predicted_ms")),
+             _num(latency(card)), _num((card.get("costs") or {}).get("params"))]]
+    out = ("<h2>Compressed model</h2>" + _kv([
+        ("folder", "<code>compress/model</code> (weights, ONNX, MODEL_CARD.md, card.json)"),
+        ("budgets", "; ".join(f"{_e(b['budget'])}: {'met' if b.get('met') else 'NOT met'}" for b in card.get("budgets", []))),
+        ("rounds", f"{len(pruning.get('rounds', []))} ({_num(pruning.get('blocks_profiled'))} blocks profiled on demand, "
+                   f"{_num(pruning.get('prune_seconds'))} s)")])
+        + _table(["model", "val accuracy", "LUT latency (ms)", "measured latency (ms)", "params"], rows))
+    out += "<h3>Rounds</h3>" + _table(
+        ["round", "pruned", "change", "cost before", "cost after", "accuracy (proxy)", "accuracy (tuned)"],
+        [[r["round"], r["unit"], r["change"], _num(r["cost_before"]), _num(r["cost_after"]), _num(r["accuracy"]),
+          _num(r["accuracy_tuned"])] for r in pruning.get("rounds", [])])
+    return out
 
 
 def _environment(run: Run) -> str:

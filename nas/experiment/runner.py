@@ -32,12 +32,14 @@ from nas.errors import NasError
 from nas.experiment.cache import StepCache, output_digest, step_key
 from nas.experiment.rundir import Run, now
 from nas.experiment.schema import STEPS, Experiment, load_experiment, resolved_space
+from nas.experiment.steps import compress as compress_step
 from nas.experiment.steps import export as export_step
 from nas.experiment.steps import profile as profile_step
 from nas.experiment.steps import search as search_step
 from nas.experiment.steps import train as train_step
 
-ADAPTERS = {"profile": profile_step, "train": train_step, "search": search_step, "export": export_step}
+ADAPTERS = {"profile": profile_step, "train": train_step, "search": search_step, "export": export_step,
+            "compress": compress_step}
 
 
 def select_run(exp: Experiment, config: Path, root: Path, new: bool = False,
@@ -91,7 +93,8 @@ class Pipeline:
         self.outputs: dict[str, str] = {}  # step -> digest of what it produced (downstream keys hash these)
 
     def needed(self, step: str) -> bool:
-        return {"train": self.exp.uses_supernet, "export": self.exp.export is not None}.get(step, True)
+        return {"train": self.exp.uses_supernet, "export": self.exp.export is not None,
+                "compress": self.exp.compress is not None and self.exp.export is not None}.get(step, True)
 
     def key(self, step: str) -> tuple[str, dict[str, Any]]:
         adapter = ADAPTERS[step]
@@ -165,6 +168,9 @@ class Pipeline:
             sources = search_step.search_sources(exp, profiled, path / "profile",
                                                  path / "train" if exp.uses_supernet else None)
             return search_step.run(exp, self.space, folder, sources, self.run.id, self.progress)
+        if step == "compress":
+            profiled = _finished(path / "profile")["result"]["sources"]
+            return compress_step.run(exp, folder, path / "export", profiled, path / "profile", self.progress)
         summary = _finished(path / "search")["result"]["summary"]
         profiled = _finished(path / "profile")["result"]["sources"]
         train = path / "train" if exp.uses_supernet else None

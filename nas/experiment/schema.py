@@ -55,7 +55,7 @@ from nas.sources import (
 )
 from nas.supernet.config import DataConfig, TrainSettings
 
-STEPS = ("profile", "train", "search", "export")
+STEPS = ("profile", "train", "search", "export", "compress")
 COUNTER_METRICS = ("params", "macs", "weight_bytes", "peak_memory", "peak_activation_bytes")
 # metric (before any @device) -> the unit dimension its budget must be written in (None: a count, unit optional)
 METRIC_DIMENSIONS = {"latency": "time", "energy": "energy", "weight_bytes": "bytes", "peak_memory": "bytes",
@@ -105,6 +105,39 @@ class Export(Section):
     measure_latency: bool = True        # time the ONNX model on this machine for the card
 
 
+class Compress(Section):
+    """The exported model pruned to tighter budgets (nas.prune; `hwnas prune`'s settings)."""
+
+    budgets: list[str]                  # e.g. ["latency@local-cpu <= 0.2 ms"]
+    method: str = "netadapt"            # or uniform (every width scaled by one factor)
+    criterion: str = "l1"               # or order (a supernet's own channel sorting)
+    select: str = "proxy"               # or finetune (score proposals after select_steps), or magnitude (no data)
+    select_steps: int = 10
+    round_steps: int = 20
+    step: float = 0.05                  # cost removed per round, a fraction of the export's
+    multiple: int = 4
+    candidates: int = 4
+    lr: float = 0.01
+    batch_size: int = 32
+    calib_images: int = 256
+    max_rounds: int = 200
+    epochs: int = 2                     # fine-tune with distillation from the export
+
+    @model_validator(mode="after")
+    def _settings(self) -> "Compress":
+        from nas.export.budgets import parse_budgets
+        from nas.prune.rounds import PruneSettings
+
+        if not self.budgets:
+            raise ValueError("budgets: give at least one, like ['latency@local-cpu <= 0.2 ms']")
+        try:
+            parse_budgets(self.budgets)
+            PruneSettings(budgets=tuple(self.budgets), data="", **self.model_dump(exclude={"budgets"})).check()
+        except NasError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
 class Experiment(Section):
     name: str
     seed: int = 0
@@ -118,6 +151,7 @@ class Experiment(Section):
     train: TrainSettings | None = None
     search: Search = Field(default_factory=Search)
     export: Export | None = Export()
+    compress: Compress | None = None    # optional: prune the export to tighter budgets
 
     @field_validator("name")
     @classmethod

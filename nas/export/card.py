@@ -148,9 +148,28 @@ def render(card: Mapping[str, Any]) -> str:
             value = _num(b["value"], b["unit"]) if "value" in b else "-"
             met = {True: "yes", False: "**no**", None: "unknown"}[b["met"]]
             lines.append(f"| `{b['budget']}` | {value} | {met} | {b.get('source') or b.get('reason', '')} |")
+    if card.get("pruning"):
+        lines += pruning_lines(card["pruning"])
     p = card["provenance"]
     lines += ["", "## Provenance", "", f"- search run: {p.get('search_run') or '-'}",
               f"- seeds: {json.dumps(p.get('seeds', {}), sort_keys=True)}",
               f"- weights: {p.get('weights')}",
               f"- library versions: {', '.join(f'{k} {v}' for k, v in p['versions'].items())}", ""]
     return "\n".join(lines)
+
+
+def pruning_lines(pruning: Mapping[str, Any]) -> list[str]:
+    """The card's account of a prune (nas.prune): parent, rounds, predicted vs measured."""
+    parent = pruning["parent"]
+    lines = ["", "## Pruning", "",
+             f"Pruned from `{parent['folder']}` (arch.json SHA-256 {parent['arch_sha256']}, {parent['layers']} layers, "
+             f"val accuracy {parent['accuracy']:.4f}) to {pruning['layers']} layers in {len(pruning['rounds'])} rounds "
+             f"({pruning['blocks_profiled']} blocks profiled on demand, {pruning['prune_seconds']:.0f} s); budgets "
+             f"{'met' if pruning['met'] else '**not met**'}. LUT latency {pruning['parent_predicted_ms']:.4g} -> "
+             f"{pruning['predicted_ms']:.4g} ms" + (f", measured {pruning['measured_lut_scale_ms']:.4g} ms on the LUT's "
+                                                      "scale" if pruning.get("measured_lut_scale_ms") else "") + ".", "",
+             "| round | pruned | change | cost | accuracy (proxy, tuned) |", "|---:|---|---|---:|---|"]
+    for r in pruning["rounds"]:
+        lines.append(f"| {r['round']} | {r['unit']} | {r['change']} | {_num(r['cost_before'], r['unit_of_cost'])} -> "
+                     f"{_num(r['cost_after'], r['unit_of_cost'])} | {r['accuracy']:.4f}, {r['accuracy_tuned']:.4f} |")
+    return lines

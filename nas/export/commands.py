@@ -39,7 +39,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--data", required=True, help="digits, or a dataset path (CIFAR folder, image folder, .npz)")
     p.add_argument("--epochs", type=positive_int, required=True)
     p.add_argument("--distill-from", type=Path, metavar="CKPT",
-                   help="a supernet folder or checkpoint: distil from its largest subnet")
+                   help="a supernet folder or checkpoint: distil from its largest subnet; or an export folder "
+                        "(a pruned network's parent): distil from that network")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=0.01, help="peak learning rate of the cosine schedule (default 0.01)")
     p.add_argument("--batch-size", type=positive_int, default=32)

@@ -178,21 +178,28 @@ def _prepare(run: Path, settings: FinetuneSettings) -> None:
 
 
 def _dataset(settings: FinetuneSettings, record: dict[str, Any]):
+    return export_dataset(settings.data, record)
+
+
+def export_dataset(data: str, record: dict[str, Any]):
     """The data as the network was trained on it when it is the supernet's source (same
     split, read at the same size and resized per batch), else read at the input size."""
     from nas.data import load_dataset
 
     pre = record["input"].get("preprocessing") or {}
-    same = pre.get("source") == settings.data
+    same = pre.get("source") == data
     split = pre.get("split", {}) if same else {}
     size = pre.get("load_resolution", record["input"]["resolution"]) if same else record["input"]["resolution"]
-    return load_dataset(settings.data, size, record["input"]["channels"],
+    return load_dataset(data, size, record["input"]["channels"],
                         val_fraction=split.get("val_fraction", 0.1), test_fraction=split.get("test_fraction", 0.2),
                         split_seed=split.get("split_seed", 0), noise=split.get("noise", 0.0))
 
 
 def _teacher(settings: FinetuneSettings, record: dict[str, Any], device: torch.device) -> tuple[nn.Module, int]:
-    """The supernet's largest subnet with BN recalibrated, and its input size."""
+    """The supernet's largest subnet with BN recalibrated, and its input size; or, when
+    distill_from is an export folder (a pruned network's parent), that network."""
+    if (Path(settings.distill_from) / ARCH_FILE).is_file():
+        return export_teacher(Path(settings.distill_from), device)
     from nas.export.inherit import load_matching_supernet
     from nas.export.loader import find_space
     from nas.supernet import recalibrate_bn
@@ -210,6 +217,13 @@ def _teacher(settings: FinetuneSettings, record: dict[str, Any], device: torch.d
     resolution = space.resolution(largest)
     recalibrate_bn(teacher, _resize(images, resolution), config.eval_batch_size)
     return teacher.eval(), resolution
+
+
+def export_teacher(folder: Path, device: torch.device) -> tuple[nn.Module, int]:
+    """An export (fine-tuned weights when finished) as a teacher, and its input size."""
+    from nas.export.loader import load
+
+    return load(folder).to(device).eval(), read_record(folder)["input"]["resolution"]
 
 
 def _resize(x: torch.Tensor, resolution: int) -> torch.Tensor:

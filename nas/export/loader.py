@@ -45,6 +45,8 @@ def export_layers(out: Path, record: dict[str, Any]) -> list[LayerSpec]:
         raise DataError(f"{file}: garbled layer list ({exc}); export again") from None
     if layers_hash(stored) != record["layers_hash"]:
         raise DataError(f"{file}: its layer list does not match its layers_hash; the file is damaged")
+    if record.get("pruned"):  # a pruned network (nas.prune): its layers are no arch of the space
+        return stored
     space = find_space(record)
     if space is None:
         return stored

@@ -39,10 +39,11 @@ from nas.space.layers import INT8_OPS, OPS, LayerSpec
 from nas.supernet import families
 from nas.supernet.elastic import init_weights
 from nas.supernet.slot import SlotModule
+from nas.prune import network as prune_network
 from tests.space.test_counters import deployed_weights
 
 CONSUMERS = {"counters": counters, "builder": builder, "onnx": onnx_graph, "supernet": families,
-             "features": features}
+             "features": features, "prune": prune_network}
 
 # One block per op, with the op's optional parts switched on where it has them.
 EXAMPLES: dict[str, LayerSpec] = {

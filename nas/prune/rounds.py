@@ -1,0 +1,355 @@
+"""NetAdapt-style rounds: one reduction per unit, keep the one that loses least accuracy.
+
+Each round looks at the unmet budget furthest over its bound and asks every prunable
+unit (nas.prune.network) for its largest width that lowers that cost by the round's
+step (a fraction of the parent's cost, or what is left to the bound when that is
+less); a unit that cannot reach the step offers its smallest width, and a residual
+block offers its removal. Candidate widths are explored a few at a time for all units
+together, so the blocks the LUT lacks are profiled in batches (nas.prune.costs). Every
+proposal is scored by its accuracy on the validation split after BN recalibration (the
+`proxy` selection) or after a few distillation steps from the parent (`finetune`); the
+best one is kept, tuned for a few steps, and the next round starts from it. Rounds
+stop when every budget is met.
+
+After every round the network, its weights and the history are saved in a work
+folder beside the output, so a killed prune resumes from its last finished round.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from nas.errors import NasError
+from nas.prune.costs import NetworkCosts
+from nas.prune.network import Change, Unit, apply_specs, candidate_widths, importance, keep_channels, prune, units
+from nas.space.layers import LayerSpec
+
+# proxy: accuracy after BN recalibration; finetune: after select_steps distillation steps; magnitude: no data,
+# the share of the unit's importance removed per share of the cost saved (the cheapest)
+SELECTIONS = ("proxy", "finetune", "magnitude")
+# netadapt: the rounds; uniform: every width scaled by one factor (the baseline pruning is compared with)
+METHODS = ("netadapt", "uniform")
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """What a prune computes; a rerun resumes only with the same settings."""
+
+    budgets: tuple[str, ...]
+    data: str
+    seed: int = 0
+    method: str = "netadapt"
+    criterion: str = "l1"
+    select: str = "proxy"
+    select_steps: int = 10          # finetune selection: distillation steps per proposal
+    round_steps: int = 20           # distillation steps on the kept proposal of each round
+    step: float = 0.05              # cost removed per round, as a fraction of the parent's
+    multiple: int = 4               # pruned widths are multiples of this
+    candidates: int = 4             # widths explored per unit per batch
+    lr: float = 0.01
+    batch_size: int = 32
+    calib_images: int = 256
+    max_rounds: int = 200
+    epochs: int = 2                 # the final fine-tune (nas.export.finetuning)
+
+    def check(self) -> None:
+        from nas.prune.network import CRITERIA
+
+        if self.criterion not in CRITERIA:
+            raise NasError(f"unknown importance criterion {self.criterion!r}; known: {', '.join(CRITERIA)}")
+        if self.method not in METHODS:
+            raise NasError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
+        if self.select not in SELECTIONS:
+            raise NasError(f"unknown selection {self.select!r}; known: {', '.join(SELECTIONS)}")
+        if not 0 < self.step < 1:
+            raise NasError(f"--step is the fraction of the parent's cost removed per round, in (0, 1); got {self.step}")
+        if min(self.multiple, self.candidates, self.batch_size, self.calib_images, self.max_rounds) < 1:
+            raise NasError("--multiple, --candidates, --batch-size, --calib-images and --max-rounds must be at least 1")
+        if min(self.select_steps, self.round_steps, self.epochs) < 0 or self.lr <= 0:
+            raise NasError("steps and epochs must not be negative and the learning rate must be positive")
+
+
+@dataclass
+class Proposal:
+    change: Change
+    layers: list[LayerSpec]
+    cost: float
+
+
+class Evaluator:
+    """Accuracy of candidate networks: BN recalibrated on training images, then scored on
+    the validation split; `tune` takes distillation steps from the parent network."""
+
+    def __init__(self, data: Any, teacher: nn.Module, resolution: int, settings: PruneSettings) -> None:
+        self.data, self.teacher, self.resolution, self.s = data, teacher.eval(), resolution, settings
+        pick = np.random.default_rng([settings.seed, 0xCA1]).permutation(len(data.train))[:settings.calib_images]
+        self.calib = _resize(data.normalize(data.to_float(data.train.images[torch.as_tensor(pick)])), resolution)
+        self.resize = _resize
+
+    def accuracy(self, model: nn.Module) -> float:
+        from nas.export.finetuning import evaluate
+        from nas.supernet import recalibrate_bn
+
+        recalibrate_bn(model, self.calib, 256)
+        return evaluate(model, self.data, "val", self.resolution)
+
+    def tune(self, model: nn.Module, steps: int, tag: int) -> None:
+        """`steps` SGD steps of (CE + KD from the parent)/2 with batches drawn from (seed, tag)."""
+        from nas.supernet.step import distillation
+
+        if steps < 1:
+            return
+        optimizer = torch.optim.SGD(model.parameters(), lr=self.s.lr, momentum=0.9, nesterov=True, weight_decay=4e-5)
+        rng = np.random.default_rng([self.s.seed, tag, 0x7E])
+        model.train()
+        for _ in range(steps):
+            picked = torch.as_tensor(rng.choice(len(self.data.train), self.s.batch_size, replace=False))
+            x = self.resize(self.data.normalize(self.data.to_float(self.data.train.images[picked])), self.resolution)
+            y = self.data.train.labels[picked]
+            logits = model(x)
+            with torch.no_grad():
+                soft = F.softmax(self.teacher(x), dim=1)
+            loss = 0.5 * F.cross_entropy(logits, y, label_smoothing=0.1) + 0.5 * distillation(logits, soft, 1.0)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        model.eval()
+
+
+def _resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Images at the network's input size, as fine-tuning and the supernet feed them."""
+    if x.shape[-1] == resolution:
+        return x
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+
+
+def worst_unmet(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    unmet = [r for r in rows if r["met"] is False]
+    return max(unmet, key=lambda r: r["value"] / max(r["bound"], 1e-12)) if unmet else None
+
+
+def propose(layers: list[LayerSpec], costs: NetworkCosts, metric: str, current: float, need: float,
+            settings: PruneSettings) -> list[Proposal]:
+    """One proposal per unit: its largest width lowering `metric` by `need`, else its
+    smallest; residual blocks: their removal. Only proposals that lower the cost."""
+    found, _ = units(layers, settings.multiple)
+    queues: dict[Unit, list[int]] = {u: ([0] if u.kind == "layer" else candidate_widths(u, settings.multiple))
+                                     for u in found}
+    best: dict[Unit, Proposal] = {}
+    done: set[Unit] = set()
+    while True:
+        batch: list[tuple[Unit, int, list[LayerSpec]]] = []
+        for u, queue in queues.items():
+            if u in done:
+                continue
+            taken = 0
+            while queue and taken < settings.candidates:
+                w = queue.pop(0)
+                new = apply_specs(layers, Change(u, w))
+                if new is not None:
+                    batch.append((u, w, new))
+                    taken += 1
+            if not taken:
+                done.add(u)
+        if not batch:
+            break
+        if metric == costs.metric:
+            costs.ensure([s for _, _, new in batch for s in new])
+        for u, w, new in batch:
+            if u in done:
+                continue
+            cost = costs.value(metric, new)
+            if cost < current and (u not in best or cost < best[u].cost):
+                best[u] = Proposal(Change(u, w), new, cost)
+            if current - cost >= need:
+                done.add(u)
+    return list(best.values())
+
+
+def minimal(layers: list[LayerSpec], multiple: int) -> list[LayerSpec]:
+    """The smallest network pruning can reach: every unit at its smallest width, every
+    residual block removed."""
+    current = list(layers)
+    changed = True
+    while changed:
+        changed = False
+        for u in units(current, multiple)[0]:
+            for w in ([0] if u.kind == "layer" else reversed(candidate_widths(u, multiple))):
+                new = apply_specs(current, Change(u, w))
+                if new is not None:
+                    current, changed = new, True
+                    break
+            if changed:
+                break
+    return current
+
+
+class WorkFolder:
+    """The rounds so far, saved after each: settings.json, state.json, weights.safetensors."""
+
+    def __init__(self, path: Path, settings: PruneSettings) -> None:
+        self.path, self.settings = path, asdict(settings)
+
+    def load(self) -> tuple[list[LayerSpec], nn.Module, list[dict[str, Any]]] | None:
+        from nas.export.weights import load_weights
+        from nas.jsonfile import read_json
+        from nas.space.builder import build_network
+
+        state_file = self.path / "state.json"
+        if not state_file.is_file():
+            return None
+        state = read_json(state_file, f"{state_file}: missing", damaged=f"delete {self.path} to start over")
+        if state.get("settings") != json.loads(json.dumps(self.settings)):
+            changed = [k for k in self.settings if (state.get("settings") or {}).get(k) != self.settings[k]]
+            raise NasError(f"{self.path} holds a prune with other settings ({', '.join(changed) or 'format'}); "
+                           f"delete it to start over")
+        layers = [LayerSpec.from_dict(d) for d in state["layers"]]
+        return layers, load_weights(build_network(layers), self.path / "weights.safetensors").eval(), state["history"]
+
+    def save(self, layers: Sequence[LayerSpec], model: nn.Module, history: list[dict[str, Any]]) -> None:
+        from nas.atomic import write_atomic
+        from nas.export.weights import save_weights
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        save_weights(model, self.path / "weights.safetensors")
+        write_atomic(self.path / "state.json", json.dumps({"settings": self.settings, "layers": [s.to_dict() for s in layers],
+                                                           "history": history}, indent=1) + "\n")
+
+
+def run_rounds(layers: list[LayerSpec], model: nn.Module, costs: NetworkCosts,
+               check: Callable[[list[LayerSpec]], list[dict[str, Any]]], initial: dict[str, float],
+               evaluator: Evaluator, settings: PruneSettings, work: WorkFolder,
+               progress: bool = True) -> tuple[list[LayerSpec], nn.Module, list[dict[str, Any]]]:
+    """Rounds until every budget is met (or max_rounds): the network, its weights, the history."""
+    history: list[dict[str, Any]] = []
+    resumed = work.load()
+    if resumed:
+        layers, model, history = resumed
+    bar = tqdm(desc="prune rounds", unit="round", initial=len(history), disable=not progress, dynamic_ncols=True)
+    while len(history) < settings.max_rounds:
+        started = time.perf_counter()
+        profiled_before = len(costs.profiled)
+        target = worst_unmet(check(layers))
+        if target is None:
+            break
+        metric, current = target["metric"], target["value"]
+        need = min(settings.step * initial[metric], current - target["bound"])
+        proposals = propose(layers, costs, metric, current, need, settings)
+        if not proposals:
+            break
+        scored = []
+        for k, p in enumerate(proposals):
+            p.change = _with_keep(layers, model, p.change, settings.criterion)
+            if settings.select == "magnitude":
+                # importance lost per cost saved is already normalised by the saving: no step is required
+                score = -_lost(layers, model, p.change, settings.criterion) / ((current - p.cost) / current)
+                scored.append((score, True, current - p.cost, k, None))
+                continue
+            candidate = prune(layers, model, p.change, p.layers)
+            if settings.select == "finetune":
+                evaluator.tune(candidate, settings.select_steps, 1000 * len(history) + k)
+            scored.append((evaluator.accuracy(candidate), current - p.cost >= need, current - p.cost, k, candidate))
+        best, reached, gain, k, chosen = max(scored, key=lambda t: (t[1], t[0], t[2], -t[3]))
+        p = proposals[k]
+        if chosen is None:
+            chosen = prune(layers, model, p.change, p.layers)
+        acc = best if settings.select != "magnitude" else evaluator.accuracy(chosen)
+        evaluator.tune(chosen, settings.round_steps, 1000 * len(history) + 999)
+        tuned = evaluator.accuracy(chosen) if settings.round_steps else acc
+        history.append({"round": len(history) + 1, "metric": metric, "unit": p.change.unit.label(layers),
+                        "change": _describe(p.change), "cost_before": current, "cost_after": p.cost,
+                        "unit_of_cost": target["unit"], "proposals": len(proposals), "accuracy": acc,
+                        "accuracy_tuned": tuned, "blocks_profiled": len(costs.profiled) - profiled_before,
+                        "seconds": round(time.perf_counter() - started, 3)})
+        layers, model = p.layers, chosen
+        work.save(layers, model, history)
+        bar.update(1)
+        bar.set_postfix(cost=f"{p.cost:.4g}", acc=f"{tuned:.3f}")
+    bar.close()
+    return layers, model, history
+
+
+def _with_keep(layers: list[LayerSpec], model: nn.Module, change: Change, criterion: str) -> Change:
+    u = change.unit
+    if u.kind == "layer":
+        return change
+    return Change(u, change.width, keep_channels(importance(layers, model, u, criterion), change.width, u.group))
+
+
+def _lost(layers: list[LayerSpec], model: nn.Module, change: Change, criterion: str) -> float:
+    """The share of the unit's importance its pruned channels held (1 for a removed block)."""
+    u = change.unit
+    if u.kind == "layer":
+        return 1.0
+    score = importance(layers, model, u, criterion)
+    score = score - score.min() + 1e-12 if criterion == "order" else score
+    kept = torch.zeros(len(score), dtype=torch.bool)
+    kept[list(change.keep)] = True
+    return float(score[~kept].sum() / score.sum())
+
+
+def _describe(change: Change) -> str:
+    u = change.unit
+    return "removed" if u.kind == "layer" else f"{u.width} -> {change.width} channels"
+
+
+def scaled(layers: list[LayerSpec], alpha: float, multiple: int,
+           model: nn.Module | None = None, criterion: str = "l1") -> tuple[list[LayerSpec], nn.Module | None]:
+    """Every width, expanded and squeeze width scaled by `alpha` (rounded to its step, at
+    least one step; a width that would turn a block residual keeps the next smaller
+    one), with the weights of the kept channels when `model` is given."""
+    current = list(layers)
+    for u in units(layers, multiple)[0]:  # positions do not move: no layer is removed
+        if u.kind == "layer":
+            continue
+        u = next(v for v in units(current, multiple)[0] if (v.kind, v.layer, v.tensors) == (u.kind, u.layer, u.tensors))
+        step = math.lcm(multiple, u.group)
+        target = max(step, int(round(alpha * u.width / step)) * step)
+        for w in [c for c in candidate_widths(u, multiple) if c <= target]:
+            new = apply_specs(current, Change(u, w))
+            if new is not None:
+                if model is not None:
+                    change = _with_keep(current, model, Change(u, w), criterion)
+                    model = prune(current, model, change, new)
+                current = new
+                break
+    return current, model
+
+
+def run_uniform(layers: list[LayerSpec], model: nn.Module, costs: NetworkCosts,
+                check: Callable[[list[LayerSpec]], list[dict[str, Any]]], evaluator: Evaluator,
+                settings: PruneSettings) -> tuple[list[LayerSpec], nn.Module, list[dict[str, Any]]]:
+    """The largest uniform factor meeting every budget (bisection over the LUT's
+    predictions), applied once: the baseline for the rounds."""
+    started = time.perf_counter()
+    before = len(costs.profiled)
+    low, high = 0.0, 1.0
+    for _ in range(10):
+        alpha = (low + high) / 2
+        if all(r["met"] for r in check(scaled(layers, alpha, settings.multiple)[0])):
+            low = alpha
+        else:
+            high = alpha
+    rows = check(layers)
+    new, pruned = scaled(layers, low, settings.multiple, model, settings.criterion)
+    after = check(new)
+    acc = evaluator.accuracy(pruned)
+    evaluator.tune(pruned, settings.round_steps, 999)
+    tuned = evaluator.accuracy(pruned) if settings.round_steps else acc
+    target = worst_unmet(rows) or rows[0]
+    history = [{"round": 1, "metric": target["metric"], "unit": f"every width x {low:.3f}", "change": "uniform",
+                "cost_before": target["value"], "cost_after": next(r["value"] for r in after if r["metric"] == target["metric"]),
+                "unit_of_cost": target["unit"], "proposals": 1, "accuracy": acc, "accuracy_tuned": tuned,
+                "blocks_profiled": len(costs.profiled) - before, "seconds": round(time.perf_counter() - started, 3)}]
+    return new, pruned, history

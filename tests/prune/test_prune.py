@@ -1,0 +1,245 @@
+"""`hwnas prune` end to end on a small space: the pruned export, the LUT grown on demand,
+resuming, distillation from the parent, and every bad input as a one-line error."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from nas.cli import main
+from nas.errors import NasError
+from nas.export import export_arch, finetune, load, read_card
+from nas.export.bundle import ARCH_FILE, ONNX_FILE, WEIGHTS_FILE, file_sha256, read_record
+from nas.export.finetuning import export_dataset
+from nas.hardware.devices import load_device
+from nas.hardware.lut import LUT
+from nas.hardware.profiling import build_lut
+from nas.prune.costs import NetworkCosts
+from nas.prune.rounds import Evaluator, PruneSettings, WorkFolder, run_rounds, scaled
+from nas.space import load_space
+from nas.space.counters import network_counts
+from nas.export.budgets import check_budgets
+from tests.hw_helpers import FAST
+
+torch.set_num_threads(1)
+
+MICRO = """\
+name: micro_prune
+input: {channels: 3, resolution: 16}
+classes: 10
+defaults: {act: relu}
+stem: [{op: conv, out: 8, kernel: 3, stride: 2}]
+stages:
+  - {depth: [1, 2], width: [8, 12], stride: 1, block: {kernel: [3, 5], expand: [2, 3], se: [0, 0.25]}}
+head: [{op: conv, out: 32, kernel: 1}, {op: gap}, {op: linear, out: classes, act: none}]
+"""
+GROUPED = MICRO.replace("name: micro_prune", "name: micro_grouped").replace(
+    "block: {kernel: [3, 5], expand: [2, 3], se: [0, 0.25]}", "block: {kernel: 3, expand: 2, groups: 2}")
+QUICK = ["--epochs", "0", "--round-steps", "0", "--no-measure", "--quiet", "--threads", "1"]
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _setup(root: Path, text: str, name: str) -> tuple[Path, Path, float]:
+    """A space file, its LUT (fast protocol, uncalibrated) and a fresh export of its largest arch."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{name}.yaml").write_text(text)
+    space = load_space(root / f"{name}.yaml")
+    lut = root / "lut" / f"{name}.csv"
+    build_lut(space, load_device("local-cpu"), out=lut, protocol=FAST, calibrate=0)
+    export_arch(space, space.extreme(True), root / "parent", seed=1, latency_protocol=None)
+    layers = space.layers(space.extreme(True))
+    return lut, root / "parent", NetworkCosts(space, "local-cpu", lut).latency(layers)
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory) -> tuple[Path, Path, float]:
+    return _setup(tmp_path_factory.mktemp("prune"), MICRO, "micro_prune")
+
+
+@pytest.fixture(scope="module")
+def pruned(micro, tmp_path_factory) -> tuple[Path, dict, int]:
+    lut, parent, latency = micro
+    before = len(LUT.load(lut).entries)
+    out = tmp_path_factory.mktemp("pruned") / "out"
+    budget = json.dumps([f"latency@local-cpu <= {latency * 0.85:.5f} ms", "params <= 5000"])
+    assert main(["prune", str(parent), "--budgets", budget, "-o", str(out), "--data", "digits", "--lut", str(lut),
+                 "--epochs", "0", "--round-steps", "2", "--quiet", "--threads", "1"]) == 0
+    return out, read_card(out), before
+
+
+def test_prune_reaches_the_budgets_and_writes_an_export(pruned, micro) -> None:
+    out, card, _ = pruned
+    lut, parent, latency = micro
+    assert {p.name for p in out.iterdir()} >= {ARCH_FILE, WEIGHTS_FILE, ONNX_FILE, "card.json", "MODEL_CARD.md"}
+    assert all(b["met"] for b in card["budgets"]) and card["pruning"]["met"]
+    assert card["pruning"]["predicted_ms"] <= latency * 0.85 < card["pruning"]["parent_predicted_ms"]
+    assert card["costs"]["params"] <= 5000
+    rounds = card["pruning"]["rounds"]
+    assert rounds and [r["round"] for r in rounds] == list(range(1, len(rounds) + 1))
+    assert all(r["cost_after"] < r["cost_before"] for r in rounds)
+    assert card["pruning"]["measured_lut_scale_ms"] > 0 and card["measured_latency"]["median_ms"] > 0
+    parent_sha = file_sha256(parent / ARCH_FILE)
+    assert card["provenance"]["parent_arch_sha256"] == parent_sha == read_record(out)["pruned"]["parent"]["arch_sha256"]
+    assert "## Pruning" in (out / "MODEL_CARD.md").read_text()
+    assert not list(out.parent.glob(".*"))  # no staging or work folder left behind
+
+
+def test_the_pruned_export_loads_counts_and_runs_in_onnxruntime(pruned) -> None:
+    out, card, _ = pruned
+    model = load(out)
+    layers = [s for s in read_record(out)["layers"]]
+    assert card["costs"]["params"] == sum(p.numel() for p in model.parameters())
+    assert network_counts([__import__("nas.space.layers", fromlist=["LayerSpec"]).LayerSpec.from_dict(d)
+                           for d in layers])["params"] == card["costs"]["params"]
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    session = ort.InferenceSession(str(out / ONNX_FILE), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, model(torch.from_numpy(x)).detach().numpy(), atol=1e-4)
+    assert card["onnx"]["max_abs_diff"] <= card["onnx"]["tolerance"]
+
+
+def test_blocks_the_lut_lacked_were_profiled_and_added_to_it(pruned, micro) -> None:
+    out, card, before = pruned
+    lut = LUT.load(micro[0])  # still loads: its digest was rewritten with the new rows
+    assert card["pruning"]["blocks_profiled"] > 0
+    assert len(lut.entries) == before + card["pruning"]["blocks_profiled"]
+    for d in read_record(out)["layers"]:
+        assert any(spec.to_dict() == d for spec, _ in lut.entries.values())
+
+
+def test_rounds_resume_after_a_kill_and_end_as_an_uninterrupted_run(micro, tmp_path) -> None:
+    lut, parent, latency = micro
+    record = read_record(parent)
+    space = load_space(record["space_file"])
+    costs = NetworkCosts(space, "local-cpu", lut)
+    settings = PruneSettings(budgets=(f"latency@local-cpu <= {latency * 0.6:.5f} ms",), data="digits", round_steps=2,
+                             step=0.05)
+    layers = space.layers(space.arch(record["arch"]))
+    costs.latency(layers)
+    evaluator = Evaluator(export_dataset("digits", record), load(parent), 16, settings)
+
+    def check(ls):
+        return check_budgets(list(settings.budgets), costs.figures(["latency@local-cpu"], ls))
+
+    calls = []
+
+    def killed(ls):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the kill, in the second round
+        return check(ls)
+
+    initial = {"latency@local-cpu": costs.latency(layers)}
+    whole = run_rounds(list(layers), load(parent), costs, check, initial, evaluator, settings,
+                       WorkFolder(tmp_path / "a", settings), progress=False)
+    assert len(whole[2]) >= 2
+    work = WorkFolder(tmp_path / "b", settings)
+    with pytest.raises(KeyboardInterrupt):
+        run_rounds(list(layers), load(parent), costs, killed, initial, evaluator, settings, work, progress=False)
+    assert len(work.load()[2]) == 1
+    resumed = run_rounds(list(layers), load(parent), costs, check, initial, evaluator, settings, work, progress=False)
+    assert resumed[0] == whole[0] and [r["unit"] for r in resumed[2]] == [r["unit"] for r in whole[2]]
+    other = WorkFolder(tmp_path / "b", PruneSettings(budgets=settings.budgets, data="digits", seed=5))
+    with pytest.raises(NasError, match="other settings"):
+        other.load()
+
+
+def test_finetune_distils_from_an_export_folder(pruned, micro) -> None:
+    out, _, _ = pruned
+    copy = out.parent / "ft"
+    shutil.copytree(out, copy)
+    assert finetune(copy, "digits", 1, distill_from=micro[1], max_steps=2, progress=False) == {}
+    settings = json.loads((copy / "finetune" / "settings.json").read_text())
+    assert settings["distill_from"] == str(micro[1])
+
+
+def test_uniform_method_scales_every_width_to_the_budget(micro, tmp_path, capsys) -> None:
+    lut, parent, latency = micro
+    record = read_record(parent)
+    space = load_space(record["space_file"])
+    half = NetworkCosts(space, "local-cpu", lut).latency(scaled(space.layers(space.arch(record["arch"])), 0.5, 4)[0])
+    bound = (half + latency) / 2  # what a uniform factor of about 0.5 to 1 reaches (no layer is removed)
+    budget = json.dumps([f"latency@local-cpu <= {bound:.5f} ms"])
+    code, _, err = run(capsys, "prune", parent, "--budgets", budget, "-o", tmp_path / "u", "--data", "digits",
+                       "--lut", lut, "--method", "uniform", *QUICK)
+    assert code == 0, err
+    card = read_card(tmp_path / "u")
+    assert card["pruning"]["met"] and card["pruning"]["rounds"][0]["change"] == "uniform"
+
+
+# ---------------------------------------------------------------------- bad input
+def _refused(capsys, tmp_path, *args) -> str:
+    out = tmp_path / "out"
+    capsys.readouterr()  # what set-up printed
+    code, stdout, err = run(capsys, "prune", *args, "-o", out, "--data", "digits", *QUICK)
+    assert code == 2 and stdout == ""
+    assert err.startswith("hwnas: error: ") and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() and not list(tmp_path.glob(".out*"))  # nothing half-written
+    return err
+
+
+def test_a_budget_already_met_is_said_plainly(micro, tmp_path, capsys) -> None:
+    lut, parent, latency = micro
+    err = _refused(capsys, tmp_path, parent, "--lut", lut, "--budgets", f'["latency@local-cpu <= {latency * 2:.4f} ms"]')
+    assert "already met" in err and "nothing to prune" in err
+
+
+def test_an_unreachable_budget_names_the_smallest_value_and_the_bounding_layers(micro, tmp_path, capsys) -> None:
+    lut, parent, _ = micro
+    err = _refused(capsys, tmp_path, parent, "--lut", lut, "--budgets", '["latency@local-cpu <= 0.0001 ms"]')
+    assert "cannot be reached by pruning" in err and "smallest reachable network has latency@local-cpu" in err
+    assert "the layers that bound it: " in err and "fixed widths: the input channels, the logits" in err
+    err = _refused(capsys, tmp_path, parent, "--lut", lut, "--budgets", '{"params": "100"}')
+    assert "smallest reachable network has params" in err and "linear" in err
+
+
+def test_a_multiple_breaking_a_group_rule_is_refused(tmp_path_factory, tmp_path, capsys) -> None:
+    lut, parent, latency = _setup(tmp_path_factory.mktemp("grouped"), GROUPED, "micro_grouped")
+    err = _refused(capsys, tmp_path, parent, "--lut", lut, "--multiple", "3",
+                   "--budgets", f'["latency@local-cpu <= {latency * 0.9:.5f} ms"]')
+    assert "--multiple 3" in err and "divisibility" in err and "use a multiple of 6" in err
+
+
+def test_a_parent_failing_its_hash_check_is_refused(micro, tmp_path, capsys) -> None:
+    lut, parent, latency = micro
+    damaged = tmp_path / "damaged"
+    shutil.copytree(parent, damaged)
+    data = bytearray((damaged / WEIGHTS_FILE).read_bytes())
+    data[-1] ^= 0xFF
+    (damaged / WEIGHTS_FILE).write_bytes(bytes(data))
+    err = _refused(capsys, tmp_path, damaged, "--lut", lut, "--budgets", f'["latency@local-cpu <= {latency / 2:.5f} ms"]')
+    assert "fails its own hash check" in err and "SHA-256" in err
+    record = json.loads((parent / ARCH_FILE).read_text())
+    record["layers"][1]["mid_ch"] += 1
+    shutil.rmtree(damaged)
+    shutil.copytree(parent, damaged)
+    (damaged / ARCH_FILE).write_text(json.dumps(record))
+    err = _refused(capsys, tmp_path, damaged, "--lut", lut, "--budgets", f'["latency@local-cpu <= {latency / 2:.5f} ms"]')
+    assert "fails its own hash check" in err and "layers_hash" in err
+
+
+def test_a_metric_pruning_cannot_lower_is_refused(micro, tmp_path, capsys) -> None:
+    lut, parent, _ = micro
+    err = _refused(capsys, tmp_path, parent, "--lut", lut, "--budgets", '["energy@pi4-ort <= 1 mJ"]')
+    assert "cannot prune to a budget on 'energy@pi4-ort'" in err
+
+
+def test_magnitude_selection_meets_the_budget_without_scoring_candidates(micro, tmp_path, capsys) -> None:
+    lut, parent, latency = micro
+    budget = json.dumps([f"latency@local-cpu <= {latency * 0.8:.5f} ms"])
+    code, _, err = run(capsys, "prune", parent, "--budgets", budget, "-o", tmp_path / "m", "--data", "digits",
+                       "--lut", lut, "--select", "magnitude", "--criterion", "order", *QUICK)
+    assert code == 0, err
+    pruning = read_card(tmp_path / "m")["pruning"]
+    assert pruning["met"] and pruning["settings"]["select"] == "magnitude"
+    assert all(0 <= r["accuracy"] <= 1 for r in pruning["rounds"])

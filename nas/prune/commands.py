@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from nas.cli import Result, add_threads_argument, positive_int
-from nas.threads import set_torch_threads
+from nas.threads import configure as configure_threads
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -64,7 +64,7 @@ def _prune(args: argparse.Namespace) -> Result:
     from nas.export.commands import read_budgets
     from nas.prune.prune import prune_export
 
-    set_torch_threads(args.threads)
+    configure_threads(args.threads)
     settings = {"seed": args.seed, "method": args.method, "criterion": args.criterion, "select": args.select, "select_steps": args.select_steps,
                 "round_steps": args.round_steps, "step": args.step, "multiple": args.multiple,
                 "candidates": args.candidates, "lr": args.lr, "batch_size": args.batch_size,

@@ -147,7 +147,7 @@ def _bench_quant(args: argparse.Namespace) -> Result:
     from nas.quant.bench import quant_bench
     from nas.supernet.run import RunDir
 
-    set_torch_threads(args.threads)
+    configure_threads(args.threads)
     quant = None
     if args.method:
         quant = RunDir(args.run_dir).config().quant.model_copy(update={"method": args.method})

@@ -52,12 +52,11 @@ class SearchResult(SearchOutcome):
         return self.problem.feasible(self.values)
 
     def best(self) -> int | None:
-        """Row of the best feasible arch by the first objective (None if none is feasible)."""
-        rows = np.flatnonzero(self.feasible)
-        if not len(rows):
-            return None
-        objective = self.problem.objective_matrix(self.values)[rows, 0]
-        return int(rows[np.argmin(objective)])
+        """Row of the best feasible arch by the first objective, ties broken by the others (the
+        first row of the front: of two archs equally accurate, the slower one is dominated and
+        never exported); None if none is feasible."""
+        front = self.front()
+        return int(front[0]) if len(front) else None
 
     def front(self) -> np.ndarray:
         """Rows of the feasible Pareto front, ordered by the first objective."""

@@ -420,3 +420,17 @@ def test_confidence_needs_a_source_with_intervals():
     exact = Problem.build(space, [parse_objective("min params", "x")], [parse_constraint("macs <= 100M at 90 %", "x")])
     codes = space.sample_codes(0, 5)
     assert np.array_equal(exact.cheap(codes)["macs at 90 %"], exact.cheap(codes)["macs"])  # counters are exact
+
+
+def test_best_breaks_a_tie_on_the_first_objective_by_the_others():
+    """Two archs equally good on the first objective: the one the second objective prefers
+    is best (the other is dominated), whatever their query order."""
+    from nas.search.runner import SearchResult
+
+    space = load_space("tiny_mbconv")
+    problem = Problem.build(space, [parse_objective("min params", "x"), parse_objective("min macs", "x")], [])
+    codes = space.sample_codes(3, 1)
+    for order in ([0, 1, 2], [1, 0, 2]):
+        values = {"params": np.array([5.0, 5.0, 9.0])[order], "macs": np.array([8.0, 3.0, 1.0])[order]}
+        result = SearchResult(problem, codes, values)
+        assert result.best() == order.index(1)

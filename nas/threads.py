@@ -12,8 +12,9 @@ burning the very core the late thread needs. On the 2-core VM a sandwich step of
 tiny_mbconv took 13 s instead of 1.7 s on one thread with a single busy process beside
 it (issue 16). Three levers, each measured in docs/benchmarks.md:
 
-1. **Wait policy.** `OMP_WAIT_POLICY=PASSIVE`: a waiting thread sleeps at once instead
-   of spinning. libgomp reads it once, when it is loaded (at `import torch`), so
+1. **Wait policy.** `OMP_WAIT_POLICY=PASSIVE` with a short spin (`GOMP_SPINCOUNT`
+   `SPIN_COUNT`, ~0.3 ms instead of libgomp's ~3 ms): a waiting thread soon sleeps
+   instead of spinning. libgomp reads both once, when it is loaded (at `import torch`), so
    `prepare_environment()` runs from `nas/__init__.py`, before any hwnas module imports
    torch; a value the user exported wins. When torch was imported before `nas`, the
    policy cannot change any more, and `Parallelism.wait_policy` says so.
@@ -43,6 +44,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 WAIT_POLICY = "PASSIVE"
+# A short spin before sleeping (libgomp: ~100 spins per microsecond, so ~0.3 ms; its default
+# is 300,000, PASSIVE alone is 0). Sleeping at once cost most of the second thread's gain on
+# a quiet 2-core machine (a sandwich step 1.05x faster than one thread, against 1.5-1.8x with
+# 10,000-300,000 spins: docs/benchmarks.md); a bounded spin keeps that gain and still yields
+# the core within a fraction of a millisecond when a neighbour needs it.
+SPIN_COUNT = 30_000
 WINDOW_S = 0.2           # the idle sample behind a first choice
 RETUNE_EVERY_S = 5.0     # how often retune() re-measures during a long loop
 _OPENMP_LIBS = ("libgomp", "libiomp", "libomp")
@@ -63,8 +70,8 @@ _WAIT: dict[str, str] = {}
 
 
 def prepare_environment() -> str:
-    """Set OMP_WAIT_POLICY=PASSIVE for the OpenMP runtime torch will load, unless the user
-    chose a policy; returns the policy in effect ("unknown: ..." when OpenMP was loaded
+    """Set OMP_WAIT_POLICY=PASSIVE and a short GOMP_SPINCOUNT for the OpenMP runtime torch will
+    load, unless the user chose a policy (or a spin count); returns the policy in effect ("unknown: ..." when OpenMP was loaded
     before hwnas could set it). Called on `import nas`; cheap (no torch import)."""
     if not _WAIT:
         user = os.environ.get("OMP_WAIT_POLICY")
@@ -74,7 +81,8 @@ def prepare_environment() -> str:
             _WAIT["policy"] = "unknown: OpenMP was loaded before hwnas (set OMP_WAIT_POLICY=PASSIVE yourself)"
         else:
             os.environ["OMP_WAIT_POLICY"] = WAIT_POLICY
-            _WAIT["policy"] = WAIT_POLICY
+            spin = os.environ.setdefault("GOMP_SPINCOUNT", str(SPIN_COUNT))
+            _WAIT["policy"] = f"{WAIT_POLICY}, spin {spin}"
     return _WAIT["policy"]
 
 
@@ -177,7 +185,7 @@ class Parallelism:
         return out
 
     def summary(self) -> str:
-        """One line for logs: '2 threads (free cores 1.93 of cpus 0-1, adaptive), wait PASSIVE, load 0.41'."""
+        """One line for logs: '2 threads (free cores 1.93 of cpus 0-1, adaptive), wait PASSIVE, spin 30000, load 0.41'."""
         why = f"{self.chosen_by}; " if self.free_cores is None else f"free cores {self.free_cores:.2f} of "
         if len(self.cpus) == 1:
             cpus = f"cpu {self.cpus[0]}"

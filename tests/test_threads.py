@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.threads import Parallelism, choose_threads, free_cores
+from nas.threads import SPIN_COUNT, Parallelism, choose_threads, free_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,8 @@ def test_threads_follow_the_free_cores_within_the_affinity_mask_and_quota(cores:
 def test_the_wait_policy_is_passive_in_torchs_openmp_when_nas_is_imported_first() -> None:
     # OMP_DISPLAY_ENV makes libgomp print the settings it read when it loaded
     out = run_python("import nas, torch; torch.ones(8).sum()", {"OMP_DISPLAY_ENV": "VERBOSE"})
-    assert "GOMP_SPINCOUNT = '0'" in out.stderr  # waiting threads sleep instead of spinning
+    assert f"GOMP_SPINCOUNT = '{SPIN_COUNT}'" in out.stderr  # waiting threads soon sleep instead of spinning
+    assert "OMP_WAIT_POLICY = 'PASSIVE'" in out.stderr
     plain = subprocess.run([sys.executable, "-c", "import torch; torch.ones(8).sum()"], capture_output=True, text=True,
                            env={**{k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))},
                                 "OMP_DISPLAY_ENV": "VERBOSE"}, timeout=120, check=True)
@@ -73,7 +74,7 @@ def test_the_default_sizes_torchs_pool_from_the_free_cores_and_keeps_adapting() 
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     assert rec["chosen_by"] == "free cores" and rec["adaptive"] and rec["cpus"] == cpus
     assert 1 <= rec["threads"] == rec["torch"] <= len(cpus) and 0 <= rec["free_cores"] <= len(cpus) + 0.5
-    assert rec["wait_policy"] == "PASSIVE" and rec["workers"] == 1 and len(rec["load_average"]) == 3
+    assert rec["wait_policy"] == f"PASSIVE, spin {SPIN_COUNT}" and rec["workers"] == 1 and len(rec["load_average"]) == 3
     assert rec["env"] is None  # children size their own pools
 
 

@@ -78,6 +78,8 @@ class Search(Section):
     study: str | None = None            # default: the run id
     workers: int = Field(1, ge=1)       # local worker processes sharing the study
     reference: dict[str, str | float] | None = None
+    verify: list[str] = []              # devices (this machine) whose latency on the front is re-measured;
+                                        # export then takes the best arch meeting every budget measured
 
     @field_validator("storage")
     @classmethod

@@ -152,6 +152,8 @@ def render(card: Mapping[str, Any]) -> str:
         lines += pruning_lines(card["pruning"])
     p = card["provenance"]
     lines += ["", "## Provenance", "", f"- search run: {p.get('search_run') or '-'}",
+              *(f"- re-measured on the search's front before export: {m} {v['measured_ms']:.4g} ms "
+                f"(predicted {v['predicted_ms']:.4g} ms)" for m, v in (p.get("verified_latency") or {}).items()),
               f"- seeds: {json.dumps(p.get('seeds', {}), sort_keys=True)}",
               f"- weights: {p.get('weights')}",
               f"- library versions: {', '.join(f'{k} {v}' for k, v in p['versions'].items())}", ""]

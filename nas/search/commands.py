@@ -26,6 +26,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--budget", type=positive_int, help="queries of the expensive metrics (overrides the config)")
     p.add_argument("--seed", type=int, help="random seed (overrides the config)")
     p.add_argument("--out", type=Path, help="results folder (default: runs/search/STUDY)")
+    p.add_argument("--verify", action="append", metavar="DEVICE",
+                   help="re-measure the front's latency on DEVICE (this machine) and re-check the budgets "
+                        "(repeatable; overrides the config's verify list)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=_search)
@@ -73,14 +76,16 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 def _search(args: argparse.Namespace) -> Result:
     from nas.search.config import load_search_config
     from nas.search.run import run_search
+    from nas.search.verify import lines as verify_lines
 
     overrides = {"storage": args.storage or os.environ.get(STORAGE_ENV), "study": args.study, "budget": args.budget, "seed": args.seed,
-                 "out": str(args.out) if args.out else None}
+                 "out": str(args.out) if args.out else None, "verify": args.verify}
     run = run_search(load_search_config(args.config, overrides), progress=not args.quiet)
     s = run.summary
     for name, count in {**s.get("nan", {}), **s.get("nan_queried", {})}.items():
         print(f"hwnas: note: {name} had no value (NaN) for {count} arch(s); they count as infeasible", file=sys.stderr)
-    lines = [*run.result.lines(s), "wrote " + ", ".join(str(f) for f in run.files)]
+    lines = [*run.result.lines(s), *(verify_lines(s["verified"]) if "verified" in s else []),
+             "wrote " + ", ".join(str(f) for f in run.files)]
     return Result(s, "\n".join(lines))
 
 

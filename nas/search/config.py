@@ -16,6 +16,8 @@
     out: runs/search/my-search             # default: runs/search/STUDY
     reference: {accuracy: 0 %, latency@local-cpu: 0.4 ms}   # hypervolume reference point
                                            # (default: a budget's bound, else the worst value seen)
+    verify: [local-cpu]                    # re-measure the front's latency on this machine and
+                                           # re-check the budgets (nas.search.verify)
 
 `SearchConfig` is a `nas.config.Section`: unknown keys, wrong types, unknown controllers
 and their unknown settings are one-line errors naming the key. `controller` is a union
@@ -109,6 +111,7 @@ class SearchConfig(Section):
     study: str = "search"
     out: Path | None = None
     reference: dict[str, Any] = {}
+    verify: list[str] = []
     _base: Path | None = PrivateAttr(None)
 
     @field_validator("space", mode="before")
@@ -227,7 +230,7 @@ def expand_storage(text: str) -> str:
 
 
 def load_search_config(path: Path | str, overrides: Mapping[str, Any] | None = None) -> SearchConfig:
-    """Read and validate a YAML config; `overrides` (storage, study, budget, seed, out) win."""
+    """Read and validate a YAML config; `overrides` (storage, study, budget, seed, out, verify) win."""
     from nas.space.registry import read_config
 
     path = Path(path)

@@ -4,6 +4,7 @@
     front.csv      the feasible Pareto front (one objective: the best feasible arch)
     summary.json   problem, controller, queries, best arch, front, hypervolume and its reference
     front.png      the objectives of every queried arch, the front highlighted
+    front_verified.csv  with `verify`: the front's predicted and measured latency (nas.search.verify)
 
 Each file is written to a temporary name and renamed, so an interrupted write never
 leaves a half-written file behind. The same tables come as pandas DataFrames, as Optuna's
@@ -105,7 +106,8 @@ def front_dataframe(result: SearchResult) -> pandas.DataFrame:
 
 
 def write_results(result: SearchResult, out: Path, summary: dict[str, Any]) -> list[Path]:
-    """archs.csv, front.csv, summary.json and front.png in `out`; returns the paths."""
+    """archs.csv, front.csv, summary.json and front.png in `out` (and front_verified.csv
+    when the front was re-measured); returns the paths."""
     out = Path(out)
     header, rows = trials_table(result)
     rows = [[_cell(c) if isinstance(c, float) else c for c in row] for row in rows]
@@ -113,10 +115,26 @@ def write_results(result: SearchResult, out: Path, summary: dict[str, Any]) -> l
     paths = [out / "archs.csv", out / "front.csv", out / "summary.json", out / "front.png"]
     write_atomic(paths[0], text)
     write_atomic(paths[1], front_text)
+    if "verified" in summary:
+        paths.append(out / "front_verified.csv")
+        write_atomic(paths[-1], _verified_csv(summary["verified"]))
     summary = {**summary, "files": [str(x) for x in paths]}
     write_atomic(paths[2], json.dumps(summary, indent=2) + "\n")
     plot_front(result, paths[3])
     return paths
+
+
+def _verified_csv(verified: dict[str, Any]) -> str:
+    """One row per front arch: each verified metric predicted, measured (median, p10, p90)
+    and the relative error, then whether every budget is met predicted and measured."""
+    metrics = verified["metrics"]
+    header = ["arch_id", *(f"{m} {k}" for m in metrics for k in ("predicted_ms", "measured_ms", "p10_ms", "p90_ms",
+                                                                 "error")),
+              "meets_predicted", "meets_measured", "arch"]
+    rows = [[r["arch_id"], *(repr(r["latency"][m][k]) for m in metrics
+                             for k in ("predicted_ms", "measured_ms", "p10_ms", "p90_ms", "error")),
+             r["meets_predicted"], r["meets_measured"], r["arch"]] for r in verified["front"]]
+    return _csv([header, *rows])
 
 
 def plot_front(result: SearchResult, path: Path) -> None:

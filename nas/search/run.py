@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.errors import ConfigError
 from nas.redact import redact
 from nas.search.config import SearchConfig, config_from_dict, load_search_config
 from nas.search.runner import SearchOutcome
+from nas.search.verify import verified_metric, verify_front
 from nas.space import load_space
 from nas.space.base import SearchSpace
 
@@ -41,6 +43,12 @@ def run_search(config: SearchConfig | Mapping[str, Any] | str | Path, *, progres
     controller = controller_class(config.controller.name)(config.controller, config.seed)
     problem = controller.problem(_space(config), config)
     problem.check_budgets()
+    if config.verify:
+        if not controller.records_queries:
+            raise ConfigError(f"verify: controller {config.controller.name} returns no front of measured archs to "
+                              "re-measure")
+        for device in config.verify:
+            verified_metric(problem, device)
     ledger = None
     if controller.records_queries:
         if config.storage is None:
@@ -48,6 +56,8 @@ def run_search(config: SearchConfig | Mapping[str, Any] | str | Path, *, progres
         ledger = Ledger(problem, config.storage_url, config.study, config.identity())
     result = controller.search(problem, ledger, config.budget, progress, config.out_dir if write else None)
     summary = result.summary(config)
+    if config.verify:
+        summary["verified"] = verify_front(result, config.verify, progress)
     if ledger is not None:
         summary["storage"], summary["study"] = redact(config.storage_url), config.study
     files = result.write(config.out_dir, summary) if write else []

@@ -29,13 +29,21 @@ def inputs(exp: Experiment) -> dict[str, Any]:
 
 
 def chosen_arch(exp: Experiment, summary: dict[str, Any]) -> str:
-    """The arch to export, as text (canonical JSON, or an NB201 string)."""
+    """The arch to export, as text (canonical JSON, or an NB201 string): the search's best,
+    or with `search.verify` the best front arch that meets every budget when measured."""
     if exp.export.arch != "best":
         return exp.export.arch
     if not summary.get("best"):
         raise NasError("the search found no arch that meets every budget, so there is nothing to export; "
                        "loosen the budgets or raise search.budget")
-    return summary["best"]["arch"]
+    verified = summary.get("verified")
+    if verified is None:
+        return summary["best"]["arch"]
+    if verified["best"] is None:
+        raise NasError(f"none of the {len(verified['front'])} front arch(s) meets every budget when its "
+                       f"{', '.join(verified['metrics'])} is measured (search/front_verified.csv), so there is "
+                       "nothing to export; loosen the latency budget or validate the LUT (hwnas lut validate)")
+    return verified["best"]["arch"]
 
 
 def run(exp: Experiment, space: str, out: Path, summary: dict[str, Any], supernet: Path | None, run_id: str,
@@ -47,9 +55,12 @@ def run(exp: Experiment, space: str, out: Path, summary: dict[str, Any], superne
 
     split = exp.accuracy.supernet.split if exp.accuracy.kind == "supernet" else "val"
     best = summary.get("best") or {}
+    arch = chosen_arch(exp, summary)
+    verified = (summary.get("verified") or {}).get("best") or {}
     provenance = {"search_run": run_id, "seeds": {"experiment": exp.seed},
-                  "search_metrics": best.get("metrics") if best.get("arch") == chosen_arch(exp, summary) else None}
-    model_dir = export_arch(space, chosen_arch(exp, summary), out / "model", supernet=supernet,
+                  "search_metrics": best.get("metrics") if best.get("arch") == arch else None,
+                  "verified_latency": verified.get("latency") if verified.get("arch") == arch else None}
+    model_dir = export_arch(space, arch, out / "model", supernet=supernet,
                             budgets=list(exp.budgets), provenance=provenance, seed=exp.seed, split=split,
                             latency_protocol=None if not exp.export.measure_latency else _protocol(), force=True,
                             sources=sources)

@@ -53,6 +53,8 @@ def _base_config(exp: Experiment, space: str) -> dict[str, Any]:
         data["storage"] = s.storage  # as written: $VARIABLES are expanded when the study is opened
     if s.reference:
         data["reference"] = dict(s.reference)
+    if s.verify:
+        data["verify"] = list(s.verify)
     return data
 
 

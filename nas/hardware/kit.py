@@ -20,33 +20,43 @@ from nas.errors import NasError
 from nas.hardware import kit_runner, measure
 from nas.hardware.devices import Device
 from nas.hardware.lut import LUT, lut_blocks, new_meta, summary_from_row
-from nas.hardware.onnx_graph import layer_model, model_input_shape, network_model
+from nas.hardware.onnx_graph import model_input_shape, network_model
 from nas.hardware.profiling import reference_arch
 from nas.space.base import SearchSpace
+from nas.space.layers import LayerSpec
 
 KIT_SCHEMA = "hwnas.kit/1"
 RESULT_COLUMNS = ["id", "key", "median", "p10", "p90", "mean", "std", "n", "rejected"]  # times in ms
 
 
 def write_kit(space: SearchSpace, out: Path, resolutions: Sequence[int | None] = (None,), batch: int = 1) -> dict[str, Any]:
-    """Write the kit zip atomically; returns its manifest."""
+    """Write the kit zip of every block of the space atomically; returns its manifest."""
     specs = lut_blocks(space, resolutions)
+    return write_models_kit(space, out, [(spec.key, [spec]) for spec in specs], space.fingerprint(), resolutions, batch,
+                            f"hwnas profiling kit for space {space.name} ({len(specs)} blocks).")
+
+
+def write_models_kit(space: SearchSpace, out: Path, models: Sequence[tuple[str, Sequence[LayerSpec]]], kit_id: str,
+                     resolutions: Sequence[int | None] = (None,), batch: int = 1, title: str = "") -> dict[str, Any]:
+    """A kit of any networks given as (key, LayerSpecs): single blocks for a LUT, whole archs
+    for a front to verify (nas.search.verify). The runner times them all beside the
+    space's reference network and keys its results by `key`."""
     reference = space.layers(reference_arch(space), resolutions[0])
-    manifest: dict[str, Any] = {"schema": KIT_SCHEMA, "space": space.name, "kit_id": space.fingerprint(),
+    manifest: dict[str, Any] = {"schema": KIT_SCHEMA, "space": space.name, "kit_id": kit_id,
                                 "resolutions": list(resolutions), "batch": batch, "entries": [],
                                 "reference": {"file": "models/reference.onnx", "input": model_input_shape(reference[0], batch),
                                               "arch_id": reference_arch(space).arch_id, "resolution": resolutions[0]}}
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr(manifest["reference"]["file"], network_model(reference, batch, compact=True).SerializeToString())
-        for i, spec in enumerate(specs):
-            entry = {"id": f"m{i:05d}", "key": spec.key, "file": f"models/m{i:05d}.onnx",
-                     "input": model_input_shape(spec, batch)}
-            z.writestr(entry["file"], layer_model(spec, batch, compact=True).SerializeToString())
+        for i, (key, layers) in enumerate(models):
+            entry = {"id": f"m{i:05d}", "key": key, "file": f"models/m{i:05d}.onnx",
+                     "input": model_input_shape(layers[0], batch)}
+            z.writestr(entry["file"], network_model(list(layers), batch, name=key, compact=True).SerializeToString())
             manifest["entries"].append(entry)
         z.writestr("manifest.json", json.dumps(manifest, indent=1))
         z.writestr("runner.py", Path(kit_runner.__file__).read_text())
         z.writestr("measure.py", Path(measure.__file__).read_text())
-        z.writestr("README.txt", f"hwnas profiling kit for space {space.name} ({len(specs)} blocks).\n"
+        z.writestr("README.txt", f"{title}\n"
                                  "unzip, then: python3 runner.py --threads N --out results.csv\n"
                                  "needs: python3, numpy, onnxruntime\n")
     return manifest
@@ -79,6 +89,15 @@ def read_results(path: Path) -> tuple[dict[str, Any], list[tuple[int, dict[str, 
     return header, rows
 
 
+def check_runtime(header: dict[str, Any], device: Device, results: Path, allow_mismatch: bool = False) -> None:
+    """Refuse results measured with another provider, thread count or batch than the device profile's."""
+    problems = [f"{k} {header.get(k)!r} vs device {getattr(device, k)!r}"
+                for k in ("provider", "threads", "batch") if header.get(k) != getattr(device, k)]
+    if problems and not allow_mismatch:
+        raise NasError(f"{results}: measured differently from device {device.name}: {'; '.join(problems)} "
+                       "(fix device.yaml or pass --allow-mismatch)")
+
+
 def import_results(results: Path, space: SearchSpace, device: Device, out: Path,
                    allow_mismatch: bool = False) -> LUT:
     """A LUT from a kit's results CSV: every block of the kit present once, every time sane."""
@@ -90,11 +109,7 @@ def import_results(results: Path, space: SearchSpace, device: Device, out: Path,
         raise NasError(f"{results}: results are from a kit of space {header.get('space')!r} "
                        f"(kit {header.get('kit')}), not of {space.name!r} as it is now (fingerprint {space.fingerprint()}); "
                        "make a new kit")
-    runtime_problems = [f"{k} {header.get(k)!r} vs device {getattr(device, k)!r}"
-                        for k in ("provider", "threads", "batch") if header.get(k) != getattr(device, k)]
-    if runtime_problems and not allow_mismatch:
-        raise NasError(f"{results}: measured differently from device {device.name}: {'; '.join(runtime_problems)} "
-                       "(fix device.yaml or pass --allow-mismatch)")
+    check_runtime(header, device, results, allow_mismatch)
     entries: dict[str, tuple] = {}
     for line, row in rows:
         where = f"{results}:{line}"

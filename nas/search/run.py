@@ -15,7 +15,7 @@ from nas.errors import ConfigError
 from nas.redact import redact
 from nas.search.config import SearchConfig, config_from_dict, load_search_config
 from nas.search.runner import SearchOutcome
-from nas.search.verify import verified_metric, verify_front
+from nas.search.verify import KitPending, verified_metric, verify_front
 from nas.space import load_space
 from nas.space.base import SearchSpace
 
@@ -56,11 +56,17 @@ def run_search(config: SearchConfig | Mapping[str, Any] | str | Path, *, progres
         ledger = Ledger(problem, config.storage_url, config.study, config.identity())
     result = controller.search(problem, ledger, config.budget, progress, config.out_dir if write else None)
     summary = result.summary(config)
+    pending = None
     if config.verify:
-        summary["verified"] = verify_front(result, config.verify, progress)
+        try:
+            summary["verified"] = verify_front(result, config.verify, config.out_dir if write else None, progress)
+        except KitPending as exc:  # the results are written first: a rerun resumes a finished study
+            pending = exc
     if ledger is not None:
         summary["storage"], summary["study"] = redact(config.storage_url), config.study
     files = result.write(config.out_dir, summary) if write else []
+    if pending is not None:
+        raise pending
     return SearchRun(config, result, summary, files)
 
 

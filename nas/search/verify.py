@@ -4,73 +4,124 @@ A search ranks archs by predictions: a LUT's calibrated block sum, a learned
 predictor, the upper end of an interval. The arch a researcher deploys has to meet its
 budget on the device, and the search's best is by construction the arch nearest the
 bound, where a few percent of prediction error decide. So `verify_front` builds every
-arch of the final front whole, measures it on this machine and re-checks every budget
+arch of the final front whole, measures it on the device and re-checks every budget
 with the measured latency in place of the predicted one (HiFi-LLP's idea of sending the
 predictions that matter back to the hardware, applied to the few that are exported).
 
-A latency predicted from a LUT is measured with the LUT's own protocol and yardstick
-(every chunk timed beside the LUT's reference network and rescaled to its baseline), so
-the figure is on the scale the LUT predicts, as `hwnas lut validate` reads it; any other
-source is measured with the default protocol. Only the machine hwnas runs on (the device
-profile marked `detect: true`) can be measured: a remote device's front needs a kit.
+A latency predicted from the device's own LUT is measured with the LUT's protocol and
+on its scale (beside the LUT's reference network, rescaled to its baseline), as `hwnas
+lut validate` reads it; any other source is compared with the plain measurement. This
+machine (the device profile marked `detect: true`) is measured at once. Another device
+gets one kit round, like a LUT's: the front's whole networks are written as a kit
+(nas.hardware.kit) into OUT/verify/, the search stops saying what to run on the device,
+and rerunning it (no new queries: the study is finished) reads the results back.
 Metrics derived from latency (an analytic energy estimate) keep their predicted values.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nas.costs import CostModel
-from nas.errors import ConfigError
+from nas.errors import ConfigError, NasError
+from nas.hardware.measure import Summary
 from nas.search.problem import BoundCost, Problem
 
 if TYPE_CHECKING:
     from nas.search.runner import SearchResult
 
 
+class KitPending(NasError):
+    """The front's kit is written; the results come back from the device before verifying."""
+
+
 def verified_metric(problem: Problem, device: str) -> str:
-    """The latency metric of `device` that the problem predicts, checked to be measurable here."""
-    from nas.export.latency import local_device
+    """The latency metric of `device` that the problem predicts (checked before any query)."""
+    from nas.hardware.devices import load_device
 
     name = f"latency@{device}"
     if name not in problem.metrics:
         named = sorted(n for n in problem.metrics if n.startswith("latency@") and " at " not in n)
         raise ConfigError(f"verify: {device!r} has no latency in this search (its latency metrics: "
                           f"{', '.join(named) or 'none'})")
-    here = local_device().name
-    if device != here:
-        raise ConfigError(f"verify: {device!r} is not this machine ({here}); only this machine's front can be "
-                          "re-measured here")
     if problem.metrics[name].queried:
         raise ConfigError(f"verify: {name} is a queried metric, already measured")
+    load_device(device)  # a profile: its provider, threads and batch are what the kit round is held to
     return name
 
 
-def _base_model(model: CostModel) -> CostModel:
-    return model.model if isinstance(model, BoundCost) else model
+def _own_lut(problem: Problem, metric: str, device: str) -> Any:
+    """The metric's LUT when it is the device's own (a stand-in's scale is another machine's)."""
+    from nas.hardware.lut import LUTCost
+
+    model = problem.metrics[metric].model
+    model = model.model if isinstance(model, BoundCost) else model
+    return model if isinstance(model, LUTCost) and model.lut.meta.get("device") == device else None
 
 
-def measure_front(problem: Problem, metric: str, codes: np.ndarray, progress: bool = True) -> list[Any]:
-    """Timings (nas.hardware.measure.Summary) of the archs `codes`, whole, on this machine,
-    on the scale `metric`'s source predicts."""
+def measure_front(problem: Problem, metric: str, codes: np.ndarray, out_dir: Path | None,
+                  progress: bool = True) -> list[Summary]:
+    """Timings of the archs `codes` whole on the metric's device, on the scale its source predicts."""
     from nas.export.latency import local_device
     from nas.hardware.backends import make_backend
-    from nas.hardware.lut import LUTCost
     from nas.hardware.measure import Protocol
     from nas.hardware.profiling import lut_yardstick, measure_archs
 
-    model = _base_model(problem.metrics[metric].model)
-    device = local_device()
-    backend = make_backend(device)
+    device = metric.partition("@")[2]
+    lut_cost = _own_lut(problem, metric, device)
+    resolution = lut_cost.resolution if lut_cost else None
     archs = [problem.space.decode(c) for c in codes]
-    if isinstance(model, LUTCost):
-        protocol = Protocol(**model.lut.meta.get("protocol", {}))
-        yardstick = lut_yardstick(model.lut, problem.space, backend, model.resolution)
-        return measure_archs(backend, problem.space, archs, model.resolution, protocol,
-                             desc="verify front" if progress else None, yardstick=yardstick)
-    return measure_archs(backend, problem.space, archs, None, Protocol(), desc="verify front" if progress else None)
+    if device != local_device().name:
+        return _kit_round(problem, device, archs, resolution, lut_cost, out_dir)
+    backend = make_backend(local_device())
+    desc = "verify front" if progress else None
+    if lut_cost is None:
+        return measure_archs(backend, problem.space, archs, None, Protocol(), desc)
+    return measure_archs(backend, problem.space, archs, resolution, Protocol(**lut_cost.lut.meta.get("protocol", {})),
+                         desc, lut_yardstick(lut_cost.lut, problem.space, backend, resolution))
+
+
+def _kit_round(problem: Problem, device: str, archs: list, resolution: int | None, lut_cost: Any,
+               out_dir: Path | None) -> list[Summary]:
+    """The front measured on a remote device through one kit: its results when they are
+    back (checked against this very front and the device profile), else the kit written
+    and KitPending raised with what to do."""
+    from nas.hardware.devices import load_device
+    from nas.hardware.kit import check_runtime, read_results, write_models_kit
+    from nas.hardware.lut import summary_from_row
+
+    if out_dir is None:
+        raise ConfigError(f"verify: {device!r} is not this machine; its kit round needs the search's output folder")
+    space, profile = problem.space, load_device(device)
+    ids = [a.arch_id for a in archs]
+    kit_id = hashlib.sha256(json.dumps([space.fingerprint(), resolution, sorted(ids)]).encode()).hexdigest()[:16]
+    zip_path, results = Path(out_dir) / "verify" / f"{device}_front.zip", Path(out_dir) / "verify" / f"{device}_front.csv"
+    if not results.is_file():
+        write_models_kit(space, zip_path, [(a.arch_id, space.layers(a, resolution)) for a in archs], kit_id,
+                         [resolution], profile.batch, f"hwnas kit: the {len(archs)} front archs of a {space.name} search")
+        raise KitPending(f"verify: the front's latency on {device} needs one kit round: copy {zip_path} to the device, "
+                         f"run 'unzip {zip_path.name} -d kit && python3 kit/runner.py --threads {profile.threads} --out "
+                         f"results.csv' there, bring results.csv back to {results}, then rerun (no new queries)")
+    header, rows = read_results(results)
+    if header.get("kit") != kit_id:
+        raise NasError(f"{results}: results of another front (kit {header.get('kit')}, this front's is {kit_id}); "
+                       "delete the file and rerun to write the kit of the current front")
+    check_runtime(header, profile, results)
+    timings = {row["key"]: summary_from_row(row, f"{results}:{line}") for line, row in rows}
+    missing = [i for i in ids if i not in timings]
+    if missing:
+        raise NasError(f"{results}: no timing for front arch(s) {', '.join(missing[:3])}; rerun the kit's runner")
+    ours, theirs = ((lut_cost.lut.meta.get("reference") or {}).get("ms") if lut_cost else None,
+                    (header.get("reference") or {}).get("ms"))
+    factor = ours / theirs if ours and theirs else 1.0  # the kit's reference read on the LUT's baseline
+    return [replace(timings[i], median=timings[i].median * factor, p10=timings[i].p10 * factor,
+                    p90=timings[i].p90 * factor, mean=timings[i].mean * factor, std=timings[i].std * factor)
+            for i in ids]
 
 
 def _with_measured(problem: Problem, values: dict[str, np.ndarray], metric: str,
@@ -83,8 +134,9 @@ def _with_measured(problem: Problem, values: dict[str, np.ndarray], metric: str,
     return out
 
 
-def verify_front(result: SearchResult, devices: Sequence[str], progress: bool = True) -> dict[str, Any]:
-    """Measure the front's latency on each device (this machine) and re-check every budget.
+def verify_front(result: SearchResult, devices: Sequence[str], out_dir: Path | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """Measure the front's latency on each device and re-check every budget.
 
     Returns summary.json's `verified`: one row per front arch (predicted and measured
     values, error, whether it meets every budget predicted and measured) and `best`, the
@@ -100,7 +152,7 @@ def verify_front(result: SearchResult, devices: Sequence[str], progress: bool = 
     measured = dict(values)
     timings = {}
     for metric in metrics:
-        timings[metric] = measure_front(problem, metric, codes, progress) if len(front) else []
+        timings[metric] = measure_front(problem, metric, codes, out_dir, progress) if len(front) else []
         measured = _with_measured(problem, measured, metric, np.array([t.median for t in timings[metric]]))
     meets_predicted, meets_measured = problem.feasible(values), problem.feasible(measured)
     rows = []

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
+import zipfile
 
 import pytest
 
 from nas.cli import main
-from nas.errors import ConfigError
+from nas.errors import ConfigError, NasError
 from nas.search import run_search
+from nas.search.verify import KitPending
 from tests.search_helpers import local_cpu_lut  # noqa: F401  (a fixture)
 
 
@@ -78,9 +82,44 @@ def test_a_device_the_search_does_not_predict_is_refused_before_any_query(tmp_pa
     assert not (tmp_path / "out").exists()
 
 
-def test_another_machines_latency_is_refused(tmp_path, local_cpu_lut) -> None:  # noqa: F811
-    config = _config(tmp_path, local_cpu_lut, "0.6 ms", verify=["pi4-ort"])
+def _remote_config(tmp_path, lut) -> dict:
+    config = _config(tmp_path, lut, "0.6 ms", verify=["pi4-ort"])
     config["constraints"].append("latency@pi4-ort <= 1 s")
     config["sources"]["latency@pi4-ort"] = {"like": "local-cpu"}
-    with pytest.raises(ConfigError, match=r"verify: 'pi4-ort' is not this machine \(local-cpu\)"):
+    return config
+
+
+def test_another_device_gets_one_kit_round_and_the_rerun_reads_it_back(tmp_path, local_cpu_lut) -> None:  # noqa: F811
+    config = _remote_config(tmp_path, local_cpu_lut)
+    with pytest.raises(KitPending, match=r"verify: the front's latency on pi4-ort needs one kit round: copy .*"
+                                         r"pi4-ort_front.zip .*--threads 4 .*then rerun \(no new queries\)"):
+        run_search(config, progress=False)
+    out = tmp_path / "out"
+    summary = json.loads((out / "summary.json").read_text())  # the search itself is written and kept
+    assert "verified" not in summary and summary["front"]
+    with zipfile.ZipFile(out / "verify" / "pi4-ort_front.zip") as z:
+        z.extractall(tmp_path / "kit")
+    manifest = json.loads((tmp_path / "kit" / "manifest.json").read_text())
+    assert [e["key"] for e in manifest["entries"]] == [r["arch_id"] for r in summary["front"]]
+    results = out / "verify" / "pi4-ort_front.csv"
+    r = subprocess.run([sys.executable, "runner.py", "--threads", "4", "--warmup", "1", "--repeats", "6", "--rounds", "1",
+                        "--passes", "1", "--out", str(results)], cwd=tmp_path / "kit", capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+    run = run_search(config, progress=False)  # the finished study resumes without queries
+    assert run.summary["queries"] == summary["queries"]
+    v = run.summary["verified"]
+    assert v["metrics"] == ["latency@pi4-ort"] and len(v["front"]) == len(summary["front"])
+    measured = {row["key"]: float(row["median"]) for row in csv.DictReader(
+        line for line in results.read_text().splitlines() if not line.startswith("#"))}
+    for row in v["front"]:  # a stand-in LUT is another machine's scale: the kit's figures as measured
+        assert row["latency"]["latency@pi4-ort"]["measured_ms"] == measured[row["arch_id"]]
+        assert row["meets_measured"] == (row["latency"]["latency@pi4-ort"]["measured_ms"] <= 1000)
+
+    header, *rest = results.read_text().splitlines(keepends=True)
+    results.write_text(header.replace('"kit": "', '"kit": "0') + "".join(rest))
+    with pytest.raises(NasError, match="results of another front .* delete the file and rerun"):
+        run_search(config, progress=False)
+    results.write_text(header + "".join(rest[:-1]))
+    with pytest.raises(NasError, match="no timing for front arch"):
         run_search(config, progress=False)

@@ -11,8 +11,19 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+from torch.utils import flop_counter
 
 from nas.space import space_files
+
+# torch's FlopCounterMode counts scaled_dot_product_attention on the CUDA kernels only; the
+# CPU kernel the transformer blocks run here gets torch's own SDPA formula (Q·K^T and
+# attention·V), so the counters are held to the attention matmuls as to every other one.
+_SDPA_CPU = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+if _SDPA_CPU not in flop_counter.flop_registry and _SDPA_CPU.default not in flop_counter.flop_registry:
+    @flop_counter.register_flop_formula(_SDPA_CPU)
+    def _sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
 def shipped_space_names() -> list[str]:

@@ -37,10 +37,11 @@ from nas.space.tables import SpecTable, unique_layers
 SCHEMA = "hwnas.lut/1"
 SPEC_COLUMNS = [f.name for f in fields(LayerSpec)]
 VALUE_COLUMNS = [f.name for f in fields(Summary)]
-BOOL_COLUMNS = {"shuffle", "bn", "bias", "preact"}
-INT_COLUMNS = {"in_ch", "out_ch", "in_size", "kernel", "stride", "mid_ch", "groups", "se_ch"}
-# Columns a LUT written before blocks had a precision lacks: its blocks are all float.
-OPTIONAL_COLUMNS = {"precision": "fp32", "in_precision": "fp32"}
+BOOL_COLUMNS = {"shuffle", "bn", "bias", "preact", "cls_token"}
+INT_COLUMNS = {"in_ch", "out_ch", "in_size", "kernel", "stride", "mid_ch", "groups", "se_ch", "heads", "head_dim"}
+# Columns a LUT written before blocks had a precision lacks (its blocks are all float), and
+# before transformer blocks (issue 18) lacks (no token sequences): their defaults.
+OPTIONAL_COLUMNS = {"precision": "fp32", "in_precision": "fp32", "cls_token": "False", "heads": "0", "head_dim": "0"}
 
 
 def spec_to_row(spec: LayerSpec) -> dict[str, Any]:

@@ -39,7 +39,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from nas.errors import NasError
-from nas.space.layers import NB201_EDGES, LayerSpec, nb201_edge_layer, resblock_layers
+from nas.space.layers import LN_EPS, NB201_EDGES, TOKEN_OPS, LayerSpec, nb201_edge_layer, resblock_layers
 
 OPSET = 17
 ACT_SCALE = 0.05  # fixed activation scale of int8 micro-models (timing does not depend on it)
@@ -145,15 +145,15 @@ class _Graph:
 
     # -- primitives -------------------------------------------------------------
     def conv(self, x: str, in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, groups: int = 1,
-             bias: bool = True) -> str:
+             bias: bool = True, pad: bool = True) -> str:
         fan_in = in_ch // groups * kernel * kernel
         w = self.weight((out_ch, in_ch // groups, kernel, kernel), 0, np.sqrt(2.0 / fan_in))
         inputs = [x, self.const(w, "w")]
         if bias:
             inputs.append(self.const(self.weight((out_ch,), 0, 0.01), "b"))
-        pad = kernel // 2
+        p = kernel // 2 if pad else 0  # 'same' padding, or none (a patch embedding's)
         return self.node("Conv", inputs, kernel_shape=[kernel, kernel], strides=[stride, stride],
-                         pads=[pad, pad, pad, pad], group=groups)
+                         pads=[p, p, p, p], group=groups)
 
     def act(self, x: str, name: str) -> str:
         if name == "none":
@@ -170,7 +170,23 @@ class _Graph:
             return self.node("Sigmoid", [x])
         if name == "hsigmoid":
             return self.node("HardSigmoid", [x], alpha=1.0 / 6, beta=0.5)
+        if name == "gelu":  # exact GELU, 0.5 x (1 + erf(x / sqrt 2)): opset 17 has no Gelu; onnxruntime fuses this
+            erf = self.node("Erf", [self.node("Div", [x, self.const(np.array(np.sqrt(2.0), np.float32), "sqrt2")])])
+            y = self.node("Mul", [x, self.node("Add", [erf, self.const(np.array(1, np.float32), "one")])])
+            return self.node("Mul", [y, self.const(np.array(0.5, np.float32), "half")])
         raise ValueError(name)
+
+    def dense(self, x: str, in_ch: int, out_ch: int) -> str:
+        """A linear layer on the last axis of a token tensor: MatMul by (in, out) + bias."""
+        w = self.weight((out_ch, in_ch), 0, np.sqrt(1.0 / in_ch))  # torch's (out, in) layout, the deployed order
+        b = self.weight((out_ch,), 0, 0.01)
+        y = self.node("MatMul", [x, self.const(np.ascontiguousarray(w.T), "w")])
+        return self.node("Add", [y, self.const(b, "b")])
+
+    def layer_norm(self, x: str, channels: int) -> str:
+        scale = self.const(self.weight((channels,), 1, 0.05), "ln_scale")
+        shift = self.const(self.weight((channels,), 0, 0.05), "ln_shift")
+        return self.node("LayerNormalization", [x, scale, shift], axis=-1, epsilon=LN_EPS)
 
     def conv_layer(self, x: str, s: LayerSpec) -> str:
         """A `conv` LayerSpec: [act] conv(+folded BN) [act]."""
@@ -253,6 +269,40 @@ class _Graph:
         pooled = self.node("AveragePool", [x], kernel_shape=[2, 2], strides=[2, 2])
         return self.node("Add", [body, self.conv_layer(pooled, shortcut)])
 
+    # -- transformer blocks (float only) -----------------------------------------------
+    def _patch_embed(self, x: str, s: LayerSpec) -> str:
+        y = self.conv(x, s.in_ch, s.out_ch, s.kernel, s.stride, pad=False)
+        y = self.node("Reshape", [y, self.const(np.array([0, s.out_ch, -1], np.int64), "shape")])
+        y = self.node("Transpose", [y], perm=[0, 2, 1])  # (N, patches, C)
+        if s.cls_token:
+            cls = self.const(self.weight((1, 1, s.out_ch), 0, 0.02), "cls_token")
+            batch = self.node("Shape", [x], start=0, end=1)
+            shape = self.node("Concat", [batch, self.const(np.array([1, s.out_ch], np.int64), "shape")], axis=0)
+            y = self.node("Concat", [self.node("Expand", [cls, shape]), y], axis=1)
+        return self.node("Add", [y, self.const(self.weight((1, s.tokens, s.out_ch), 0, 0.02), "pos_embed")])
+
+    def _encoder(self, x: str, s: LayerSpec) -> str:
+        t, a = s.tokens, s.attn_dim
+        head_dim = a // s.heads
+        qkv = self.dense(self.layer_norm(x, s.in_ch), s.in_ch, 3 * a)
+        qkv = self.node("Reshape", [qkv, self.const(np.array([0, t, 3, s.heads, head_dim], np.int64), "shape")])
+        qkv = self.node("Transpose", [qkv], perm=[2, 0, 3, 1, 4])  # (3, N, heads, T, head_dim)
+        q, k, v = (self.node("Gather", [qkv, self.const(np.array(i, np.int64), "index")], axis=0) for i in range(3))
+        scores = self.node("MatMul", [q, self.node("Transpose", [k], perm=[0, 1, 3, 2])])
+        scores = self.node("Mul", [scores, self.const(np.array(1 / np.sqrt(head_dim), np.float32), "scale")])
+        y = self.node("MatMul", [self.node("Softmax", [scores], axis=-1), v])
+        y = self.node("Transpose", [y], perm=[0, 2, 1, 3])
+        y = self.node("Reshape", [y, self.const(np.array([0, t, a], np.int64), "shape")])
+        x = self.node("Add", [x, self.dense(y, a, s.in_ch)])
+        h = self.act(self.dense(self.layer_norm(x, s.in_ch), s.in_ch, s.mid_ch), s.act)
+        return self.node("Add", [x, self.dense(h, s.mid_ch, s.in_ch)])
+
+    def _token_pool(self, x: str, s: LayerSpec) -> str:
+        if s.cls_token:
+            pooled = self.node("Gather", [x, self.const(np.array(0, np.int64), "index")], axis=1)
+        else:
+            pooled = self.node("ReduceMean", [x], axes=[1], keepdims=0)
+        return self.layer_norm(pooled, s.in_ch)
 
     # -- int8 (QDQ) ----------------------------------------------------------------
     def quantize(self, x: str, scale: float, zp: int, implied: str = "none") -> QTensor:
@@ -365,7 +415,8 @@ class _Graph:
 
 EMITTERS = {"conv": _Graph._conv, "mbconv": _Graph._mbconv, "skip": _Graph._skip, "gap": _Graph._gap,
             "linear": _Graph._linear, "norm": _Graph._norm, "avgpool": _Graph._avgpool,
-            "nb201_cell": _Graph._nb201_cell, "resblock": _Graph._resblock}
+            "nb201_cell": _Graph._nb201_cell, "resblock": _Graph._resblock,
+            "patch_embed": _Graph._patch_embed, "encoder": _Graph._encoder, "token_pool": _Graph._token_pool}
 INT8_EMITTERS = {"conv": _Graph._q_conv, "mbconv": _Graph._q_mbconv, "skip": _Graph._q_skip, "gap": _Graph._q_gap,
                  "linear": _Graph._q_linear}
 SUPPORTED_OPS = frozenset(EMITTERS)
@@ -391,10 +442,23 @@ def quantize_weights(w: np.ndarray, reduce_range: bool = False) -> tuple[np.ndar
 
 
 def input_shape(spec: LayerSpec, batch: int = 1) -> list[int]:
-    """The logical input shape of a block: (N, C) for linear layers, else (N, C, H, W)."""
+    """The logical input shape of a block: (N, C) for linear layers, (N, tokens, C) for
+    blocks reading tokens, else (N, C, H, W)."""
     if spec.op == "linear":
         return [batch, spec.in_ch]
+    if spec.op in TOKEN_OPS:
+        return [batch, spec.tokens, spec.in_ch]
     return [batch, spec.in_ch, spec.in_size, spec.in_size]
+
+
+def output_shape(spec: LayerSpec, batch: int | str = 1) -> list:
+    """The logical output shape of a block: (N, C) after pooling and linear layers,
+    (N, tokens, C) for blocks writing tokens, else (N, C, H, W)."""
+    if spec.op in ("gap", "linear", "token_pool"):
+        return [batch, spec.out_ch]
+    if spec.op in ("patch_embed", "encoder"):
+        return [batch, spec.tokens, spec.out_ch]
+    return [batch, spec.out_ch, spec.out_size, spec.out_size]
 
 
 def model_input_shape(spec: LayerSpec, batch: int = 1) -> list[int]:
@@ -441,9 +505,7 @@ def network_graph(layers: Sequence[LayerSpec], batch: int | None = 1, seed: int 
             x = g.qlayer(g.quantize(x, ACT_SCALE, SIGNED_ZP) if isinstance(x, str) else x, spec)
         else:
             x = g.layer(g.dequantize(x) if isinstance(x, QTensor) else x, spec)
-    out_shape: list = [batch or "batch", last.out_ch]
-    if last.op not in ("gap", "linear"):
-        out_shape += [last.out_size, last.out_size]
+    out_shape = output_shape(last, batch or "batch")
     if isinstance(x, QTensor) and deployment is not None:
         x = g.dequantize(x)  # deployed: float logits (the LUT leaves this tiny DQ to the intercept)
     if isinstance(x, QTensor):

@@ -83,6 +83,15 @@ def _cell_features(spec: LayerSpec) -> dict[str, float]:
     return out
 
 
+def _encoder_features(spec: LayerSpec) -> dict[str, float]:
+    """What a transformer layer's time depends on beyond its MACs: the attention matmuls
+    grow with tokens squared, and the map (heads x tokens x tokens) goes through softmax."""
+    t, a = spec.tokens, spec.attn_dim
+    return {"attention_macs": float(2 * t * t * a), "attention_map_elements": float(spec.heads * t * t),
+            "mlp_macs": float(2 * t * spec.in_ch * spec.mid_ch), "tokens": float(t),
+            ".heads": float(spec.heads), ".mlp_ratio": spec.mid_ch / spec.in_ch}
+
+
 def _no_extras(spec: LayerSpec) -> dict[str, float]:
     return {}
 
@@ -92,6 +101,7 @@ OP_FEATURES: dict[str, Callable[[LayerSpec], dict[str, float]]] = {
     "conv": _no_extras, "mbconv": _mbconv_features, "skip": lambda s: {"identity": float(s.is_identity)},
     "gap": _no_extras, "linear": _no_extras, "norm": _no_extras, "avgpool": _no_extras,
     "nb201_cell": _cell_features, "resblock": _no_extras,
+    "patch_embed": lambda s: {"tokens": float(s.tokens)}, "encoder": _encoder_features, "token_pool": _no_extras,
 }
 SUPPORTED_OPS = frozenset(OP_FEATURES)
 REFUSED_OPS: frozenset[str] = frozenset()

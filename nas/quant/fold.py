@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nas.space.builder import PatchEmbed
 from nas.space.layers import LayerSpec
 
 
@@ -28,12 +29,18 @@ def _bn_affine(bn: nn.BatchNorm2d) -> tuple[np.ndarray, np.ndarray]:
 
 
 def block_params(block: nn.Module) -> list[np.ndarray]:
-    """The float32 arrays of one block in the emitter's reading order, BN folded."""
-    leaves = [m for m in block.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))]
+    """The float32 arrays of one block in the emitter's reading order, BN folded. Layer
+    norms are read as scale and shift; a patch embedding's class token and position
+    embedding come after its conv, as the emitter writes them."""
+    leaves = [m for m in block.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.LayerNorm))]
     out: list[np.ndarray] = []
     i = 0
     while i < len(leaves):
         m = leaves[i]
+        if isinstance(m, nn.LayerNorm):
+            out += [m.weight.detach().double().cpu().numpy(), m.bias.detach().double().cpu().numpy()]
+            i += 1
+            continue
         if isinstance(m, nn.BatchNorm2d):  # a `norm` block: BN alone, as Mul + Add
             scale, shift = _bn_affine(m)
             out += [scale.reshape(-1, 1, 1), shift.reshape(-1, 1, 1)]
@@ -51,6 +58,8 @@ def block_params(block: nn.Module) -> list[np.ndarray]:
         if b is not None:
             out.append(b)
         i += 1
+    if isinstance(block, PatchEmbed):
+        out += [t.detach().double().cpu().numpy() for t in (block.cls_token, block.pos_embed) if t is not None]
     return [a.astype(np.float32) for a in out]
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from nas.space.layers import INT8_OPS, NB201_EDGES, LayerSpec, nb201_edge_layer, resblock_layers
+from nas.space.layers import INT8_OPS, LN_EPS, NB201_EDGES, LayerSpec, nb201_edge_layer, resblock_layers
 
 
 def activation(name: str) -> nn.Module:
@@ -21,6 +22,7 @@ def activation(name: str) -> nn.Module:
         "relu6": nn.ReLU6,
         "hswish": nn.Hardswish,
         "swish": nn.SiLU,
+        "gelu": nn.GELU,  # exact (erf) GELU, as ViT and DeiT use
     }[name]()
 
 
@@ -132,6 +134,59 @@ class ResBlock(nn.Module):
         return self.body(x) + self.shortcut(x)
 
 
+class PatchEmbed(nn.Module):
+    """Patch conv -> tokens (N, tokens, C), [class token first], + position embedding."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(spec.in_ch, spec.out_ch, spec.kernel, spec.stride)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.out_ch)) if spec.cls_token else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, spec.tokens, spec.out_ch))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x).flatten(2).transpose(1, 2)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return x + self.pos_embed
+
+
+class Encoder(nn.Module):
+    """Pre-norm transformer layer: x + proj(MHSA(LN(x))), then x + MLP(LN(x))."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        self.heads = spec.heads
+        self.norm1 = nn.LayerNorm(spec.in_ch, eps=LN_EPS)
+        self.qkv = nn.Linear(spec.in_ch, 3 * spec.attn_dim)
+        self.proj = nn.Linear(spec.attn_dim, spec.in_ch)
+        self.norm2 = nn.LayerNorm(spec.in_ch, eps=LN_EPS)
+        self.fc1 = nn.Linear(spec.in_ch, spec.mid_ch)
+        self.act = activation(spec.act)
+        self.fc2 = nn.Linear(spec.mid_ch, spec.in_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, _ = x.shape
+        q, k, v = self.qkv(self.norm1(x)).reshape(n, t, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v)  # (n, heads, t, head_dim)
+        x = x + self.proj(y.transpose(1, 2).reshape(n, t, -1))
+        return x + self.fc2(self.act(self.fc1(self.norm2(x))))
+
+
+class TokenPool(nn.Module):
+    """The class token, or the mean of the tokens without one; then the final LayerNorm."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        self.cls_token = spec.cls_token
+        self.norm = nn.LayerNorm(spec.in_ch, eps=LN_EPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x[:, 0] if self.cls_token else x.mean(1))
+
+
 def _skip(spec: LayerSpec) -> nn.Module:
     if spec.is_identity:
         return nn.Identity()
@@ -148,6 +203,9 @@ _BUILDERS: dict[str, Callable[[LayerSpec], nn.Module]] = {
     "avgpool": lambda s: nn.AvgPool2d(s.kernel, s.stride, s.kernel // 2, count_include_pad=False),
     "nb201_cell": NB201Cell,
     "resblock": ResBlock,
+    "patch_embed": PatchEmbed,
+    "encoder": Encoder,
+    "token_pool": TokenPool,
 }
 
 

@@ -13,6 +13,22 @@
         first: {...}                              # overrides for the stage's first layer
     head: [{op: conv, out: 256, kernel: 1}, {op: gap}, {op: linear, out: classes}]
 
+Transformer blocks (issue 18) take the same grammar: a `patch_embed` entry turns the
+image or a hybrid's feature map into tokens (`patch`: the patch size, a fixed number
+because the token grid follows it; `cls`: prepend a class token; `tokens`: optionally
+the token count you expect, checked), stages of `encoder` blocks (`heads`, `head_dim`,
+`mlp_ratio` or `mid` for the MLP width; the stage keeps the embed dim, so `width` may be
+left out) and a `token_pool` entry (the class token or the mean, and the final layer
+norm) before the classifier:
+
+    stem:   [{op: patch_embed, out: [192, 216, 240], patch: 16, cls: true}]
+    stages: [{depth: [12, 13, 14], block: {op: encoder, heads: [3, 4], head_dim: 64, mlp_ratio: [3.5, 4]}}]
+    head:   [{op: token_pool}, {op: linear, out: classes}]
+
+A hybrid puts convolutional stages before the patch embedding. Each layer reads a
+feature map, tokens or a pooled vector, and an op that cannot read what the layer
+before it writes is refused at load (an encoder straight after a conv: no tokens yet).
+
 `precision` (fp32, int8) is a block field like the others, so a list is a decision per
 layer or per stage; the top-level `precision` (fp32 unless given; a list there is one
 decision for the whole network) is every layer's unless its block or `defaults` set one.
@@ -48,13 +64,19 @@ from nas.space.layers import PRECISIONS, LayerSpec, out_size
 BLOCK_FIELDS = (
     "op", "kernel", "expand", "mid", "mid_divisor", "expand_conv", "groups", "shuffle",
     "se", "se_base", "se_divisor", "se_gate", "act", "bn", "bias", "precision",
+    "patch", "cls", "tokens", "heads", "head_dim", "mlp_ratio",
 )
 ENTRY_KEYS = BLOCK_FIELDS + ("out", "stride", "name", "candidates", "per")
 STAGE_KEYS = ("name", "depth", "width", "stride", "block", "first")
 BLOCK_KEYS = BLOCK_FIELDS + ("candidates", "per")
 TOP_KEYS = ("name", "type", "description", "input", "classes", "precision", "defaults", "stem", "stages", "head",
             "reference")
-CHAIN_OPS = ("conv", "mbconv", "skip", "gap", "linear", "norm")
+CHAIN_OPS = ("conv", "mbconv", "skip", "gap", "linear", "norm", "patch_embed", "encoder", "token_pool")
+# What each op reads: a feature map (the image included), tokens, or a pooled vector.
+# Ops absent here read a feature map; the tensor a layer writes is what the next one reads.
+READS = {"encoder": "tokens", "token_pool": "tokens"}
+WRITES = {"patch_embed": "tokens", "token_pool": "vector", "gap": "vector", "linear": "vector"}
+_TENSOR_WORDS = {"image": "a feature map", "tokens": "tokens", "vector": "a pooled vector"}
 SIZE_LIMITS = {"depth": 1024, "layers": 4096, "channels": 16384, "resolution": 4096, "kernel": 31, "classes": 100_000}
 
 
@@ -195,6 +217,8 @@ def resolve_layer(f: Mapping[str, Any], in_ch: int, out_ch: int, size: int, stri
         raise NasError(f"unknown op {op!r}{closest(str(op), CHAIN_OPS)}; chain spaces know {', '.join(CHAIN_OPS)}")
     if op == "gap":
         return LayerSpec("gap", in_ch, in_ch, size, **q)
+    if op in ("patch_embed", "encoder", "token_pool"):
+        return _transformer_layer(op, f, in_ch, out_ch, size, q)
     if op == "norm":
         return LayerSpec("norm", in_ch, in_ch, size, act=f.get("act", "relu"), **q)
     if op == "skip":
@@ -229,6 +253,43 @@ def resolve_layer(f: Mapping[str, Any], in_ch: int, out_ch: int, size: int, stri
     return LayerSpec("mbconv", in_ch, out_ch, size, kernel=f.get("kernel", 3), stride=stride, mid_ch=mid_ch,
                      groups=groups, shuffle=shuffle and groups > 1, act=f.get("act", "relu"),
                      se_ch=se_ch, se_gate=f.get("se_gate", "sigmoid"), **q)
+
+
+def _transformer_layer(op: str, f: Mapping[str, Any], in_ch: int, out_ch: int, size: int,
+                       q: Mapping[str, str]) -> LayerSpec:
+    """A patch embedding, encoder or token pool; `size` is the side of the feature map a
+    patch embedding reads, or of the patch grid the tokens of the others came from.
+    Faults name the field, the layer's label is added by the caller."""
+    cls = f.get("cls", False)
+    if not isinstance(cls, bool):
+        raise NasError(f"cls must be true or false, got {cls!r}")
+    if op == "patch_embed":
+        patch = _field_value(f, "patch", int)
+        if size % patch:
+            raise NasError(f"patch {patch} does not tile the {size}x{size} feature map ({size / patch:g} patches "
+                           f"a side), so it cannot become tokens: choose a patch size that divides {size}")
+        return LayerSpec("patch_embed", in_ch, out_ch, size, kernel=patch, stride=patch, cls_token=cls, **q)
+    if op == "token_pool":
+        return LayerSpec("token_pool", in_ch, in_ch, size, cls_token=cls, **q)
+    if out_ch != in_ch:
+        raise NasError(f"width {out_ch} differs from the embed dim {in_ch}: an encoder keeps it (leave width out)")
+    heads = _field_value(f, "heads", int)
+    head_dim = _field_value(f, "head_dim", int) if "head_dim" in f else 0
+    if not head_dim and in_ch % heads:
+        raise NasError(f"heads {heads} does not divide the embed dim {in_ch}; choose heads that divide it "
+                       f"or give head_dim")
+    if "mid" in f:
+        mid = _field_value(f, "mid", int)
+    else:
+        ratio = _field_value(f, "mlp_ratio", float, 4)
+        mid = round(in_ch * ratio)
+        if abs(in_ch * ratio - mid) > 1e-9 * max(1.0, mid):
+            raise NasError(f"mlp_ratio {ratio} gives an MLP width of {in_ch * ratio:g} at embed dim {in_ch}, "
+                           f"not a whole number of channels")
+    if mid > SIZE_LIMITS["channels"]:
+        raise NasError(f"the MLP width {mid} is beyond the limit of {SIZE_LIMITS['channels']}")
+    return LayerSpec("encoder", in_ch, in_ch, size, mid_ch=mid, act=f.get("act", "gelu"), cls_token=cls,
+                     heads=heads, head_dim=head_dim, **q)
 
 
 def _field_value(f: Mapping[str, Any], key: str, kind: type, default: Any = None, minimum: float | None = None) -> Any:
@@ -315,6 +376,8 @@ class _Parser:
         self.producer: Producer | Const = Const("fp32")
         self.channels: Ref = Const(self.in_channels)
         self.reduction = 1
+        self.tensor = "image"  # what the next layer reads: image (a feature map), tokens or vector
+        self.cls = False  # whether the token sequence has a class token
         for part in ("stem", "stages", "head"):
             entries = data.get(part, [])
             if not isinstance(entries, list):
@@ -339,7 +402,9 @@ class _Parser:
         if op is not None and not isinstance(op, (list, dict)) and op not in CHAIN_OPS:
             raise NasError(f"{self.source}: {path}: unknown op {op!r}{closest(str(op), CHAIN_OPS)}; "
                            f"chain spaces know {', '.join(CHAIN_OPS)}")
-        if op in ("gap", "norm"):
+        if op == "patch_embed" and "stride" in entry:
+            raise NasError(f"{self.source}: {path}.stride: a patch embedding's stride is its patch")
+        if op in ("gap", "norm", "token_pool"):
             out: Ref = self.channels
         elif "out" not in entry:
             raise NasError(f"{self.source}: {path} ({op}) needs 'out' channels")
@@ -360,7 +425,7 @@ class _Parser:
         _require_mapping(first, self.source, f"{path}.first")
         _check_keys(block, BLOCK_KEYS, self.source, f"{path}.block")
         _check_keys(first, BLOCK_KEYS, self.source, f"{path}.first")
-        if "width" not in stage:
+        if "width" not in stage and block.get("op") != "encoder":
             raise NasError(f"{self.source}: {path} needs 'width' (output channels, a number or a list)")
         depth = self._ref(stage.get("depth", 1), f"{name}.depth", f"{path}.depth", kind=int)
         depths = depth.value if isinstance(depth, Const) else self.decisions[depth.name].choices
@@ -368,7 +433,7 @@ class _Parser:
         if min(depths) < 1:
             raise NasError(f"{self.source}: {path}.depth must be at least 1")
         _within_limit(max(depths), "depth", self.source, f"{path}.depth")
-        width = self._ref(stage["width"], f"{name}.width", f"{path}.width", kind=int)
+        width = self._ref(stage["width"], f"{name}.width", f"{path}.width", kind=int) if "width" in stage else self.channels
         _within_limit(self._values(width), "channels", self.source, f"{path}.width")
         stride = _positive_int(stage.get("stride", 1), self.source, f"{path}.stride")
         self._stage_layers(name, path, block, first, depth=depth, max_depth=max(depths), out=width, stride=stride,
@@ -387,7 +452,13 @@ class _Parser:
             if j == 0:
                 own.update({k: v for k, v in first.items() if k != "per"})
             label = name if max_depth == 1 else f"{name}.{j}"
+            ops = self._tensor_flow(own, path, label)
             fields = [] if "precision" in own else [("precision", self.precision)]
+            if ops & {"encoder", "token_pool"}:
+                if "cls" in own:
+                    raise NasError(f"{self.source}: {path}.block.cls: the class token is the patch embedding's; "
+                                   f"{label} reads it from the token sequence")
+                fields.append(("cls", Const(self.cls)))
             for key, raw in own.items():
                 if key == "candidates":
                     continue
@@ -411,9 +482,43 @@ class _Parser:
         self.producer = Producer(tuple((layer, layer.active_if is not None) for layer in reversed(stage)))
         self.channels = out
 
+    def _tensor_flow(self, own: Mapping[str, Any], path: str, label: str) -> set[str]:
+        """The layer's ops, refused when they cannot read what the layer before writes;
+        records what this layer writes (and a patch embedding's class token)."""
+        ops = _ops_of(own)
+        for op in ops:
+            reads = READS.get(op, "image")
+            # layers after global pooling keep reading the pooled vector as a 1x1 map, as before
+            if reads == self.tensor or (reads == "image" and op != "patch_embed" and self.tensor == "vector"):
+                continue
+            hint = {("tokens", "image"): "; a patch_embed must turn the feature map into tokens first",
+                    ("image", "tokens"): "; only encoder and token_pool read tokens (end them with token_pool)"}
+            raise NasError(f"{self.source}: {path}: layer {label} ({op}) reads {_TENSOR_WORDS[reads]} but gets "
+                           f"{_TENSOR_WORDS[self.tensor]}{hint.get((reads, self.tensor), '')}")
+        writes = {WRITES.get(op, self.tensor if op in READS or self.tensor == "vector" else "image") for op in ops}
+        if len(writes) > 1:
+            raise NasError(f"{self.source}: {path}: layer {label}: candidates {sorted(ops)} write different tensors")
+        if "patch_embed" in ops:
+            for key in ("patch", "cls", "tokens"):
+                if isinstance(own.get(key), (list, dict)):
+                    raise NasError(f"{self.source}: {path}.{key}: a patch embedding's {key} must be one value "
+                                   f"(the token grid follows it)")
+            self.cls = own.get("cls", False)
+        self.tensor = writes.pop()
+        return ops
+
     def _advance(self, fields, candidate, options, stride, path) -> None:
-        ops = {o.get("op", fields.get("op", "mbconv")) for o in options.values()} if candidate else {fields.get("op", "mbconv")}
-        if "gap" in ops or "linear" in ops:
+        ops = _ops_of(fields)
+        if "patch_embed" in ops:
+            patch = fields.get("patch")
+            if not isinstance(patch, int) or isinstance(patch, bool) or patch < 1:
+                raise NasError(f"{self.source}: {path}.patch must be a positive integer (the patch size), got {patch!r}")
+            if self.reduction == 0:
+                raise NasError(f"{self.source}: {path}: no patch embedding after global pooling")
+            if "tokens" in fields:
+                self._check_tokens(fields["tokens"], patch, fields.get("cls", False), path)
+            self.reduction *= patch
+        elif "gap" in ops or "linear" in ops or "token_pool" in ops:
             if len(ops) > 1:
                 raise NasError(f"{self.source}: {path}: pooling cannot be a candidate among other ops")
             self.reduction = 0
@@ -421,6 +526,16 @@ class _Parser:
             raise NasError(f"{self.source}: {path}: no strided layer after global pooling")
         elif self.reduction:
             self.reduction *= stride
+
+    def _check_tokens(self, tokens: Any, patch: int, cls: bool, path: str) -> None:
+        """A patch embedding's stated token count against every resolution of the space
+        (a resolution given later, as an override, makes its own count)."""
+        for resolution in self._values(self.resolution):
+            side = out_size(resolution, self.reduction)
+            if side % patch == 0 and tokens != (side // patch) ** 2 + cls:
+                raise NasError(f"{self.source}: {path}.tokens: {tokens!r} does not fit patch {patch} at {resolution} px: "
+                               f"{side // patch}x{side // patch} patches{' and a class token' if cls else ''} make "
+                               f"{(side // patch) ** 2 + cls}")
 
     # -- decisions -------------------------------------------------------------
     def _check_precision(self, raw: Any, path: str) -> None:
@@ -487,6 +602,16 @@ class _Parser:
         if kind is int:
             _positive_int(raw, self.source, path)
         return Const(raw)
+
+
+def _ops_of(own: Mapping[str, Any]) -> set[str]:
+    """The ops a layer may be: its op, or its candidates' (mbconv unless given)."""
+    options = own.get("candidates")
+    if isinstance(options, Mapping):
+        return {(o or {}).get("op", own.get("op", "mbconv")) if isinstance(o, Mapping) or o is None else "mbconv"
+                for o in options.values()}
+    op = own.get("op", "mbconv")
+    return {op if isinstance(op, str) else "mbconv"}
 
 
 def _require_mapping(value: Any, source: str, path: str) -> None:

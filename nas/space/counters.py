@@ -22,13 +22,20 @@ Activations take 1 byte per element inside an int8 block; at a precision boundar
 block's input is alive in both forms while it is quantized or dequantized. (HardSwish
 and the hard sigmoid gate run in float between a DQ and a Q inside an int8 block; those
 short-lived float copies are not modelled.)
+
+Transformer blocks (issue 18) count their linear layers and the two attention matmuls,
+Q·K^T and attention·V (heads x tokens x tokens x head_dim MACs each); layer norms,
+softmax and GELU are not MACs, as BN and activations are not. Their peak holds the
+attention map (heads x tokens x tokens) beside the queries, keys and values
+(`_encoder_peak`). They are float-only, with no BN: deployed weights are their parameters
+(the class token and position embedding included).
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
 from nas.errors import NasError
-from nas.space.layers import INT8_OPS, NB201_EDGES, LayerSpec, nb201_edge_layer, resblock_layers
+from nas.space.layers import INT8_OPS, NB201_EDGES, TOKEN_OPS, LayerSpec, nb201_edge_layer, resblock_layers
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 
@@ -76,6 +83,19 @@ def _cell_params(s: LayerSpec) -> int:
     return sum(layer_params(e) for e in edges if e is not None)
 
 
+def _patch_embed_params(s: LayerSpec) -> int:
+    # conv with bias, class token, position embedding
+    return s.kernel * s.kernel * s.in_ch * s.out_ch + s.out_ch + s.cls_token * s.out_ch + s.tokens * s.out_ch
+
+
+def _encoder_params(s: LayerSpec) -> int:
+    c, a, m = s.in_ch, s.attn_dim, s.mid_ch
+    norms = 2 * 2 * c
+    attention = c * 3 * a + 3 * a + a * c + c  # qkv and output projection, with biases
+    mlp = c * m + m + m * c + c
+    return norms + attention + mlp
+
+
 _PARAMS: dict[str, Callable[[LayerSpec], int]] = {
     "conv": _conv_params,
     "mbconv": _mbconv_params,
@@ -86,6 +106,9 @@ _PARAMS: dict[str, Callable[[LayerSpec], int]] = {
     "avgpool": lambda s: 0,
     "nb201_cell": _cell_params,
     "resblock": lambda s: sum(layer_params(p) for p in resblock_layers(s)),
+    "patch_embed": _patch_embed_params,
+    "encoder": _encoder_params,
+    "token_pool": lambda s: 2 * s.in_ch,  # the final LayerNorm
 }
 
 
@@ -105,6 +128,9 @@ _FOLDED_BN: dict[str, Callable[[LayerSpec], int]] = {
     "avgpool": lambda s: 0,
     "nb201_cell": lambda s: sum(s.in_ch for op in s.edges if op.startswith("nor_conv")),
     "resblock": lambda s: 2 * s.out_ch,
+    "patch_embed": lambda s: 0,  # no BN: transformer blocks deploy every parameter
+    "encoder": lambda s: 0,
+    "token_pool": lambda s: 0,
 }
 
 
@@ -177,6 +203,13 @@ def _cell_macs(s: LayerSpec) -> int:
     return sum(layer_macs(e) for e in edges if e is not None)
 
 
+def _encoder_macs(s: LayerSpec) -> int:
+    t, c, a, m = s.tokens, s.in_ch, s.attn_dim, s.mid_ch
+    projections = t * c * 3 * a + t * a * c
+    attention = 2 * t * t * a  # Q·K^T and attention·V: heads x tokens x tokens x head_dim each
+    return projections + attention + 2 * t * c * m
+
+
 _MACS: dict[str, Callable[[LayerSpec], int]] = {
     "conv": _conv_macs,
     "mbconv": _mbconv_macs,
@@ -187,6 +220,9 @@ _MACS: dict[str, Callable[[LayerSpec], int]] = {
     "avgpool": lambda s: 0,
     "nb201_cell": _cell_macs,
     "resblock": lambda s: sum(layer_macs(p) for p in resblock_layers(s)),
+    "patch_embed": lambda s: s.kernel * s.kernel * s.in_ch * s.out_ch * s.out_size ** 2,
+    "encoder": _encoder_macs,
+    "token_pool": lambda s: 0,
 }
 
 
@@ -248,6 +284,34 @@ def _resblock_peak(s: LayerSpec) -> int:
     return max(x + y, x + 2 * y, x + y + pooled, y + pooled + y, 3 * y)
 
 
+def _patch_embed_peak(s: LayerSpec) -> int:
+    x = _area(s.in_ch, s.in_size)
+    patches = _area(s.out_ch, s.out_size)  # the conv's output, flattened in place
+    return max(x + patches, patches + s.tokens * s.out_ch)  # then class token and position embedding
+
+
+def _encoder_peak(s: LayerSpec) -> int:
+    """The input lives until the first residual add, its sum until the second. Attention
+    runs as one kernel (scaled_dot_product_attention): scores and softmax write one map
+    of heads x tokens x tokens, read with V into the heads' output."""
+    t, c, a, m = s.tokens, s.in_ch, s.attn_dim, s.mid_ch
+    x = t * c
+    qkv, attn_map, heads_out, hidden = 3 * t * a, s.heads * t * t, t * a, t * m
+    steps = [
+        x + x,                                  # layer norm
+        x + x + qkv,                            # qkv projection reads the normed tokens
+        x + qkv + attn_map,                     # Q·K^T, softmax
+        x + qkv + attn_map + heads_out,         # attention·V
+        x + heads_out + x,                      # output projection
+        x + x + x,                              # residual add writes a new tensor
+        x + x,                                  # layer norm (the sum waits for the second add)
+        x + x + hidden,                         # fc1 (+ activation, fused)
+        x + hidden + x,                         # fc2
+        x + x + x,                              # residual add
+    ]
+    return max(steps)
+
+
 _PEAK: dict[str, Callable[[LayerSpec], int]] = {
     "conv": lambda s: _area(s.in_ch, s.in_size) + _area(s.out_ch, s.out_size),
     "mbconv": _mbconv_peak,
@@ -258,6 +322,9 @@ _PEAK: dict[str, Callable[[LayerSpec], int]] = {
     "avgpool": lambda s: _area(s.in_ch, s.in_size) + _area(s.out_ch, s.out_size),
     "nb201_cell": _cell_peak,
     "resblock": _resblock_peak,
+    "patch_embed": _patch_embed_peak,
+    "encoder": _encoder_peak,
+    "token_pool": lambda s: s.tokens * s.in_ch + 2 * s.in_ch,  # tokens, pooled, normed
 }
 
 
@@ -275,7 +342,15 @@ INT8_REFUSED_OPS: frozenset[str] = frozenset()
 
 
 def _input_elements(spec: LayerSpec) -> int:
+    if spec.op in TOKEN_OPS:
+        return spec.tokens * spec.in_ch
     return spec.in_ch if spec.op == "linear" else _area(spec.in_ch, spec.in_size)
+
+
+def _output_elements(spec: LayerSpec) -> int:
+    if spec.op in ("patch_embed", "encoder"):
+        return spec.tokens * spec.out_ch
+    return spec.out_ch * spec.out_size * spec.out_size
 
 
 def layer_peak_bytes(spec: LayerSpec, dtype: str = "float32") -> int:
@@ -295,8 +370,7 @@ def layer_io_elements(spec: LayerSpec) -> int:
     The traffic term of the analytic energy model: tensors inside a fused block are
     assumed to stay on chip, the block's input and output go through memory.
     """
-    size_in = 1 if spec.op == "linear" else spec.in_size
-    return spec.in_ch * size_in * size_in + spec.out_ch * spec.out_size * spec.out_size
+    return _input_elements(spec) + _output_elements(spec)
 
 
 # ----------------------------------------------------------------------------- whole networks

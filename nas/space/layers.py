@@ -14,8 +14,13 @@ from numbers import Integral
 
 from nas.errors import NasError, unknown_key
 
-OPS = ("conv", "mbconv", "skip", "gap", "linear", "norm", "avgpool", "nb201_cell", "resblock")
-ACTIVATIONS = ("none", "relu", "relu6", "hswish", "swish")
+OPS = ("conv", "mbconv", "skip", "gap", "linear", "norm", "avgpool", "nb201_cell", "resblock",
+       "patch_embed", "encoder", "token_pool")
+ACTIVATIONS = ("none", "relu", "relu6", "hswish", "swish", "gelu")
+# Ops that read a token tensor (N, tokens, in_ch) rather than a feature map (N, C, H, W);
+# patch_embed reads a feature map and writes tokens (see LayerSpec).
+TOKEN_OPS = frozenset({"encoder", "token_pool"})
+LN_EPS = 1e-6  # the layer norms' epsilon (ViT's and DeiT's), in torch and in ONNX alike
 GATES = ("sigmoid", "hsigmoid")
 # Numeric formats a block can be deployed in. int8 is onnxruntime's QDQ form (uint8
 # asymmetric activations, int8 symmetric per-channel weights, int32 bias); the torch
@@ -56,6 +61,23 @@ class LayerSpec:
     in_precision  the precision of the tensor the block reads, i.e. of the block before it
                 (fp32 for a network's first block): a block after another precision pays
                 the quantize or dequantize at the boundary, so each boundary is timed once
+    cls_token   a class token leads the token sequence (patch_embed: it adds one)
+    heads       encoder: attention heads
+    head_dim    encoder: width of each head; 0 = in_ch // heads (ViT's), else the
+                attention width heads * head_dim may differ from the embed dim (AutoFormer)
+
+    Transformer blocks (issue 18). A token tensor is (N, tokens, C): in_ch/out_ch are the
+    embed dim and in_size the side of the square patch grid the tokens came from, so
+    tokens = in_size**2 + cls_token (`tokens`), and a resolution reaches tokens as it reaches
+    feature maps.
+    patch_embed  a kernel = stride = patch conv (with bias) from a feature map or image to
+                out_ch channels, flattened to tokens, a class token prepended when `cls_token`,
+                plus a learned position embedding (tokens x out_ch). On a hybrid's
+                feature map this is the reshape to tokens (patch 1: a 1x1 projection).
+    encoder     pre-norm transformer layer: x + proj(MHSA(LN(x))), then
+                x + fc2(act(fc1(LN(x)))), MLP hidden width mid_ch; every linear has a bias.
+    token_pool  the class token (when the sequence has one) or the mean of the tokens,
+                then the final LayerNorm: (N, C), like gap.
     """
 
     op: str
@@ -76,6 +98,9 @@ class LayerSpec:
     edges: tuple[str, ...] = ()
     precision: str = "fp32"
     in_precision: str = "fp32"
+    cls_token: bool = False
+    heads: int = 0
+    head_dim: int = 0
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -122,18 +147,52 @@ class LayerSpec:
                 return f"an NB201 cell needs 6 edge ops from {', '.join(NB201_OPS)}"
             if self.in_ch != self.out_ch or self.stride != 1:
                 return "an NB201 cell keeps channels and size"
-        if self.op in ("gap", "norm", "avgpool") and self.in_ch != self.out_ch:
+        if self.op in ("gap", "norm", "avgpool", "encoder", "token_pool") and self.in_ch != self.out_ch:
             return f"{self.op} keeps the channel count"
         if self.op in ("gap", "linear") and self.stride != 1:
+            return f"{self.op} has no stride"
+        return self._transformer_problem()
+
+    def _transformer_problem(self) -> str:
+        if min(self.heads, self.head_dim) < 0:
+            return "heads and head_dim must not be negative"
+        if self.cls_token and self.op not in TOKEN_OPS | {"patch_embed"}:
+            return f"{self.op} has no token sequence, so no class token"
+        if self.op == "patch_embed":
+            if self.kernel != self.stride:
+                return f"a patch embedding's kernel and stride are its patch size, got {self.kernel} and {self.stride}"
+            if self.in_size % self.kernel:
+                return (f"patch {self.kernel} does not tile the {self.in_size}x{self.in_size} input "
+                        f"({self.in_size / self.kernel:g} patches a side)")
+        if self.op == "encoder":
+            if self.heads < 1 or self.mid_ch < 1:
+                return "an encoder needs heads and an MLP width (mid_ch)"
+            if not self.head_dim and self.in_ch % self.heads:
+                return f"heads {self.heads} must divide the embed dim {self.in_ch} (or give head_dim)"
+        if self.op in TOKEN_OPS and self.stride != 1:
             return f"{self.op} has no stride"
         return ""
 
     @property
     def out_size(self) -> int:
-        """Output height: 1 after global pooling and for linear layers."""
-        if self.op in ("gap", "linear"):
+        """Output height (a token block's: its patch grid's side): 1 after global or token
+        pooling and for linear layers."""
+        if self.op in ("gap", "linear", "token_pool"):
             return 1
         return out_size(self.in_size, self.stride)
+
+    @property
+    def tokens(self) -> int:
+        """Length of the token sequence the block reads (encoder, token_pool) or writes
+        (patch_embed); 0 for blocks without one."""
+        if self.op == "patch_embed":
+            return self.out_size ** 2 + self.cls_token
+        return self.in_size ** 2 + self.cls_token if self.op in TOKEN_OPS else 0
+
+    @property
+    def attn_dim(self) -> int:
+        """encoder: the width of queries, keys and values over all heads (heads * head_dim)."""
+        return self.heads * (self.head_dim or self.in_ch // self.heads) if self.op == "encoder" else 0
 
     @property
     def residual(self) -> bool:
@@ -181,8 +240,8 @@ class LayerSpec:
         return cls(**data)
 
 
-_INT_FIELDS = ("in_ch", "out_ch", "in_size", "kernel", "stride", "mid_ch", "groups", "se_ch")
-_BOOL_FIELDS = ("shuffle", "bn", "bias", "preact")
+_INT_FIELDS = ("in_ch", "out_ch", "in_size", "kernel", "stride", "mid_ch", "groups", "se_ch", "heads", "head_dim")
+_BOOL_FIELDS = ("shuffle", "bn", "bias", "preact", "cls_token")
 _KEY_DEFAULTS = {f.name: f.default for f in fields(LayerSpec)
                  if f.name not in ("op", "in_ch", "out_ch", "in_size", "precision", "in_precision")}
 

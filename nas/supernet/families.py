@@ -234,8 +234,9 @@ class CellFamily(Family):
 ELASTIC_FAMILIES: dict[str, type[Family]] = {"mbconv": MBConvFamily, "conv": ConvFamily, "skip": ConvFamily,
                                              "linear": LinearFamily, "norm": NormFamily}
 # Ops a slot may hold only one variant of (the builder's module, trained as is): the
-# ResNet block of NB201's reduction stages has no elastic form.
-FIXED_ONLY_OPS = frozenset({"resblock"})
+# ResNet block of NB201's reduction stages has no elastic form, and the transformer
+# blocks have none yet (issue 18's elastic transformer supernet gives them one).
+FIXED_ONLY_OPS = frozenset({"resblock", "patch_embed", "encoder", "token_pool"})
 SUPPORTED_OPS = frozenset(ELASTIC_FAMILIES) | frozenset(WEIGHTLESS) | {"nb201_cell"}
 REFUSED_OPS = FIXED_ONLY_OPS  # refused as elastic; a lone variant of any op is Fixed
 # Precision is not part of a family (family_key ignores it): the supernet trains float

@@ -20,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nas.errors import NasError
 from nas.space import LayerSpec, load_space
+from nas.space.builder import build_network
 from nas.space.counters import (
     dtype_bytes,
     layer_macs,
@@ -62,7 +63,8 @@ def deployed_weights(model: nn.Module, x: torch.Tensor) -> int:
     """Weights an inference runtime stores: conv/linear tensors, plus for each BatchNorm
     the per-channel bias it leaves when folded into the conv whose output it reads
     (nothing extra if that conv already has a bias); a BatchNorm that does not read a
-    conv's output directly keeps its scale and shift. Found by running the model."""
+    conv's output directly keeps its scale and shift; layer norms, class tokens and
+    position embeddings are stored as they are. Found by running the model."""
     conv_outputs: dict[int, tuple[nn.Conv2d, torch.Tensor]] = {}  # keeps outputs alive: ids stay unique
     total = 0
 
@@ -85,6 +87,10 @@ def deployed_weights(model: nn.Module, x: torch.Tensor) -> int:
                 hooks.append(module.register_forward_hook(on_conv))
         elif isinstance(module, nn.BatchNorm2d):
             hooks.append(module.register_forward_hook(on_bn))
+        elif isinstance(module, nn.LayerNorm):  # nothing to fold it into: deployed as is
+            total += module.weight.numel() + module.bias.numel()
+        elif type(module).__name__ == "PatchEmbed":  # class token and position embedding
+            total += sum(p.numel() for p in module.parameters(recurse=False))
         elif not list(module.children()):
             assert not list(module.parameters(recurse=False)), f"unexpected parameters in {module}"
     try:
@@ -276,6 +282,9 @@ def test_resolution_override_counts_the_module_at_that_size(shipped_space_name, 
     every shipped network ends in global pooling, so it takes any input size (52 and
     100 are not multiples of the total stride: the 'same' padding rounds sizes up)."""
     space = load_space(shipped_space_name)
+    if any(s.op == "patch_embed" for s in space.layers(space.extreme(True))):
+        _check_token_space_at_other_resolution(space, resolution)
+        return
     for arch in sample_archs(space, n=3, seed=4):
         counts = space.counts(arch, resolution=resolution)
         model = space.build(arch).eval()
@@ -283,6 +292,24 @@ def test_resolution_override_counts_the_module_at_that_size(shipped_space_name, 
             model(torch.randn(1, space.in_channels, resolution, resolution))
         assert 2 * counts["macs"] == flops.get_total_flops(), f"{space.name} at {resolution}: {arch.to_json()}"
         assert counts["params"] == space.counts(arch)["params"]
+
+
+def _check_token_space_at_other_resolution(space, resolution):
+    """A transformer's position embedding holds one vector per token, so another resolution
+    is another network: where the patches tile it, counts(arch, resolution=R) is the module
+    built from the layers at R; where they do not, it is refused naming the patch."""
+    for arch in sample_archs(space, n=3, seed=4):
+        try:
+            layers = space.layers(arch, resolution)
+        except NasError as exc:
+            assert "does not tile" in str(exc) and "patch" in str(exc)
+            continue
+        counts = space.counts(arch, resolution=resolution)
+        model = build_network(layers).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as flops:
+            model(torch.randn(1, space.in_channels, resolution, resolution))
+        assert 2 * counts["macs"] == flops.get_total_flops(), f"{space.name} at {resolution}: {arch.to_json()}"
+        assert counts["params"] == sum(p.numel() for p in model.parameters())
 
 
 # ----------------------------------------------------------------------------- LayerSpec as data
@@ -301,7 +328,7 @@ def test_layer_specs_round_trip_through_json(shipped_space_name):
     ({"bn": 1}, "bn must be true or false, got 1"),
     ({"groups": 5}, "groups 5 must divide in_ch 8 and out_ch 16"),
     ({"kernel": 2}, "kernel 2 must be odd"),
-    ({"act": "gelu"}, "unknown activation 'gelu'"),
+    ({"act": "mish"}, "unknown activation 'mish'"),
     ({"op": "conv3d"}, "unknown op 'conv3d'"),
     ({"in_size": 0}, "must be positive"),
 ])
@@ -310,3 +337,15 @@ def test_invalid_layer_specs_are_refused(fields, message):
         LayerSpec(**{"op": "conv", "in_ch": 8, "out_ch": 16, "in_size": 8, **fields})
     with pytest.raises(NasError, match="unknown LayerSpec field"):
         LayerSpec.from_dict({"op": "conv", "in_ch": 8, "out_ch": 16, "in_size": 8, "kernal": 3})
+
+
+def test_peak_of_encoder_holds_the_attention_map():
+    # 4 patches and a class token, embed 16, 2 heads of 8, MLP 32
+    spec = LayerSpec("encoder", 16, 16, 2, mid_ch=32, heads=2, cls_token=True)
+    t, c, heads = 5, 16, 2
+    x, qkv, attn_map, heads_out = t * c, 3 * t * c, heads * t * t, t * c
+    # the input waits for the first residual add; scores and softmax write one map, read with V
+    assert layer_peak_elements(spec) == x + qkv + attn_map + heads_out == 450
+    # four times the tokens: the map grows with tokens squared and sets the peak alone
+    wide = LayerSpec("encoder", 16, 16, 8, mid_ch=32, heads=2)
+    assert layer_peak_elements(wide) == 64 * 16 + 3 * 64 * 16 + 2 * 64 * 64 + 64 * 16

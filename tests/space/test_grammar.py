@@ -121,7 +121,7 @@ def test_unknown_keys_suggest_the_closest(edit, message):
     (lambda d: d["stem"][0].update(kernel=3.0), r"layer stem0 .*kernel must be an integer, got 3\.0"),
     (lambda d: d["stem"][0].update(kernel=True), r"layer stem0 .*kernel must be an integer, got True"),
     (lambda d: d["stem"][0].update(bn="no"), r"layer stem0 .*bn must be true or false, got 'no'"),
-    (lambda d: d["stem"][0].update(act="gelu"), r"layer stem0 .*unknown activation 'gelu'"),
+    (lambda d: d["stem"][0].update(act="mish"), r"layer stem0 .*unknown activation 'mish'"),
     (lambda d: d["stages"][0]["block"].update(expand="x"), r"layer a\.0 .*expand must be a number, positive, got 'x'"),
     (lambda d: d["stages"][0]["block"].update(expand=-1), r"layer a\.0 .*expand must be a number, positive, got -1"),
     (lambda d: d["stages"][0]["block"].update(mid=0), r"layer a\.0 .*mid must be a positive integer, got 0"),

@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from nas.errors import ConfigError, NasError
 from nas.hardware import onnx_graph
-from nas.hardware.onnx_graph import input_shape, layer_model, model_input, weight_initializer_bytes
+from nas.hardware.onnx_graph import input_shape, layer_model, model_input, output_shape, weight_initializer_bytes
 from nas.predictors import features
 from nas.space import builder, counters
 from nas.space.builder import build_layer
@@ -57,6 +57,9 @@ EXAMPLES: dict[str, LayerSpec] = {
     "nb201_cell": LayerSpec("nb201_cell", 8, 8, 6, edges=("nor_conv_3x3", "skip_connect", "nor_conv_1x1",
                                                           "avg_pool_3x3", "none", "nor_conv_3x3")),
     "resblock": LayerSpec("resblock", 8, 16, 8, stride=2),
+    "patch_embed": LayerSpec("patch_embed", 3, 16, 8, kernel=4, stride=4, cls_token=True),
+    "encoder": LayerSpec("encoder", 16, 16, 2, mid_ch=40, act="gelu", cls_token=True, heads=2, head_dim=6),
+    "token_pool": LayerSpec("token_pool", 16, 16, 2, cls_token=True),
 }
 # A second, smaller variant of each, as a supernet slot would hold beside the first.
 SMALLER: dict[str, LayerSpec] = {
@@ -70,6 +73,9 @@ SMALLER: dict[str, LayerSpec] = {
     "nb201_cell": replace(EXAMPLES["nb201_cell"], edges=("none", "nor_conv_1x1", "skip_connect", "none",
                                                           "avg_pool_3x3", "nor_conv_3x3")),
     "resblock": replace(EXAMPLES["resblock"], out_ch=12),
+    "patch_embed": replace(EXAMPLES["patch_embed"], out_ch=12),
+    "encoder": replace(EXAMPLES["encoder"], mid_ch=24, head_dim=0),
+    "token_pool": replace(EXAMPLES["token_pool"], in_ch=12, out_ch=12),
 }
 
 
@@ -107,7 +113,7 @@ def test_counters_builder_and_onnx_agree_on_each_op(op) -> None:
     assert 2 * layer_macs(spec) == flops.get_total_flops()
     assert layer_weight_params(spec) == deployed_weights(module, x)
     assert layer_peak_elements(spec) >= y.numel() > 0
-    expected = [1, spec.out_ch] if op in ("gap", "linear") else [1, spec.out_ch, spec.out_size, spec.out_size]
+    expected = output_shape(spec)
     assert list(y.shape) == expected and torch.isfinite(y).all()
 
     model = layer_model(spec)

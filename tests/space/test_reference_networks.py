@@ -1,7 +1,7 @@
 """Published reference networks written as one-architecture chain spaces.
 
 Each file in search_spaces/reference/ is a network from a paper (MobileNetV2/V3,
-ProxylessNAS, FBNet, MnasNet) with no decisions. Its counted parameters and MACs must
+ProxylessNAS, FBNet, MnasNet; DeiT-Ti/S and ViT-B/16) with no decisions. Its counted parameters and MACs must
 agree with the figures the paper publishes (the YAML's `reference:` mapping) within
 3 %, and the torch module built from it must agree exactly with the analytic counters.
 """
@@ -24,6 +24,9 @@ NAMES = (
     "fbnet_b",
     "fbnet_c",
     "mnasnet_a1",
+    "deit_tiny",
+    "deit_small",
+    "vit_base_16",
 )
 TOLERANCE = 0.03
 
@@ -31,6 +34,9 @@ TOLERANCE = 0.03
 # keeps the paper's number and says why under reference.known_discrepancy.
 KNOWN_PARAM_GAPS = {
     "fbnet_b": "FBNet paper Table 3 says 4.5M params; its published layer list has 4.81M",
+}
+KNOWN_MAC_GAPS = {
+    "deit_tiny": "the published 1.3G MACs is 1.254G rounded to one decimal (3.6 % above the count)",
 }
 
 
@@ -84,7 +90,10 @@ def test_params_match_published(name):
     assert abs(ours / published - 1) <= TOLERANCE, f"{name}: {ours} params vs published {published:.0f}"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_MAC_GAPS[n])) if n in KNOWN_MAC_GAPS else n
+    for n in NAMES
+])
 def test_macs_match_published(name):
     ours, published = _measure(name)["counts"]["macs"], _published(name, "macs")
     assert abs(ours / published - 1) <= TOLERANCE, f"{name}: {ours} MACs vs published {published:.0f}"

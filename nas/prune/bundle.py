@@ -13,16 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from nas.export.bundle import (
-    ARCH_FILE,
-    ONNX_FILE,
-    SCHEMA,
-    WEIGHTS_FILE,
-    layers_hash,
-    record_file,
-    staged_folder,
-    write_json,
-)
+from nas.export.bundle import ONNX_FILE, WEIGHTS_FILE, layers_hash, staged_folder, write_record
 from nas.export.card import CARD_LIBRARIES, now, write_card
 from nas.export.card import SCHEMA as CARD_SCHEMA
 from nas.prune.costs import NetworkCosts
@@ -47,14 +38,11 @@ def write_pruned(out: Path, parent: dict[str, Any], parent_card: dict[str, Any],
         check = write_onnx(model, shape, tmp / ONNX_FILE, pruning["settings"]["seed"])
         measured = measure_onnx(tmp / ONNX_FILE, shape, DEFAULT_PROTOCOL) if measure else None
         created = now()
-        record = {"schema": SCHEMA, "space": parent["space"], "space_file": parent.get("space_file"),
-                  "space_fingerprint": parent.get("space_fingerprint"), "arch": parent["arch"], "arch_id": arch_id,
-                  "layers": [s.to_dict() for s in layers], "layers_hash": layers_hash(layers),
-                  "input": parent["input"], "classes": parent["classes"], "files": {}, "created": created,
-                  "pruned": {k: pruning[k] for k in ("parent", "settings", "device", "lut")}}
-        for name in (WEIGHTS_FILE, ONNX_FILE):
-            record_file(tmp, record, name)
-        write_json(tmp / ARCH_FILE, record)
+        record = write_record(tmp, (WEIGHTS_FILE, ONNX_FILE), space=parent["space"],
+                              space_file=parent.get("space_file"), space_fingerprint=parent.get("space_fingerprint"),
+                              arch=parent["arch"], arch_id=arch_id, layers=layers, input=parent["input"],
+                              classes=parent["classes"], created=created,
+                              pruned={k: pruning[k] for k in ("parent", "settings", "device", "lut")})
         write_card(tmp, _card(record, parent_card, layers, check.to_dict(), measured, pruning, costs))
 
 

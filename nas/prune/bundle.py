@@ -17,6 +17,7 @@ from nas.export.bundle import ONNX_FILE, WEIGHTS_FILE, layers_hash, staged_folde
 from nas.export.card import CARD_LIBRARIES, now, write_card
 from nas.export.card import SCHEMA as CARD_SCHEMA
 from nas.prune.costs import NetworkCosts
+from nas.prune.measured import measured_figures
 from nas.provenance import library_versions
 from nas.space.counters import network_counts
 from nas.space.layers import LayerSpec
@@ -51,6 +52,8 @@ def _card(record: dict[str, Any], parent_card: dict[str, Any], layers: Sequence[
     from nas.export.budgets import check_budgets
 
     figures = costs.figures([r["metric"] for r in pruning["budgets"]], layers)
+    if pruning["measurement_checks"]:  # the budgets as judged: on the measurement the loop was closed on
+        figures = measured_figures(costs, figures, pruning["measurement_checks"][-1]["measured_ms"])
     predicted = {"device": costs.device.name, "metric": "latency", "value": pruning["predicted_ms"], "unit": "ms",
                  "estimate": False, "source": {"kind": "lut", "file": str(costs.lut_path),
                                                "calibrated": bool(costs.lut.meta.get("calibration")),

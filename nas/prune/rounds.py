@@ -196,17 +196,17 @@ def minimal(layers: list[LayerSpec], multiple: int) -> list[LayerSpec]:
 
 
 class WorkFolder:
-    """The rounds so far, saved after each: settings.json, state.json, weights.safetensors."""
+    """The rounds so far, saved after each (state.json: settings, layers, rounds;
+    weights.safetensors), and the measurements of nas.prune.measured (checks.json)."""
 
     def __init__(self, path: Path, settings: PruneSettings) -> None:
         self.path, self.settings = path, asdict(settings)
 
-    def load(self) -> tuple[list[LayerSpec], nn.Module, list[dict[str, Any]]] | None:
-        from nas.export.weights import load_weights
+    def _read(self, name: str) -> dict[str, Any] | None:
+        """A state file of this prune, refused when it was written with other settings."""
         from nas.jsonfile import read_json
-        from nas.space.builder import build_network
 
-        state_file = self.path / "state.json"
+        state_file = self.path / name
         if not state_file.is_file():
             return None
         state = read_json(state_file, f"{state_file}: missing", damaged=f"delete {self.path} to start over")
@@ -214,17 +214,37 @@ class WorkFolder:
             changed = [k for k in self.settings if (state.get("settings") or {}).get(k) != self.settings[k]]
             raise NasError(f"{self.path} holds a prune with other settings ({', '.join(changed) or 'format'}); "
                            f"delete it to start over")
+        return state
+
+    def _write(self, name: str, state: dict[str, Any]) -> None:
+        from nas.atomic import write_atomic
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path / name, json.dumps({"settings": self.settings, **state}, indent=1) + "\n")
+
+    def load_checks(self) -> list[dict[str, Any]]:
+        state = self._read("checks.json")
+        return state["checks"] if state else []
+
+    def save_checks(self, checks: list[dict[str, Any]]) -> None:
+        self._write("checks.json", {"checks": checks})
+
+    def load(self) -> tuple[list[LayerSpec], nn.Module, list[dict[str, Any]]] | None:
+        from nas.export.weights import load_weights
+        from nas.space.builder import build_network
+
+        state = self._read("state.json")
+        if state is None:
+            return None
         layers = [LayerSpec.from_dict(d) for d in state["layers"]]
         return layers, load_weights(build_network(layers), self.path / "weights.safetensors").eval(), state["history"]
 
     def save(self, layers: Sequence[LayerSpec], model: nn.Module, history: list[dict[str, Any]]) -> None:
-        from nas.atomic import write_atomic
         from nas.export.weights import save_weights
 
         self.path.mkdir(parents=True, exist_ok=True)
         save_weights(model, self.path / "weights.safetensors")
-        write_atomic(self.path / "state.json", json.dumps({"settings": self.settings, "layers": [s.to_dict() for s in layers],
-                                                           "history": history}, indent=1) + "\n")
+        self._write("state.json", {"layers": [s.to_dict() for s in layers], "history": history})
 
 
 def run_rounds(layers: list[LayerSpec], model: nn.Module, costs: NetworkCosts,

@@ -244,3 +244,72 @@ def test_magnitude_selection_meets_the_budget_without_scoring_candidates(micro, 
     pruning = read_card(tmp_path / "m")["pruning"]
     assert pruning["met"] and pruning["settings"]["select"] == "magnitude"
     assert all(0 <= r["accuracy"] <= 1 for r in pruning["rounds"])
+
+
+# ---------------------------------------------------------------------- budgets met on measurement
+def _underpredicting_lut(micro, folder: Path, factor: float) -> tuple[Path, float]:
+    """A copy of the micro LUT calibrated to predict `factor` x the parent's measured
+    latency: a LUT that under-predicts every network, as one calibrated on other widths
+    can; and a bound 10 % under its prediction of the parent."""
+    lut, parent, _ = micro
+    space = load_space(read_record(parent)["space_file"])
+    layers = space.layers(space.arch(read_record(parent)["arch"]))
+    costs = NetworkCosts(space, "local-cpu", lut)
+    scale = factor * costs.measure(layers) / costs.latency(layers)
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / lut.name
+    table = LUT.load(lut)
+    table.meta["calibration"] = {"coef": {"lut_sum": scale, "blocks": 0.0, "weight_mb": 0.0}, "intercept": 0.0}
+    table.save(copy)
+    return copy, 0.9 * NetworkCosts(space, "local-cpu", copy).latency(layers)
+
+
+@pytest.fixture(scope="module")
+def micro32(tmp_path_factory) -> tuple[Path, Path, float]:
+    """The micro space at 32x32: compute outweighs a run's fixed overhead enough that
+    pruning can halve the measured latency (at 16x16 the smallest network measures
+    about 55 % of the largest)."""
+    return _setup(tmp_path_factory.mktemp("prune32"), MICRO.replace("micro_prune", "micro_prune32")
+                  .replace("resolution: 16", "resolution: 32"), "micro_prune32")
+
+
+def test_a_budget_missed_on_measurement_is_pruned_on_until_the_measurement_meets_it(micro32, tmp_path, capsys) -> None:
+    _, parent, _ = micro32
+    # a LUT predicting half the measurement: the network first meeting the bound on it
+    # (after a round removing at most a step, or one residual block) measures above it
+    low, bound = _underpredicting_lut(micro32, tmp_path / "lut", 0.5)
+    code, out, err = run(capsys, "prune", parent, "--budgets", f'["latency@local-cpu <= {bound:.5f} ms"]',
+                         "-o", tmp_path / "m", "--data", "digits", "--lut", low, "--select", "magnitude",
+                         *[a for a in QUICK if a != "--no-measure"])
+    assert code == 0, err
+    pruning = read_card(tmp_path / "m")["pruning"]
+    checks = pruning["measurement_checks"]
+    assert len(checks) >= 2 and not checks[0]["met"] and checks[0]["measured_ms"] > bound
+    assert checks[0]["correction"] == 1.0 and checks[0]["predicted_ms"] <= bound  # the LUT's budget was met first
+    for before, after in zip(checks, checks[1:]):
+        assert after["correction"] == pytest.approx(before["ratio"])  # corrected by the last network's ratio
+        assert after["after_round"] > before["after_round"]            # and pruned on
+        assert after["predicted_ms"] < before["predicted_ms"]
+    assert pruning["measured_met"] and pruning["met"] and checks[-1]["measured_ms"] <= bound
+    assert pruning["measured_lut_scale_ms"] == checks[-1]["measured_ms"]
+    assert "measured" in out and out.rstrip().endswith("met")
+    assert "The budget is met on measurement." in (tmp_path / "m" / "MODEL_CARD.md").read_text()
+
+
+def test_a_budget_no_measured_network_meets_is_said_plainly(micro, tmp_path, capsys) -> None:
+    _, parent, _ = micro
+    low, bound = _underpredicting_lut(micro, tmp_path / "lut", 0.1)
+    code, out, err = run(capsys, "prune", parent, "--budgets", f'["latency@local-cpu <= {bound:.6f} ms"]',
+                         "-o", tmp_path / "m", "--data", "digits", "--lut", low, "--select", "magnitude",
+                         *[a for a in QUICK if a != "--no-measure"])
+    assert code == 0, err
+    card = read_card(tmp_path / "m")
+    pruning = card["pruning"]
+    assert pruning["measured_met"] is False and not pruning["met"]
+    assert all(b["met"] for b in pruning["lut_budgets"])  # met on the LUT: only the measurement says otherwise
+    assert not any(b["met"] for b in pruning["budgets"]) and not any(b["met"] for b in card["budgets"])
+    assert all(b["source"].startswith("measured") for b in card["budgets"])
+    checks = pruning["measurement_checks"]
+    assert checks[-1]["layers_hash"] == checks[-2]["layers_hash"]  # it stopped when pruning went no further
+    assert "NOT met on measurement" in out
+    assert "not met on measurement" in (tmp_path / "m" / "MODEL_CARD.md").read_text()

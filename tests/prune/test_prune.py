@@ -246,7 +246,39 @@ def test_magnitude_selection_meets_the_budget_without_scoring_candidates(micro, 
     assert all(0 <= r["accuracy"] <= 1 for r in pruning["rounds"])
 
 
-# ---------------------------------------------------------------------- budgets met on measurement
+# ---------------------------------------------------------------------- proxy scoring, measured budgets
+def test_a_candidate_scored_from_its_first_change_scores_as_a_whole_pass(micro) -> None:
+    from nas.prune.network import Change, apply_specs, importance, keep_channels, prune, units
+    from nas.prune.rounds import first_changed
+
+    _, parent, _ = micro
+    record = read_record(parent)
+    space = load_space(record["space_file"])
+    layers = space.layers(space.arch(record["arch"]))
+    settings = PruneSettings(budgets=("params <= 1",), data="digits", calib_images=64)
+    evaluator = Evaluator(export_dataset("digits", record), load(parent), 16, settings)
+    model = load(parent)
+    torch.manual_seed(3)
+    with torch.no_grad():  # weights unlike the fresh initialisation, so every unit's channels matter
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    evaluator.prepare(model)
+    found = units(layers, 4)[0]
+    starts = set()
+    for u in found:
+        widths = [0] if u.kind == "layer" else [max(4, (u.width // 2) // 4 * 4)]
+        new = apply_specs(layers, Change(u, widths[0]))
+        if new is None:
+            continue
+        keep = () if u.kind == "layer" else keep_channels(importance(layers, model, u, "l1"), widths[0], u.group)
+        change = Change(u, widths[0], keep)
+        start = first_changed(change)
+        starts.add(start)
+        fast = evaluator.accuracy(prune(layers, model, change, new), start)
+        assert fast == evaluator.accuracy(prune(layers, model, change, new)), u
+    assert len(starts) >= 3 and max(starts) > 0  # candidates changing early and late layers
+
+
 def _underpredicting_lut(micro, folder: Path, factor: float) -> tuple[Path, float]:
     """A copy of the micro LUT calibrated to predict `factor` x the parent's measured
     latency: a LUT that under-predicts every network, as one calibrated on other widths

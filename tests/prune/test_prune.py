@@ -345,3 +345,14 @@ def test_a_budget_no_measured_network_meets_is_said_plainly(micro, tmp_path, cap
     assert checks[-1]["layers_hash"] == checks[-2]["layers_hash"]  # it stopped when pruning went no further
     assert "NOT met on measurement" in out
     assert "not met on measurement" in (tmp_path / "m" / "MODEL_CARD.md").read_text()
+
+
+def test_measurement_checks_resume_with_their_prune_only(tmp_path) -> None:
+    settings = PruneSettings(budgets=("latency@local-cpu <= 1 ms",), data="digits")
+    work = WorkFolder(tmp_path / "w", settings)
+    assert work.load_checks() == []
+    checks = [{"check": 1, "after_round": 3, "predicted_ms": 0.9, "measured_ms": 1.2, "ratio": 1.2 / 0.9, "met": False}]
+    work.save_checks(checks)
+    assert work.load_checks() == checks
+    with pytest.raises(NasError, match="other settings"):
+        WorkFolder(tmp_path / "w", PruneSettings(budgets=settings.budgets, data="digits", step=0.2)).load_checks()

@@ -103,13 +103,12 @@ class Evaluator:
     BATCH = 256
 
     def __init__(self, data: Any, teacher: nn.Module, resolution: int, settings: PruneSettings) -> None:
-        from nas.supernet.evaluation import channels_last
-
+        # the default NCHW layout: channels-last scored a tiny_mbconv round 1.5x slower here
+        # on one thread (docs/benchmarks.md, LUT-driven pruning)
         self.data, self.teacher, self.resolution, self.s = data, teacher.eval(), resolution, settings
         pick = np.random.default_rng([settings.seed, 0xCA1]).permutation(len(data.train))[:settings.calib_images]
-        self.calib = channels_last(_resize(data.normalize(data.to_float(data.train.images[torch.as_tensor(pick)])),
-                                           resolution))
-        self.val = channels_last(_resize(data.normalize(data.to_float(data.val.images)), resolution))
+        self.calib = _resize(data.normalize(data.to_float(data.train.images[torch.as_tensor(pick)])), resolution)
+        self.val = _resize(data.normalize(data.to_float(data.val.images)), resolution)
         self.labels = data.val.labels
         self.resize = _resize
         self.inputs: tuple[list[list[torch.Tensor]], list[list[torch.Tensor]]] | None = None

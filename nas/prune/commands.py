@@ -54,7 +54,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
     p.add_argument("--max-rounds", type=positive_int, default=d.max_rounds)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-measure", action="store_true", help="skip measuring the pruned network's latency")
+    p.add_argument("--no-measure", action="store_true", help="keep to the LUT: no end-to-end timing of the pruned "
+                                                            "network, so latency budgets are met on the LUT only "
+                                                            "(offline use, tests)")
     p.add_argument("--force", action="store_true", help="replace OUT if it is not empty")
     add_threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -96,6 +96,23 @@ def record_file(out: Path, record: dict[str, Any], name: str) -> None:
     record["files"][name] = file_sha256(Path(out) / name)
 
 
+def write_record(folder: Path, files: Sequence[str], *, space: str, space_file: str | None,
+                 space_fingerprint: str | None, arch: dict[str, Any], arch_id: str, layers: Sequence[LayerSpec],
+                 input: dict[str, Any], classes: int, created: str, **extra: Any) -> dict[str, Any]:
+    """Write FOLDER/arch.json for a network written there, and return it: the one place an
+    export record is built, for a searched arch (nas.export.export) and a pruned network
+    (nas.prune.bundle) alike. `files` (already in FOLDER) are entered with their SHA-256;
+    `extra` fields (a prune's `pruned`) follow the common ones."""
+    record = {"schema": SCHEMA, "space": space, "space_file": space_file, "space_fingerprint": space_fingerprint,
+              "arch": dict(arch), "arch_id": arch_id, "layers": [s.to_dict() for s in layers],
+              "layers_hash": layers_hash(layers), "input": input, "classes": classes, "files": {}, "created": created,
+              **extra}
+    for name in files:
+        record_file(folder, record, name)
+    write_json(Path(folder) / ARCH_FILE, record)
+    return record
+
+
 @contextmanager
 def staged_folder(out: Path, replace: bool) -> Iterator[Path]:
     """A temporary sibling folder to write a whole export into; it replaces `out` when the

@@ -174,4 +174,16 @@ def pruning_lines(pruning: Mapping[str, Any]) -> list[str]:
     for r in pruning["rounds"]:
         lines.append(f"| {r['round']} | {r['unit']} | {r['change']} | {_num(r['cost_before'], r['unit_of_cost'])} -> "
                      f"{_num(r['cost_after'], r['unit_of_cost'])} | {r['accuracy']:.4f}, {r['accuracy_tuned']:.4f} |")
+    checks = pruning.get("measurement_checks") or []
+    if checks:
+        lines += ["", "Latency measured end to end with the LUT's protocol and yardstick after the rounds met the "
+                      "budget on the LUT; a miss corrects the LUT by measured / predicted and pruning goes on. "
+                      + ("The budget is met on measurement." if pruning.get("measured_met") else
+                         "**The budget is not met on measurement: pruning could go no further.**"), "",
+                  "| check | after round | LUT ms | correction | LUT target ms | measured ms | bound ms | met |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for c in checks:
+            lines.append(f"| {c['check']} | {c['after_round']} | {c['predicted_ms']:.4g} | {c['correction']:.4f} | "
+                         f"{c['target_ms']:.4g} | {c['measured_ms']:.4g} | {c['bound_ms']:.4g} | "
+                         f"{'yes' if c['met'] else 'no'} |")
     return lines

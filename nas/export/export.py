@@ -9,16 +9,7 @@ from typing import Any
 import torch
 
 from nas.export.budgets import Budgets, card_budgets
-from nas.export.bundle import (
-    ARCH_FILE,
-    ONNX_FILE,
-    SCHEMA,
-    WEIGHTS_FILE,
-    layers_hash,
-    record_file,
-    staged_folder,
-    write_json,
-)
+from nas.export.bundle import ONNX_FILE, WEIGHTS_FILE, staged_folder, write_record
 from nas.export.card import SCHEMA as CARD_SCHEMA
 from nas.export.card import CARD_LIBRARIES, measured_figures, now, write_card
 from nas.export.int8 import INT8_ONNX, INT8_PARAMS, has_int8, random_images, write_int8
@@ -89,16 +80,15 @@ def export_arch(space: SearchSpace | str, arch: Arch | Mapping[str, Any] | str, 
             from nas.export.latency import measure_onnx
 
             measured = measure_onnx(tmp / ONNX_FILE, input_shape, latency_protocol)
-        record = {"schema": SCHEMA, "space": space.name, "space_file": getattr(space, "source", None),
-                  "space_fingerprint": space.fingerprint(), "arch": dict(arch), "arch_id": arch.arch_id,
-                  "layers": [s.to_dict() for s in layers], "layers_hash": layers_hash(layers),
-                  "input": {"shape": list(input_shape), "channels": space.in_channels, "resolution": resolution,
-                            "preprocessing": inherited.preprocessing if inherited else None},
-                  "classes": layers[-1].out_ch, "files": {}, "created": now()}
+        created = now()
         quantized = _int8(model, layers, inherited, tmp, input_shape, seed, latency_protocol) if int8 else None
-        for name in (WEIGHTS_FILE, ONNX_FILE, *((INT8_ONNX, INT8_PARAMS) if int8 else ())):
-            record_file(tmp, record, name)
-        write_json(tmp / ARCH_FILE, record)
+        record = write_record(
+            tmp, (WEIGHTS_FILE, ONNX_FILE, *((INT8_ONNX, INT8_PARAMS) if int8 else ())), space=space.name,
+            space_file=getattr(space, "source", None), space_fingerprint=space.fingerprint(), arch=dict(arch),
+            arch_id=arch.arch_id, layers=layers,
+            input={"shape": list(input_shape), "channels": space.in_channels, "resolution": resolution,
+                   "preprocessing": inherited.preprocessing if inherited else None},
+            classes=layers[-1].out_ch, created=created)
         card = _card(space, arch, record, check.to_dict(), measured, inherited, budgets, provenance, seed, resolver)
         if quantized is not None:
             quantized["float"] = {"accuracy": inherited.accuracy if inherited else None,

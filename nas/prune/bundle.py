@@ -13,19 +13,11 @@ from typing import Any
 
 from torch import nn
 
-from nas.export.bundle import (
-    ARCH_FILE,
-    ONNX_FILE,
-    SCHEMA,
-    WEIGHTS_FILE,
-    layers_hash,
-    record_file,
-    staged_folder,
-    write_json,
-)
+from nas.export.bundle import ONNX_FILE, WEIGHTS_FILE, layers_hash, staged_folder, write_record
 from nas.export.card import CARD_LIBRARIES, now, write_card
 from nas.export.card import SCHEMA as CARD_SCHEMA
 from nas.prune.costs import NetworkCosts
+from nas.prune.measured import measured_figures
 from nas.provenance import library_versions
 from nas.space.counters import network_counts
 from nas.space.layers import LayerSpec
@@ -47,14 +39,11 @@ def write_pruned(out: Path, parent: dict[str, Any], parent_card: dict[str, Any],
         check = write_onnx(model, shape, tmp / ONNX_FILE, pruning["settings"]["seed"])
         measured = measure_onnx(tmp / ONNX_FILE, shape, DEFAULT_PROTOCOL) if measure else None
         created = now()
-        record = {"schema": SCHEMA, "space": parent["space"], "space_file": parent.get("space_file"),
-                  "space_fingerprint": parent.get("space_fingerprint"), "arch": parent["arch"], "arch_id": arch_id,
-                  "layers": [s.to_dict() for s in layers], "layers_hash": layers_hash(layers),
-                  "input": parent["input"], "classes": parent["classes"], "files": {}, "created": created,
-                  "pruned": {k: pruning[k] for k in ("parent", "settings", "device", "lut")}}
-        for name in (WEIGHTS_FILE, ONNX_FILE):
-            record_file(tmp, record, name)
-        write_json(tmp / ARCH_FILE, record)
+        record = write_record(tmp, (WEIGHTS_FILE, ONNX_FILE), space=parent["space"],
+                              space_file=parent.get("space_file"), space_fingerprint=parent.get("space_fingerprint"),
+                              arch=parent["arch"], arch_id=arch_id, layers=layers, input=parent["input"],
+                              classes=parent["classes"], created=created,
+                              pruned={k: pruning[k] for k in ("parent", "settings", "device", "lut")})
         write_card(tmp, _card(record, parent_card, layers, check.to_dict(), measured, pruning, costs))
 
 
@@ -63,6 +52,8 @@ def _card(record: dict[str, Any], parent_card: dict[str, Any], layers: Sequence[
     from nas.export.budgets import check_budgets
 
     figures = costs.figures([r["metric"] for r in pruning["budgets"]], layers)
+    if pruning["measurement_checks"]:  # the budgets as judged: on the measurement the loop was closed on
+        figures = measured_figures(costs, figures, pruning["measurement_checks"][-1]["measured_ms"])
     predicted = {"device": costs.device.name, "metric": "latency", "value": pruning["predicted_ms"], "unit": "ms",
                  "estimate": False, "source": {"kind": "lut", "file": str(costs.lut_path),
                                                "calibrated": bool(costs.lut.meta.get("calibration")),

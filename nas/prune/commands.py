@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from typing import Any
+
 from nas.cli import Result, add_threads_argument, positive_int
 from nas.threads import configure as configure_threads
 
@@ -52,7 +54,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
     p.add_argument("--max-rounds", type=positive_int, default=d.max_rounds)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-measure", action="store_true", help="skip measuring the pruned network's latency")
+    p.add_argument("--no-measure", action="store_true", help="keep to the LUT: no end-to-end timing of the pruned "
+                                                            "network, so latency budgets are met on the LUT only "
+                                                            "(offline use, tests)")
     p.add_argument("--force", action="store_true", help="replace OUT if it is not empty")
     add_threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -76,9 +80,23 @@ def _prune(args: argparse.Namespace) -> Result:
              f"demand); LUT latency {p['parent_predicted_ms']:.4g} -> {p['predicted_ms']:.4g} ms"
              + (f", measured {p['measured_lut_scale_ms']:.4g} ms" if p.get("measured_lut_scale_ms") else "")]
     for b in p["budgets"]:
-        lines.append(f"  budget {b['budget']}: {'met' if b['met'] else 'NOT met'} ({b['value']:.4g} {b['unit']})")
+        lines.append(f"  budget {b['budget']}: {'met' if b['met'] else 'NOT met'} ({b['value']:.4g} {b['unit']}, "
+                     f"{b['source']})")
+    lines += measured_lines(p)
     ft = result.get("finetune")
     if ft:
         lines.append(f"  fine-tuned {ft['epochs']} epochs with distillation from the parent: {ft['split']} accuracy "
                      f"{ft['accuracy_before']:.4f} -> {ft['accuracy']:.4f}")
     return Result(result, "\n".join(lines))
+
+
+def measured_lines(pruning: dict[str, Any]) -> list[str]:
+    """The measurement checks of nas.prune.measured, and plainly whether they met the budget."""
+    checks = pruning.get("measurement_checks") or []
+    lines = [f"  check {c['check']} after round {c['after_round']}: LUT {c['predicted_ms']:.4g} ms (target "
+             f"{c['target_ms']:.4g}), measured {c['measured_ms']:.4g} ms against {c['bound_ms']:.4g} ms: "
+             f"{'met' if c['met'] else 'missed'}" for c in checks]
+    if pruning.get("measured_met") is False:
+        lines.append(f"  the latency budget is NOT met on measurement: pruning could go no further than "
+                     f"{checks[-1]['measured_ms']:.4g} ms measured")
+    return lines

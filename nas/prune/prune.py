@@ -24,6 +24,7 @@ import torch
 from nas.errors import DataError, NasError
 from nas.export.budgets import Budgets, check_budgets, parse_budgets
 from nas.prune.costs import NetworkCosts
+from nas.prune.measured import corrected_row, measured_figures, meet_measured
 from nas.prune.rounds import Evaluator, PruneSettings, WorkFolder, minimal, run_rounds, run_uniform
 
 
@@ -107,8 +108,10 @@ def prune_export(parent: Path | str, budgets: Budgets, out: Path | str, data: st
     costs = NetworkCosts(space, budget_device(constraints), lut)
     units_check = minimal(layers, s.multiple)  # also refuses a multiple that breaks a group count
 
-    def check(ls: list) -> list[dict[str, Any]]:
-        return check_budgets(list(s.budgets), costs.figures(metrics, ls))
+    def check(ls: list, correction: float = 1.0, measured: float | None = None) -> list[dict[str, Any]]:
+        rows = check_budgets(list(s.budgets), measured_figures(costs, costs.figures(metrics, ls), measured))
+        return [corrected_row(r, c.upper, correction) if r["metric"] == costs.metric else r
+                for r, c in zip(rows, constraints)]
 
     rows = check(layers)
     if all(r["met"] for r in rows):
@@ -127,20 +130,31 @@ def prune_export(parent: Path | str, budgets: Budgets, out: Path | str, data: st
     evaluator = Evaluator(data_set, load(parent), resolution, s)
     parent_accuracy = evaluator.accuracy(load(parent))
     work = WorkFolder(out.parent / f".{out.name}.prune", s)
-    if s.method == "uniform":
-        pruned, model, history = run_uniform(list(layers), model, costs, check, evaluator, s)
+
+    def method(budgets_check) -> tuple[list, Any, list[dict[str, Any]]]:
+        if s.method == "uniform":
+            return run_uniform(list(layers), model, costs, budgets_check, evaluator, s)
+        return run_rounds(list(layers), model, costs, budgets_check, initial, evaluator, s, work, progress)
+
+    checks: list[dict[str, Any]] = []
+    measured_met = None
+    if measure and costs.metric in metrics:  # close the loop on measurement (nas.prune.measured)
+        checks = work.load_checks()
+        pruned, model, history, measured_met = meet_measured(method, costs, check, checks, work.save_checks)
     else:
-        pruned, model, history = run_rounds(list(layers), model, costs, check, initial, evaluator, s, work, progress)
-    final = check(pruned)
+        pruned, model, history = method(check)
+    # the budgets as judged: latency on the last measurement when the loop was closed on one
+    final = check(pruned, measured=checks[-1]["measured_ms"]) if checks else check(pruned)
     pruning = {"parent": {"folder": str(parent.resolve()), "arch_sha256": record["sha256"], "arch_id": record.get("arch_id"),
                           "space": record["space"], "layers": len(layers), "accuracy": parent_accuracy,
                           "costs": costs.figures(metrics, layers)},
                "settings": asdict(s), "lut": str(costs.lut_path), "device": costs.device.name,
-               "rounds": history, "budgets": final, "met": all(r["met"] for r in final),
+               "rounds": history, "budgets": final, "lut_budgets": check(pruned), "met": all(r["met"] for r in final),
                "blocks_profiled": len(costs.profiled), "layers": len(pruned),
-               "predicted_ms": costs.latency(pruned), "parent_predicted_ms": costs.latency(layers)}
+               "predicted_ms": costs.latency(pruned), "parent_predicted_ms": costs.latency(layers),
+               "measurement_checks": checks, "measured_met": measured_met}
     if measure:
-        pruning["measured_lut_scale_ms"] = costs.measure(pruned)
+        pruning["measured_lut_scale_ms"] = checks[-1]["measured_ms"] if checks else costs.measure(pruned)
     pruning["prune_seconds"] = round(time.perf_counter() - started, 3)
     from nas.prune.bundle import write_pruned
 

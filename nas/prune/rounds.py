@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -89,20 +90,59 @@ class Proposal:
 
 class Evaluator:
     """Accuracy of candidate networks: BN recalibrated on training images, then scored on
-    the validation split; `tune` takes distillation steps from the parent network."""
+    the validation split; `tune` takes distillation steps from the parent network.
+
+    A round's proposals all start from the same network and differ from it only from
+    their first changed layer on. `prepare` recalibrates that network and keeps every
+    layer's input on the calibration and validation images; `accuracy(model, start)`
+    then runs and recalibrates only layers `start:` of a candidate, from those inputs.
+    The layers before are the prepared network's, with its recalibrated statistics, so
+    the score is the one a whole recalibration and validation pass would give, at the
+    cost of the changed part only."""
+
+    BATCH = 256
 
     def __init__(self, data: Any, teacher: nn.Module, resolution: int, settings: PruneSettings) -> None:
+        # the default NCHW layout: channels-last scored a tiny_mbconv round 1.5x slower here
+        # on one thread (docs/benchmarks.md, LUT-driven pruning)
         self.data, self.teacher, self.resolution, self.s = data, teacher.eval(), resolution, settings
         pick = np.random.default_rng([settings.seed, 0xCA1]).permutation(len(data.train))[:settings.calib_images]
         self.calib = _resize(data.normalize(data.to_float(data.train.images[torch.as_tensor(pick)])), resolution)
+        self.val = _resize(data.normalize(data.to_float(data.val.images)), resolution)
+        self.labels = data.val.labels
         self.resize = _resize
+        self.inputs: tuple[list[list[torch.Tensor]], list[list[torch.Tensor]]] | None = None
 
-    def accuracy(self, model: nn.Module) -> float:
-        from nas.export.finetuning import evaluate
-        from nas.supernet import recalibrate_bn
+    @torch.no_grad()
+    def prepare(self, model: nn.Sequential) -> None:
+        """Recalibrate `model` in place and keep each layer's inputs (see the class)."""
+        calib: list[list[torch.Tensor]] = [[] for _ in range(len(model))]
+        val: list[list[torch.Tensor]] = [[] for _ in range(len(model))]
+        with _recalibrating(model):
+            for x in self.calib.split(self.BATCH):
+                for j, block in enumerate(model):
+                    calib[j].append(x)
+                    x = block(x)
+        for x in self.val.split(self.BATCH):
+            for j, block in enumerate(model):
+                val[j].append(x)
+                x = block(x)
+        self.inputs = (calib, val)
 
-        recalibrate_bn(model, self.calib, 256)
-        return evaluate(model, self.data, "val", self.resolution)
+    @torch.no_grad()
+    def accuracy(self, model: nn.Sequential, start: int = 0) -> float:
+        """Validation accuracy after recalibrating BN; `start` > 0: a candidate that shares
+        layers :start with the network last prepared."""
+        if start and self.inputs is None:
+            raise NasError(f"internal: a candidate scored from layer {start} before its round was prepared")
+        calib = self.inputs[0][start] if start else list(self.calib.split(self.BATCH))
+        val = self.inputs[1][start] if start else list(self.val.split(self.BATCH))
+        tail = model[start:] if start else model
+        with _recalibrating(tail):
+            for x in calib:
+                tail(x)
+        correct = sum(int((tail(x).argmax(1) == y).sum()) for x, y in zip(val, self.labels.split(self.BATCH)))
+        return correct / max(1, len(self.labels))
 
     def tune(self, model: nn.Module, steps: int, tag: int) -> None:
         """`steps` SGD steps of (CE + KD from the parent)/2 with batches drawn from (seed, tag)."""
@@ -124,6 +164,25 @@ class Evaluator:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        model.eval()
+
+
+@contextmanager
+def _recalibrating(model: nn.Module) -> Iterator[None]:
+    """Inside: every BN of `model` reset to a cumulative average of the batches it sees
+    (momentum None, train mode); after: its momentum back and eval mode, as
+    nas.supernet.recalibrate_bn leaves a network."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
         model.eval()
 
 
@@ -196,17 +255,17 @@ def minimal(layers: list[LayerSpec], multiple: int) -> list[LayerSpec]:
 
 
 class WorkFolder:
-    """The rounds so far, saved after each: settings.json, state.json, weights.safetensors."""
+    """The rounds so far, saved after each (state.json: settings, layers, rounds;
+    weights.safetensors), and the measurements of nas.prune.measured (checks.json)."""
 
     def __init__(self, path: Path, settings: PruneSettings) -> None:
         self.path, self.settings = path, asdict(settings)
 
-    def load(self) -> tuple[list[LayerSpec], nn.Module, list[dict[str, Any]]] | None:
-        from nas.export.weights import load_weights
+    def _read(self, name: str) -> dict[str, Any] | None:
+        """A state file of this prune, refused when it was written with other settings."""
         from nas.jsonfile import read_json
-        from nas.space.builder import build_network
 
-        state_file = self.path / "state.json"
+        state_file = self.path / name
         if not state_file.is_file():
             return None
         state = read_json(state_file, f"{state_file}: missing", damaged=f"delete {self.path} to start over")
@@ -214,17 +273,37 @@ class WorkFolder:
             changed = [k for k in self.settings if (state.get("settings") or {}).get(k) != self.settings[k]]
             raise NasError(f"{self.path} holds a prune with other settings ({', '.join(changed) or 'format'}); "
                            f"delete it to start over")
+        return state
+
+    def _write(self, name: str, state: dict[str, Any]) -> None:
+        from nas.atomic import write_atomic
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path / name, json.dumps({"settings": self.settings, **state}, indent=1) + "\n")
+
+    def load_checks(self) -> list[dict[str, Any]]:
+        state = self._read("checks.json")
+        return state["checks"] if state else []
+
+    def save_checks(self, checks: list[dict[str, Any]]) -> None:
+        self._write("checks.json", {"checks": checks})
+
+    def load(self) -> tuple[list[LayerSpec], nn.Module, list[dict[str, Any]]] | None:
+        from nas.export.weights import load_weights
+        from nas.space.builder import build_network
+
+        state = self._read("state.json")
+        if state is None:
+            return None
         layers = [LayerSpec.from_dict(d) for d in state["layers"]]
         return layers, load_weights(build_network(layers), self.path / "weights.safetensors").eval(), state["history"]
 
     def save(self, layers: Sequence[LayerSpec], model: nn.Module, history: list[dict[str, Any]]) -> None:
-        from nas.atomic import write_atomic
         from nas.export.weights import save_weights
 
         self.path.mkdir(parents=True, exist_ok=True)
         save_weights(model, self.path / "weights.safetensors")
-        write_atomic(self.path / "state.json", json.dumps({"settings": self.settings, "layers": [s.to_dict() for s in layers],
-                                                           "history": history}, indent=1) + "\n")
+        self._write("state.json", {"layers": [s.to_dict() for s in layers], "history": history})
 
 
 def run_rounds(layers: list[LayerSpec], model: nn.Module, costs: NetworkCosts,
@@ -249,6 +328,8 @@ def run_rounds(layers: list[LayerSpec], model: nn.Module, costs: NetworkCosts,
         if not proposals:
             break
         scored = []
+        if settings.select == "proxy":
+            evaluator.prepare(model)
         for k, p in enumerate(proposals):
             p.change = _with_keep(layers, model, p.change, settings.criterion)
             if settings.select == "magnitude":
@@ -259,7 +340,9 @@ def run_rounds(layers: list[LayerSpec], model: nn.Module, costs: NetworkCosts,
             candidate = prune(layers, model, p.change, p.layers)
             if settings.select == "finetune":
                 evaluator.tune(candidate, settings.select_steps, 1000 * len(history) + k)
-            scored.append((evaluator.accuracy(candidate), current - p.cost >= need, current - p.cost, k, candidate))
+            start = first_changed(p.change) if settings.select == "proxy" else 0
+            scored.append((evaluator.accuracy(candidate, start), current - p.cost >= need, current - p.cost, k,
+                           candidate))
         best, reached, gain, k, chosen = max(scored, key=lambda t: (t[1], t[0], t[2], -t[3]))
         p = proposals[k]
         if chosen is None:
@@ -278,6 +361,12 @@ def run_rounds(layers: list[LayerSpec], model: nn.Module, costs: NetworkCosts,
         bar.set_postfix(cost=f"{p.cost:.4g}", acc=f"{tuned:.3f}")
     bar.close()
     return layers, model, history
+
+
+def first_changed(change: Change) -> int:
+    """The first layer a change gives other weights or another place (earlier ones are shared)."""
+    u = change.unit
+    return min(u.tensors) if u.kind == "width" else u.layer
 
 
 def _with_keep(layers: list[LayerSpec], model: nn.Module, change: Change, criterion: str) -> Change:

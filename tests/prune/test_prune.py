@@ -244,3 +244,115 @@ def test_magnitude_selection_meets_the_budget_without_scoring_candidates(micro, 
     pruning = read_card(tmp_path / "m")["pruning"]
     assert pruning["met"] and pruning["settings"]["select"] == "magnitude"
     assert all(0 <= r["accuracy"] <= 1 for r in pruning["rounds"])
+
+
+# ---------------------------------------------------------------------- proxy scoring, measured budgets
+def test_a_candidate_scored_from_its_first_change_scores_as_a_whole_pass(micro) -> None:
+    from nas.prune.network import Change, apply_specs, importance, keep_channels, prune, units
+    from nas.prune.rounds import first_changed
+
+    _, parent, _ = micro
+    record = read_record(parent)
+    space = load_space(record["space_file"])
+    layers = space.layers(space.arch(record["arch"]))
+    settings = PruneSettings(budgets=("params <= 1",), data="digits", calib_images=64)
+    evaluator = Evaluator(export_dataset("digits", record), load(parent), 16, settings)
+    model = load(parent)
+    torch.manual_seed(3)
+    with torch.no_grad():  # weights unlike the fresh initialisation, so every unit's channels matter
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    evaluator.prepare(model)
+    found = units(layers, 4)[0]
+    starts = set()
+    for u in found:
+        widths = [0] if u.kind == "layer" else [max(4, (u.width // 2) // 4 * 4)]
+        new = apply_specs(layers, Change(u, widths[0]))
+        if new is None:
+            continue
+        keep = () if u.kind == "layer" else keep_channels(importance(layers, model, u, "l1"), widths[0], u.group)
+        change = Change(u, widths[0], keep)
+        start = first_changed(change)
+        starts.add(start)
+        fast = evaluator.accuracy(prune(layers, model, change, new), start)
+        assert fast == evaluator.accuracy(prune(layers, model, change, new)), u
+    assert len(starts) >= 3 and max(starts) > 0  # candidates changing early and late layers
+
+
+def _underpredicting_lut(micro, folder: Path, factor: float) -> tuple[Path, float]:
+    """A copy of the micro LUT calibrated to predict `factor` x the parent's measured
+    latency: a LUT that under-predicts every network, as one calibrated on other widths
+    can; and a bound 10 % under its prediction of the parent."""
+    lut, parent, _ = micro
+    space = load_space(read_record(parent)["space_file"])
+    layers = space.layers(space.arch(read_record(parent)["arch"]))
+    costs = NetworkCosts(space, "local-cpu", lut)
+    scale = factor * costs.measure(layers) / costs.latency(layers)
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / lut.name
+    table = LUT.load(lut)
+    table.meta["calibration"] = {"coef": {"lut_sum": scale, "blocks": 0.0, "weight_mb": 0.0}, "intercept": 0.0}
+    table.save(copy)
+    return copy, 0.9 * NetworkCosts(space, "local-cpu", copy).latency(layers)
+
+
+@pytest.fixture(scope="module")
+def micro32(tmp_path_factory) -> tuple[Path, Path, float]:
+    """The micro space at 32x32: compute outweighs a run's fixed overhead enough that
+    pruning can halve the measured latency (at 16x16 the smallest network measures
+    about 55 % of the largest)."""
+    return _setup(tmp_path_factory.mktemp("prune32"), MICRO.replace("micro_prune", "micro_prune32")
+                  .replace("resolution: 16", "resolution: 32"), "micro_prune32")
+
+
+def test_a_budget_missed_on_measurement_is_pruned_on_until_the_measurement_meets_it(micro32, tmp_path, capsys) -> None:
+    _, parent, _ = micro32
+    # a LUT predicting half the measurement: the network first meeting the bound on it
+    # (after a round removing at most a step, or one residual block) measures above it
+    low, bound = _underpredicting_lut(micro32, tmp_path / "lut", 0.5)
+    code, out, err = run(capsys, "prune", parent, "--budgets", f'["latency@local-cpu <= {bound:.5f} ms"]',
+                         "-o", tmp_path / "m", "--data", "digits", "--lut", low, "--select", "magnitude",
+                         *[a for a in QUICK if a != "--no-measure"])
+    assert code == 0, err
+    pruning = read_card(tmp_path / "m")["pruning"]
+    checks = pruning["measurement_checks"]
+    assert len(checks) >= 2 and not checks[0]["met"] and checks[0]["measured_ms"] > bound
+    assert checks[0]["correction"] == 1.0 and checks[0]["predicted_ms"] <= bound  # the LUT's budget was met first
+    for before, after in zip(checks, checks[1:]):
+        assert after["correction"] == pytest.approx(before["ratio"])  # corrected by the last network's ratio
+        assert after["after_round"] > before["after_round"]            # and pruned on
+        assert after["predicted_ms"] < before["predicted_ms"]
+    assert pruning["measured_met"] and pruning["met"] and checks[-1]["measured_ms"] <= bound
+    assert pruning["measured_lut_scale_ms"] == checks[-1]["measured_ms"]
+    assert "measured" in out and out.rstrip().endswith("met")
+    assert "The budget is met on measurement." in (tmp_path / "m" / "MODEL_CARD.md").read_text()
+
+
+def test_a_budget_no_measured_network_meets_is_said_plainly(micro, tmp_path, capsys) -> None:
+    _, parent, _ = micro
+    low, bound = _underpredicting_lut(micro, tmp_path / "lut", 0.1)
+    code, out, err = run(capsys, "prune", parent, "--budgets", f'["latency@local-cpu <= {bound:.6f} ms"]',
+                         "-o", tmp_path / "m", "--data", "digits", "--lut", low, "--select", "magnitude",
+                         *[a for a in QUICK if a != "--no-measure"])
+    assert code == 0, err
+    card = read_card(tmp_path / "m")
+    pruning = card["pruning"]
+    assert pruning["measured_met"] is False and not pruning["met"]
+    assert all(b["met"] for b in pruning["lut_budgets"])  # met on the LUT: only the measurement says otherwise
+    assert not any(b["met"] for b in pruning["budgets"]) and not any(b["met"] for b in card["budgets"])
+    assert all(b["source"].startswith("measured") for b in card["budgets"])
+    checks = pruning["measurement_checks"]
+    assert checks[-1]["layers_hash"] == checks[-2]["layers_hash"]  # it stopped when pruning went no further
+    assert "NOT met on measurement" in out
+    assert "not met on measurement" in (tmp_path / "m" / "MODEL_CARD.md").read_text()
+
+
+def test_measurement_checks_resume_with_their_prune_only(tmp_path) -> None:
+    settings = PruneSettings(budgets=("latency@local-cpu <= 1 ms",), data="digits")
+    work = WorkFolder(tmp_path / "w", settings)
+    assert work.load_checks() == []
+    checks = [{"check": 1, "after_round": 3, "predicted_ms": 0.9, "measured_ms": 1.2, "ratio": 1.2 / 0.9, "met": False}]
+    work.save_checks(checks)
+    assert work.load_checks() == checks
+    with pytest.raises(NasError, match="other settings"):
+        WorkFolder(tmp_path / "w", PruneSettings(budgets=settings.budgets, data="digits", step=0.2)).load_checks()

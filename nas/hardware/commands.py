@@ -28,6 +28,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                    help="stop when this share of archs is within ±10 %% (90 %% lower bound of the leave-one-out "
                         "share; default 0.95)")
     p.add_argument("--pool", type=positive_int, default=2000, help="candidate archs to choose from (default 2000)")
+    p.add_argument("--resolution", type=positive_int,
+                   help="onboard archs at this input resolution, one the space offers (default: each arch's own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--out", type=Path, help="folder (default runs/onboard/DEVICE/SPACE)")
     Protocol.add_arguments(p)
@@ -133,7 +135,7 @@ def _devices_onboard(args: argparse.Namespace) -> Result:
     space = load_space(args.space)
     out = args.out or Path("runs") / "onboard" / args.device / space.name
     report = onboard(space, args.device, out, args.budget, args.batch, args.target, args.pool, args.seed,
-                     Protocol.from_arguments(args))
+                     Protocol.from_arguments(args), resolution=args.resolution)
     r = report["result"]
     return Result(report, f"{'reached' if r['reached_target'] else 'stopped short of'} {args.target:.0%} within ±10 % "
                           f"(90 % lower bound of the leave-one-out share {r['loo_within_10_lower_90']:.1%}) after {r['measured']} measurements; "

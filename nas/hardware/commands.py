@@ -55,6 +55,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/lut-validation"), help="folder for the CSV and PNG")
     p.add_argument("--allow-mismatch", action="store_true", help="warn instead of refusing a LUT of another device/runtime")
+    p.add_argument("--passes", type=positive_int,
+                   help="passes of the end-to-end measurements (default: the LUT's protocol); more passes, less noise")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_lut_validate)
 
@@ -175,7 +177,7 @@ def _lut_validate(args: argparse.Namespace) -> Result:
     from nas.hardware.validation import validate_lut
 
     space, device, path = _lut_path(args, args.lut)
-    report = validate_lut(space, device, LUT.load(path), args.n, args.seed, args.out, args.allow_mismatch)
+    report = validate_lut(space, device, LUT.load(path), args.n, args.seed, args.out, args.allow_mismatch, args.passes)
     raw, ceiling = report["uncalibrated"], report["repeatability"]
     lines = [f"{space.name} on {device.name}, {report['n']} archs:"]
     for label, r in (("calibrated", report), ("sum of blocks", raw), ("re-measured", ceiling)):

@@ -28,6 +28,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                    help="stop when this share of archs is within ±10 %% (90 %% lower bound of the leave-one-out "
                         "share; default 0.95)")
     p.add_argument("--pool", type=positive_int, default=2000, help="candidate archs to choose from (default 2000)")
+    p.add_argument("--resolution", type=positive_int,
+                   help="onboard archs at this input resolution, one the space offers (default: each arch's own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--out", type=Path, help="folder (default runs/onboard/DEVICE/SPACE)")
     Protocol.add_arguments(p)
@@ -53,6 +55,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/lut-validation"), help="folder for the CSV and PNG")
     p.add_argument("--allow-mismatch", action="store_true", help="warn instead of refusing a LUT of another device/runtime")
+    p.add_argument("--passes", type=positive_int,
+                   help="passes of the end-to-end measurements (default: the LUT's protocol); more passes, less noise")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_lut_validate)
 
@@ -133,7 +137,7 @@ def _devices_onboard(args: argparse.Namespace) -> Result:
     space = load_space(args.space)
     out = args.out or Path("runs") / "onboard" / args.device / space.name
     report = onboard(space, args.device, out, args.budget, args.batch, args.target, args.pool, args.seed,
-                     Protocol.from_arguments(args))
+                     Protocol.from_arguments(args), resolution=args.resolution)
     r = report["result"]
     return Result(report, f"{'reached' if r['reached_target'] else 'stopped short of'} {args.target:.0%} within ±10 % "
                           f"(90 % lower bound of the leave-one-out share {r['loo_within_10_lower_90']:.1%}) after {r['measured']} measurements; "
@@ -173,7 +177,7 @@ def _lut_validate(args: argparse.Namespace) -> Result:
     from nas.hardware.validation import validate_lut
 
     space, device, path = _lut_path(args, args.lut)
-    report = validate_lut(space, device, LUT.load(path), args.n, args.seed, args.out, args.allow_mismatch)
+    report = validate_lut(space, device, LUT.load(path), args.n, args.seed, args.out, args.allow_mismatch, args.passes)
     raw, ceiling = report["uncalibrated"], report["repeatability"]
     lines = [f"{space.name} on {device.name}, {report['n']} archs:"]
     for label, r in (("calibrated", report), ("sum of blocks", raw), ("re-measured", ceiling)):

@@ -92,6 +92,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--n", type=positive_int, required=True, help="random archs to measure")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reference", action="store_true", help="measure the space's reference archs first")
+    p.add_argument("--resolution", type=positive_int,
+                   help="measure archs at this input resolution, one the space offers (default: each arch's own)")
     p.add_argument("-o", "--out", type=Path,
                    help="CSV to write (arch_id, measured_ms, p10_ms, p90_ms, arch); "
                         "default runs/measure/SPACE_DEVICE.csv")
@@ -276,7 +278,7 @@ def _measure(args: argparse.Namespace) -> Result:
     space = load_space(args.space)
     out = args.out or Path("runs") / "measure" / f"{space.name}_{args.device}.csv"
     n = measure_table(space, args.device, args.n, args.seed, out, Protocol.from_arguments(args),
-                      args.reference)
+                      args.reference, args.resolution)
     return Result({"wrote": str(out), "archs": n},
                   f"wrote {out}: {n} archs of {space.name} measured on {args.device}; "
                   f"fit with 'hwnas predictor fit --table {out} --space {space.name} --target measured_ms ...'")

@@ -49,10 +49,14 @@ FIRST_ROUND_MIN = 10
 SCHEMA = "hwnas.onboard/1"
 
 
-def _pool(space: SearchSpace, size: int, seed: int) -> np.ndarray:
+def _pool(space: SearchSpace, size: int, seed: int, pin: tuple[int, int] | None = None) -> np.ndarray:
+    """The candidate archs: the whole space when it is small, else a seeded sample; every
+    one at the pinned resolution (nas.predictors.measure.resolution_pin)."""
+    from nas.predictors.measure import pin_codes
+
     if space.size <= size:
-        return space.encode_batch(list(space.enumerate()))
-    return np.unique(space.sample_codes(np.random.default_rng([seed, 17]), size), axis=0)
+        return np.unique(pin_codes(space.encode_batch(list(space.enumerate())), pin), axis=0)
+    return np.unique(pin_codes(space.sample_codes(np.random.default_rng([seed, 17]), size), pin), axis=0)
 
 
 def _read_measured(path: Path, space: SearchSpace) -> dict[str, tuple[Arch, float]]:
@@ -100,12 +104,14 @@ def _lut_values(space: SearchSpace, device) -> dict[str, float] | None:
 
 def onboard(space: SearchSpace, device_name: str, out: Path, budget: int = 100, batch: int = 10,
             target: float = 0.95, pool_size: int = 2000, seed: int = 0, protocol: Protocol = Protocol(),
-            log=print) -> dict[str, Any]:
-    """Run (or resume) onboarding; returns the fidelity report."""
+            log=print, resolution: int | None = None) -> dict[str, Any]:
+    """Run (or resume) onboarding; returns the fidelity report. With `resolution`, every
+    arch is one of the space's at that input size (its resolution decision pinned)."""
     from nas.hardware.backends import make_backend
     from nas.hardware.devices import load_device
     from nas.hardware.profiling import measure_archs
     from nas.predictors.features import get_featurizer
+    from nas.predictors.measure import resolution_pin
     from nas.predictors.predictor import fit_predictor
     from nas.predictors.reference import TYPICAL, coarse_features, design_order
     from nas.predictors.tables import read_table
@@ -114,22 +120,26 @@ def onboard(space: SearchSpace, device_name: str, out: Path, budget: int = 100, 
         raise NasError(f"--target {target} must be a share in (0, 1], e.g. 0.95")
     if budget < FIRST_ROUND_MIN:
         raise NasError(f"--budget {budget} is below the first round's {FIRST_ROUND_MIN} measurements")
+    pin = resolution_pin(space, resolution)
     device = load_device(device_name)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table_path, report_path = out / "measurements.csv", out / "fidelity.json"
     settings = {"space": space.name, "device": device.name, "budget": budget, "batch": batch, "target": target,
-                "pool": pool_size, "seed": seed}
+                "pool": pool_size, "seed": seed, "resolution": resolution}
     report: dict[str, Any] = {"schema": SCHEMA, "settings": settings, "curve": []}
     if report_path.is_file():
         previous = read_json(report_path, f"no onboarding report at {report_path}", schema=SCHEMA)
         if previous.get("settings", {}).get("space") != space.name or previous["settings"].get("device") != device.name:
             raise NasError(f"{out} holds the onboarding of {previous['settings'].get('device')} on "
                            f"{previous['settings'].get('space')}; use another --out")
+        if previous["settings"].get("resolution") != resolution:
+            raise NasError(f"{out} holds an onboarding at --resolution {previous['settings'].get('resolution')}, "
+                           f"not {resolution}; use another --out")
         report["curve"] = previous.get("curve", [])
     measured = _read_measured(table_path, space)
     lut_values = _lut_values(space, device)
-    pool = _pool(space, pool_size, seed)
+    pool = _pool(space, pool_size, seed, pin)
     features = coarse_features(get_featurizer(space), pool)
     design = design_order(features, min(budget, int(len(pool) * TYPICAL) - 1), seed)
     backend = make_backend(device)
@@ -163,7 +173,8 @@ def onboard(space: SearchSpace, device_name: str, out: Path, budget: int = 100, 
     report["result"] = {"measured": len(measured), "loo_within_10_lower_90": estimate, "reached_target": estimate >= target,
                         "predictor": str(out / "predictor.npz")}
     write_atomic(report_path, json.dumps(report, indent=1) + "\n")
-    profile = {"device": device.name, "space": space.name, "runtime": device.runtime(), "protocol": protocol.to_dict(),
+    profile = {"device": device.name, "space": space.name, "resolution": resolution, "runtime": device.runtime(),
+               "protocol": protocol.to_dict(),
                "lut": lut_values is not None, "predictor_model": predictor.meta["model"] if predictor else None,
                "transfer_sources": (predictor.meta.get("transfer") or {}).get("sources") if predictor else None,
                "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}

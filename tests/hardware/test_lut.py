@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +16,14 @@ import pytest
 import torch
 
 from nas.errors import NasError
-from nas.hardware.calibration import fit_calibration
+from nas.hardware.calibration import block_features, fit_calibration
 from nas.hardware.devices import load_device
 from nas.hardware.lut import LUT, LUTCost
 from nas.hardware.measure import Protocol, Yardstick, chunk_factors, measure_models
 from nas.hardware.profiling import build_lut, reference_arch
 from nas.hardware.validation import validate_lut
 from nas.space import load_space
+from nas.space.layers import LayerSpec
 from nas.space.tables import unique_layers
 from tests.hw_helpers import FAST, small_space
 
@@ -87,6 +89,25 @@ def test_validation_reports_the_fields_and_files(built, tmp_path) -> None:
     used = set(lut.meta["calibration"]["arch_ids"])
     assert len(rows) == 10 and not used & {r["arch_id"] for r in rows}
     assert (tmp_path / "validate_small_local-cpu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["protocol"] == lut.meta["protocol"] and report["samples_per_arch"] == 6  # FAST: 1 pass of 6
+
+
+@pytest.mark.filterwarnings("ignore:LUT for small@local-cpu was built for another version")  # the YAML copy's fingerprint
+def test_validation_passes_make_the_end_to_end_measurement_more_precise(built, tmp_path, capsys) -> None:
+    """--passes overrides the LUT's protocol for the validation and its repeat set alike."""
+    import yaml
+
+    from nas.cli import main
+    from tests.hw_helpers import SMALL_SPACE
+
+    space, device, path, lut = built
+    report = validate_lut(space, device, lut, n=6, seed=0, passes=3)
+    assert report["protocol"] == {**lut.meta["protocol"], "passes": 3} and report["samples_per_arch"] == 18
+    space_file = tmp_path / "small.yaml"
+    space_file.write_text(yaml.safe_dump({**SMALL_SPACE, "name": "small"}))
+    assert main(["lut", "validate", "--space", str(space_file), "--device", "local-cpu",
+                 "--lut", str(path), "--n", "4", "--passes", "2", "--out", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["protocol"]["passes"] == 2
 
 
 def test_lut_of_another_device_runtime_or_space_is_refused(built, tmp_path) -> None:
@@ -232,6 +253,24 @@ def test_calibration_recovers_its_terms_and_falls_back_when_noise_makes_them_unp
     assert fallback["coef"]["blocks"] == fallback["coef"]["weight_mb"] == 0.0
     with pytest.raises(NasError, match="LUT sums differ"):
         fit_calibration({"lut_sum": np.ones(30), "blocks": blocks, "weight_mb": weight_mb}, weight_mb)
+
+
+def test_calibration_counts_blocks_by_precision_and_leaves_a_constant_count_out(built) -> None:
+    """An int8 block's fixed cost differs from a float one's (its micro-model pays the
+    quantize/dequantize at its own edges), so int8 blocks are counted apart; a float
+    space has none, and its calibration is the float one."""
+    features = block_features(lambda s: 1.0)
+    int8 = LayerSpec("mbconv", 16, 16, 8, kernel=3, mid_ch=48, precision="int8", in_precision="int8")
+    assert features["int8_blocks"](int8) == 1.0 and features["int8_blocks"](replace(int8, precision="fp32")) == 0.0
+    assert features["blocks"](int8) == 1.0
+    rng = np.random.default_rng(1)
+    lut_sum, blocks = rng.uniform(1, 3, 30), rng.integers(10, 20, 30).astype(float)
+    int8_blocks, weight_mb = np.floor(blocks * rng.uniform(0, 1, 30)), rng.uniform(5, 25, 30)
+    fitted = fit_calibration({"lut_sum": lut_sum, "blocks": blocks, "int8_blocks": int8_blocks, "weight_mb": weight_mb},
+                             0.9 * lut_sum - 0.01 * blocks - 0.02 * int8_blocks + 0.01 * weight_mb + 0.1)
+    assert fitted["coef"] == pytest.approx({"lut_sum": 0.9, "blocks": -0.01, "int8_blocks": -0.02, "weight_mb": 0.01})
+    space, _, _, lut = built  # a float space, calibrated on real measurements
+    assert "int8_blocks" not in lut.meta["calibration"]["used"] and lut.meta["calibration"]["coef"]["int8_blocks"] == 0.0
 
 
 def test_passes_time_every_model_in_fresh_sessions_among_shuffled_company() -> None:

@@ -66,3 +66,44 @@ def test_onboard_refuses_another_devices_folder(tmp_path, capsys):
                                                    "settings": {"space": "tiny_mbconv", "device": "pi4-ort"}}))
     code, _, err = run(capsys, "device", "onboard", "local-cpu", "--space", "tiny_mbconv", "-o", out, *QUICK)
     assert code == 2 and "holds the onboarding of pi4-ort" in err and err.count("\n") == 1
+
+
+def test_onboard_at_a_resolution_the_space_offers(tmp_path, capsys):
+    """ofa_mbv3 at 128 px: every measured arch is one of the space's 128 px archs (its
+    resolution decision says so), the settings and profile record it, and resuming the
+    folder at another resolution is refused before anything is measured."""
+    out = tmp_path / "ob"
+    base = ["device", "onboard", "local-cpu", "--space", "ofa_mbv3", "--budget", 10, "--batch", 10,
+            "--pool", 40, "-o", out, *QUICK]
+    code, text, err = run(capsys, *base, "--resolution", 128)
+    assert code == 0, err
+    rows = _rows(out / "measurements.csv")
+    assert len(rows) == 10 and {json.loads(r["arch"])["arch"]["resolution"] for r in rows} == {128}
+    assert json.loads((out / "fidelity.json").read_text())["settings"]["resolution"] == 128
+    assert json.loads((out / "profile.json").read_text())["resolution"] == 128
+    code, _, err = run(capsys, *base, "--resolution", 160, "--budget", 20)
+    assert code == 2 and "holds an onboarding at --resolution 128, not 160" in err and err.count("\n") == 1
+    assert len(_rows(out / "measurements.csv")) == 10
+
+
+@pytest.mark.parametrize("command", [["device", "onboard", "local-cpu", "--space"], ["measure", "--device", "local-cpu", "--n", "3"]])
+@pytest.mark.parametrize("space, resolution, message", [
+    ("ofa_mbv3", 130, "space ofa_mbv3 does not offer resolution 130 (its resolution decision: 128, 132,"),
+    ("tiny_mbconv", 64, "space tiny_mbconv does not offer resolution 64: its archs run at 32 px only"),
+])
+def test_a_resolution_the_space_does_not_offer_is_refused(tmp_path, capsys, command, space, resolution, message):
+    out = tmp_path / "out"
+    argv = [*command, space] if command[0] == "device" else [command[0], space, *command[1:]]
+    code, _, err = run(capsys, *argv, "--resolution", resolution, "-o", out, *QUICK)
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_measure_at_a_resolution(tmp_path, capsys):
+    out = tmp_path / "m.csv"
+    code, _, err = run(capsys, "measure", "ofa_mbv3", "--device", "local-cpu", "--n", 3, "--resolution", 128,
+                       "-o", out, *QUICK)
+    assert code == 0, err
+    rows = _rows(out)
+    assert len(rows) == 3 and {json.loads(r["arch"])["arch"]["resolution"] for r in rows} == {128}
+    assert json.loads(out.with_suffix(".json").read_text())["resolution"] == 128

@@ -20,7 +20,10 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_devices_show)
     p = dev_cmds.add_parser("onboard", help="measure, fit and validate a predictor for a device in rounds (resumes)")
-    p.add_argument("device", help="device profile (see 'hwnas devices list'); measured on this machine")
+    p.add_argument("device", help="device profile (see 'hwnas devices list'); measured on this machine unless --kit")
+    p.add_argument("--kit", action="store_true",
+                   help="a device without hwnas: each round is a kit of whole networks to run there (the command "
+                        "stops after writing it and says where its results go; rerun to go on)")
     p.add_argument("--space", required=True, help="space name or YAML path")
     p.add_argument("--budget", type=positive_int, default=100, help="most archs to measure (default 100)")
     p.add_argument("--batch", type=positive_int, default=10, help="archs measured per round (default 10)")
@@ -137,7 +140,7 @@ def _devices_onboard(args: argparse.Namespace) -> Result:
     space = load_space(args.space)
     out = args.out or Path("runs") / "onboard" / args.device / space.name
     report = onboard(space, args.device, out, args.budget, args.batch, args.target, args.pool, args.seed,
-                     Protocol.from_arguments(args), resolution=args.resolution)
+                     Protocol.from_arguments(args), resolution=args.resolution, kit=args.kit)
     r = report["result"]
     return Result(report, f"{'reached' if r['reached_target'] else 'stopped short of'} {args.target:.0%} within ±10 % "
                           f"(90 % lower bound of the leave-one-out share {r['loo_within_10_lower_90']:.1%}) after {r['measured']} measurements; "

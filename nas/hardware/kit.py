@@ -26,6 +26,10 @@ from nas.space.base import SearchSpace
 from nas.space.layers import LayerSpec
 
 KIT_SCHEMA = "hwnas.kit/1"
+
+
+class KitPending(NasError):
+    """A kit is written; the work goes on when its results come back from the device."""
 RESULT_COLUMNS = ["id", "key", "median", "p10", "p90", "mean", "std", "n", "rejected"]  # times in ms
 
 
@@ -87,6 +91,26 @@ def read_results(path: Path) -> tuple[dict[str, Any], list[tuple[int, dict[str, 
             raise NasError(f"{path}:{line}: expected {len(RESULT_COLUMNS)} fields, got {len(values)}")
         rows.append((line, dict(zip(RESULT_COLUMNS, values))))
     return header, rows
+
+
+def read_models_results(results: Path, kit_id: str, keys: Sequence[str], device: Device,
+                        allow_mismatch: bool = False) -> tuple[dict[str, measure.Summary], float | None]:
+    """The timings of a `write_models_kit` kit, {key: Summary}, and the kit's reference time
+    (ms, None when absent): the results checked to be of this very kit, from the device's
+    runtime, with a timing for every key asked for."""
+    from nas.hardware.lut import summary_from_row
+
+    header, rows = read_results(results)
+    if header.get("kit") != kit_id:
+        raise NasError(f"{results}: results of another kit ({header.get('kit')}; the archs asked for are kit {kit_id}); "
+                       "delete the file and rerun to write the kit again")
+    check_runtime(header, device, results, allow_mismatch)
+    timings = {row["key"]: summary_from_row(row, f"{results}:{line}") for line, row in rows}
+    missing = [k for k in keys if k not in timings]
+    if missing:
+        raise NasError(f"{results}: no timing for {len(missing)} of the {len(keys)} archs asked for, e.g. "
+                       f"{missing[0]}; rerun the kit's runner")
+    return {k: timings[k] for k in keys}, (header.get("reference") or {}).get("ms")
 
 
 def check_runtime(header: dict[str, Any], device: Device, results: Path, allow_mismatch: bool = False) -> None:

@@ -20,6 +20,12 @@ nas.hardware.measure), each followed by a fit and an estimate of its own fidelit
             handful of archs and penalties tuned on the same leave-one-out errors
             make the raw share optimistic
 
+A device that cannot run hwnas (only python3, numpy and onnxruntime) is onboarded with
+`--kit`: each round's archs are written as a kit of whole networks (nas.hardware.kit)
+into FOLDER/kits/roundK.zip and the command stops saying what to run on the device;
+rerun with its results.csv at FOLDER/kits/roundK.csv, it checks them against the archs
+asked for, reads every round on the first round's reference scale and goes on.
+
 Everything lives in one folder: measurements.csv (rewritten atomically after every
 round, so a killed run resumes without re-measuring), predictor.npz, fidelity.json
 (the curve of estimated fidelity against measurements, with wall time) and
@@ -104,9 +110,11 @@ def _lut_values(space: SearchSpace, device) -> dict[str, float] | None:
 
 def onboard(space: SearchSpace, device_name: str, out: Path, budget: int = 100, batch: int = 10,
             target: float = 0.95, pool_size: int = 2000, seed: int = 0, protocol: Protocol = Protocol(),
-            log=print, resolution: int | None = None) -> dict[str, Any]:
+            log=print, resolution: int | None = None, kit: bool = False) -> dict[str, Any]:
     """Run (or resume) onboarding; returns the fidelity report. With `resolution`, every
-    arch is one of the space's at that input size (its resolution decision pinned)."""
+    arch is one of the space's at that input size (its resolution decision pinned); with
+    `kit`, every round is measured on the device through a kit (KitPending until its
+    results are back)."""
     from nas.hardware.backends import make_backend
     from nas.hardware.devices import load_device
     from nas.hardware.profiling import measure_archs
@@ -126,7 +134,7 @@ def onboard(space: SearchSpace, device_name: str, out: Path, budget: int = 100, 
     out.mkdir(parents=True, exist_ok=True)
     table_path, report_path = out / "measurements.csv", out / "fidelity.json"
     settings = {"space": space.name, "device": device.name, "budget": budget, "batch": batch, "target": target,
-                "pool": pool_size, "seed": seed, "resolution": resolution}
+                "pool": pool_size, "seed": seed, "resolution": resolution, "kit": kit}
     report: dict[str, Any] = {"schema": SCHEMA, "settings": settings, "curve": []}
     if report_path.is_file():
         previous = read_json(report_path, f"no onboarding report at {report_path}", schema=SCHEMA)
@@ -136,13 +144,17 @@ def onboard(space: SearchSpace, device_name: str, out: Path, budget: int = 100, 
         if previous["settings"].get("resolution") != resolution:
             raise NasError(f"{out} holds an onboarding at --resolution {previous['settings'].get('resolution')}, "
                            f"not {resolution}; use another --out")
+        if bool(previous["settings"].get("kit")) != kit:
+            raise NasError(f"{out} holds an onboarding {'through kits' if previous['settings'].get('kit') else 'measured here'}"
+                           f"; {'pass' if previous['settings'].get('kit') else 'drop'} --kit, or use another --out")
         report["curve"] = previous.get("curve", [])
+        report["kit_rounds"] = previous.get("kit_rounds", [])
     measured = _read_measured(table_path, space)
     lut_values = _lut_values(space, device)
     pool = _pool(space, pool_size, seed, pin)
     features = coarse_features(get_featurizer(space), pool)
     design = design_order(features, min(budget, int(len(pool) * TYPICAL) - 1), seed)
-    backend = make_backend(device)
+    backend = None if kit else make_backend(device)
     predictor, estimate = None, 0.0
     started = time.perf_counter() - (report["curve"][-1]["seconds"] if report["curve"] else 0.0)
     while True:
@@ -165,10 +177,13 @@ def onboard(space: SearchSpace, device_name: str, out: Path, budget: int = 100, 
         picks = _next_archs(space, pool, design, measured, predictor, min(batch, budget - len(measured)))
         if not picks:
             break
-        timings = measure_archs(backend, space, picks, None, protocol,
-                                desc=f"onboard {space.name}@{device.name} ({len(measured)}/{budget})")
-        for arch, timing in zip(picks, timings):
-            measured[arch.arch_id] = (arch, float(timing.median))
+        if kit:
+            medians = _kit_round(space, device, picks, out, report)
+        else:
+            medians = [t.median for t in measure_archs(backend, space, picks, None, protocol,
+                                                       desc=f"onboard {space.name}@{device.name} ({len(measured)}/{budget})")]
+        for arch, median in zip(picks, medians):
+            measured[arch.arch_id] = (arch, float(median))
         _write_measured(table_path, measured)
     report["result"] = {"measured": len(measured), "loo_within_10_lower_90": estimate, "reached_target": estimate >= target,
                         "predictor": str(out / "predictor.npz")}
@@ -180,6 +195,34 @@ def onboard(space: SearchSpace, device_name: str, out: Path, budget: int = 100, 
                "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     write_atomic(out / "profile.json", json.dumps(profile, indent=1) + "\n")
     return report
+
+
+def _kit_round(space: SearchSpace, device, picks: list[Arch], out: Path, report: dict[str, Any]) -> list[float]:
+    """One round measured on the device through a kit: the medians (ms, on the first
+    round's reference scale, so rounds run on different days read alike) when its results
+    are back, else the kit written, the report saved and KitPending raised."""
+    import hashlib
+
+    from nas.hardware.kit import KitPending, read_models_results, write_models_kit
+
+    rounds = report.setdefault("kit_rounds", [])
+    k = len(rounds) + 1
+    ids = [a.arch_id for a in picks]
+    kit_id = hashlib.sha256(json.dumps([space.fingerprint(), k, ids]).encode()).hexdigest()[:16]
+    zip_path, results = out / "kits" / f"round{k}.zip", out / "kits" / f"round{k}.csv"
+    if not results.is_file():
+        if not zip_path.is_file():
+            write_models_kit(space, zip_path, [(a.arch_id, space.layers(a)) for a in picks], kit_id, [None],
+                             device.batch, f"hwnas onboarding kit: round {k}, {len(picks)} archs of {space.name}")
+        write_atomic(out / "fidelity.json", json.dumps(report, indent=1) + "\n")
+        raise KitPending(f"onboarding round {k} needs the device: copy {zip_path} to {device.name}, run 'unzip "
+                         f"{zip_path.name} -d kit && python3 kit/runner.py --threads {device.threads} --out results.csv' "
+                         f"there, bring results.csv back to {results}, then rerun the same command")
+    timings, reference_ms = read_models_results(results, kit_id, ids, device)
+    first = rounds[0]["reference_ms"] if rounds else reference_ms
+    factor = first / reference_ms if first and reference_ms else 1.0
+    rounds.append({"round": k, "kit": kit_id, "archs": len(ids), "reference_ms": reference_ms, "scale": factor})
+    return [timings[i].median * factor for i in ids]
 
 
 def _next_archs(space: SearchSpace, pool: np.ndarray, design: np.ndarray, measured: dict, predictor,

@@ -15,7 +15,8 @@ from nas.errors import ConfigError
 from nas.redact import redact
 from nas.search.config import SearchConfig, config_from_dict, load_search_config
 from nas.search.runner import SearchOutcome
-from nas.search.verify import KitPending, verified_metric, verify_front
+from nas.hardware.kit import KitPending
+from nas.search.verify import verified_metric, verify_front
 from nas.space import load_space
 from nas.space.base import SearchSpace
 

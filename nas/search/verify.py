@@ -11,7 +11,8 @@ predictions that matter back to the hardware, applied to the few that are export
 A latency predicted from the device's own LUT is measured with the LUT's protocol and
 on its scale (beside the LUT's reference network, rescaled to its baseline), as `hwnas
 lut validate` reads it; any other source is compared with the plain measurement. This
-machine (the device profile marked `detect: true`) is measured at once. Another device
+machine (the device profile marked `detect: true`, or a device whose own LUT was
+measured on this host) is measured at once. Another device
 gets one kit round, like a LUT's: the front's whole networks are written as a kit
 (nas.hardware.kit) into OUT/verify/, the search stops saying what to run on the device,
 and rerunning it (no new queries: the study is finished) reads the results back.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -28,16 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nas.errors import ConfigError, NasError
+from nas.errors import ConfigError
 from nas.hardware.measure import Summary
 from nas.search.problem import BoundCost, Problem
 
 if TYPE_CHECKING:
     from nas.search.runner import SearchResult
-
-
-class KitPending(NasError):
-    """The front's kit is written; the results come back from the device before verifying."""
 
 
 def verified_metric(problem: Problem, device: str) -> str:
@@ -64,11 +62,22 @@ def _own_lut(problem: Problem, metric: str, device: str) -> Any:
     return model if isinstance(model, LUTCost) and model.lut.meta.get("device") == device else None
 
 
+def _here(device: str, lut_cost: Any) -> bool:
+    """Whether the device is this machine: its detected profile, or a device whose own LUT was
+    measured here (hwnas running on the Jetson it searches for)."""
+    from nas.export.latency import local_device
+    from nas.hardware.devices import host_facts
+
+    host = (lut_cost.lut.meta.get("host") or {}) if lut_cost else {}
+    return device == local_device().name or (host.get("node") == platform.node() and
+                                              host.get("cpu") == host_facts()["cpu"])
+
+
 def measure_front(problem: Problem, metric: str, codes: np.ndarray, out_dir: Path | None,
                   progress: bool = True) -> list[Summary]:
     """Timings of the archs `codes` whole on the metric's device, on the scale its source predicts."""
-    from nas.export.latency import local_device
     from nas.hardware.backends import make_backend
+    from nas.hardware.devices import load_device
     from nas.hardware.measure import Protocol
     from nas.hardware.profiling import lut_yardstick, measure_archs
 
@@ -76,9 +85,9 @@ def measure_front(problem: Problem, metric: str, codes: np.ndarray, out_dir: Pat
     lut_cost = _own_lut(problem, metric, device)
     resolution = lut_cost.resolution if lut_cost else None
     archs = [problem.space.decode(c) for c in codes]
-    if device != local_device().name:
+    if not _here(device, lut_cost):
         return _kit_round(problem, device, archs, resolution, lut_cost, out_dir)
-    backend = make_backend(local_device())
+    backend = make_backend(load_device(device))
     desc = "verify front" if progress else None
     if lut_cost is None:
         return measure_archs(backend, problem.space, archs, None, Protocol(), desc)
@@ -92,8 +101,7 @@ def _kit_round(problem: Problem, device: str, archs: list, resolution: int | Non
     back (checked against this very front and the device profile), else the kit written
     and KitPending raised with what to do."""
     from nas.hardware.devices import load_device
-    from nas.hardware.kit import check_runtime, read_results, write_models_kit
-    from nas.hardware.lut import summary_from_row
+    from nas.hardware.kit import KitPending, read_models_results, write_models_kit
 
     if out_dir is None:
         raise ConfigError(f"verify: {device!r} is not this machine; its kit round needs the search's output folder")
@@ -107,17 +115,8 @@ def _kit_round(problem: Problem, device: str, archs: list, resolution: int | Non
         raise KitPending(f"verify: the front's latency on {device} needs one kit round: copy {zip_path} to the device, "
                          f"run 'unzip {zip_path.name} -d kit && python3 kit/runner.py --threads {profile.threads} --out "
                          f"results.csv' there, bring results.csv back to {results}, then rerun (no new queries)")
-    header, rows = read_results(results)
-    if header.get("kit") != kit_id:
-        raise NasError(f"{results}: results of another front (kit {header.get('kit')}, this front's is {kit_id}); "
-                       "delete the file and rerun to write the kit of the current front")
-    check_runtime(header, profile, results)
-    timings = {row["key"]: summary_from_row(row, f"{results}:{line}") for line, row in rows}
-    missing = [i for i in ids if i not in timings]
-    if missing:
-        raise NasError(f"{results}: no timing for front arch(s) {', '.join(missing[:3])}; rerun the kit's runner")
-    ours, theirs = ((lut_cost.lut.meta.get("reference") or {}).get("ms") if lut_cost else None,
-                    (header.get("reference") or {}).get("ms"))
+    timings, theirs = read_models_results(results, kit_id, ids, profile)
+    ours = (lut_cost.lut.meta.get("reference") or {}).get("ms") if lut_cost else None
     factor = ours / theirs if ours and theirs else 1.0  # the kit's reference read on the LUT's baseline
     return [replace(timings[i], median=timings[i].median * factor, p10=timings[i].p10 * factor,
                     p90=timings[i].p90 * factor, mean=timings[i].mean * factor, std=timings[i].std * factor)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
+import zipfile
 
 import pytest
 
@@ -107,3 +110,55 @@ def test_measure_at_a_resolution(tmp_path, capsys):
     rows = _rows(out)
     assert len(rows) == 3 and {json.loads(r["arch"])["arch"]["resolution"] for r in rows} == {128}
     assert json.loads(out.with_suffix(".json").read_text())["resolution"] == 128
+
+
+def _run_kit(zip_path, results, tmp_path, threads: int) -> None:
+    kit = tmp_path / zip_path.stem
+    with zipfile.ZipFile(zip_path) as z:
+        z.extractall(kit)
+    r = subprocess.run([sys.executable, "runner.py", "--threads", str(threads), *QUICK, "--out", str(results)],
+                       cwd=kit, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_onboard_a_device_without_hwnas_through_kit_rounds(tmp_path, capsys):
+    """pi4-ort (4 threads in its profile): every round a kit, each stop one line saying what
+    to run and where the results go; the rerun reads them back, checked against the archs
+    asked for, and goes on."""
+    out = tmp_path / "ob"
+    base = ["device", "onboard", "pi4-ort", "--space", "tiny_mbconv", "--kit", "--batch", 5, "--target", 0.999,
+            "--pool", 300, "--budget", 15, "-o", out]
+    code, text, err = run(capsys, *base)
+    assert code == 2 and text == "" and len(err.strip().splitlines()) == 1
+    assert "onboarding round 1 needs the device" in err and "--threads 4" in err and "round1.csv" in err
+    manifest = json.loads(zipfile.ZipFile(out / "kits" / "round1.zip").read("manifest.json"))
+    assert len(manifest["entries"]) == 10 and not (out / "measurements.csv").exists()
+
+    # results from the wrong thread count are refused, nothing recorded
+    _run_kit(out / "kits" / "round1.zip", out / "kits" / "round1.csv", tmp_path, threads=1)
+    code, _, err = run(capsys, *base)
+    assert code == 2 and "measured differently from device pi4-ort: threads 1 vs device 4" in err
+    assert not (out / "measurements.csv").exists()
+
+    _run_kit(out / "kits" / "round1.zip", out / "kits" / "round1.csv", tmp_path, threads=4)
+    code, _, err = run(capsys, *base)
+    assert code == 2 and "onboarding round 2 needs the device" in err  # round 1 read, fitted, round 2 asked for
+    rows = _rows(out / "measurements.csv")
+    assert [r["arch_id"] for r in rows] == [e["key"] for e in manifest["entries"]]
+    report = json.loads((out / "fidelity.json").read_text())
+    assert [p["measured"] for p in report["curve"]] == [10] and report["kit_rounds"][0]["scale"] == 1.0
+
+    results2 = out / "kits" / "round2.csv"
+    _run_kit(out / "kits" / "round2.zip", results2, tmp_path, threads=4)
+    header, *rest = results2.read_text().splitlines(keepends=True)
+    results2.write_text(header + "".join(rest[:-1]))  # a round that lacks an arch asked for
+    code, _, err = run(capsys, *base)
+    assert code == 2 and "no timing for 1 of the 5 archs asked for" in err
+    results2.write_text(header + "".join(rest))
+    code, text, err = run(capsys, *base)
+    assert code == 0, err
+    assert "after 15 measurements" in text and len(_rows(out / "measurements.csv")) == 15
+    report = json.loads((out / "fidelity.json").read_text())
+    assert [r["round"] for r in report["kit_rounds"]] == [1, 2] and report["kit_rounds"][1]["scale"] > 0
+    code, _, err = run(capsys, "device", "onboard", "pi4-ort", "--space", "tiny_mbconv", "-o", out)
+    assert code == 2 and "holds an onboarding through kits; pass --kit" in err

@@ -13,7 +13,7 @@ import pytest
 from nas.cli import main
 from nas.errors import ConfigError, NasError
 from nas.search import run_search
-from nas.search.verify import KitPending
+from nas.hardware.kit import KitPending
 from tests.search_helpers import local_cpu_lut  # noqa: F401  (a fixture)
 
 
@@ -118,8 +118,8 @@ def test_another_device_gets_one_kit_round_and_the_rerun_reads_it_back(tmp_path,
 
     header, *rest = results.read_text().splitlines(keepends=True)
     results.write_text(header.replace('"kit": "', '"kit": "0') + "".join(rest))
-    with pytest.raises(NasError, match="results of another front .* delete the file and rerun"):
+    with pytest.raises(NasError, match="results of another kit .* delete the file and rerun"):
         run_search(config, progress=False)
     results.write_text(header + "".join(rest[:-1]))
-    with pytest.raises(NasError, match="no timing for front arch"):
+    with pytest.raises(NasError, match="no timing for 1 of the"):
         run_search(config, progress=False)

@@ -109,7 +109,7 @@ def _gathered(exp: Experiment, space: SearchSpace, name: str, metric: str, spec:
 
 def _kit(space: SearchSpace, name: str, kit: Any, allow_mismatch: bool, lut_path: Path, out: Path) -> None:
     from nas.hardware.devices import load_device
-    from nas.hardware.kit import import_results, write_kit
+    from nas.hardware.kit import KitPending, import_results, write_kit
 
     results = Path(kit.results)
     if results.is_file():
@@ -118,7 +118,7 @@ def _kit(space: SearchSpace, name: str, kit: Any, allow_mismatch: bool, lut_path
     zip_path = out / "kits" / f"{name}_{space.name}.zip"
     if not zip_path.is_file():
         write_kit(space, zip_path, kit.resolution or [None], kit.batch)
-    raise NasError(f"device {name} needs its kit results: copy {zip_path} to the device, run 'unzip "
+    raise KitPending(f"device {name} needs its kit results: copy {zip_path} to the device, run 'unzip "
                    f"{zip_path.name} -d kit && python3 kit/runner.py --out results.csv' there, bring results.csv back "
                    f"as {results}, then rerun this experiment (it resumes)")
 

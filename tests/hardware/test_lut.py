@@ -225,13 +225,14 @@ def test_yardstick_puts_chunks_measured_at_different_speeds_on_one_scale() -> No
     def model(ms: float):
         return lambda: time.sleep(ms * slowdown[0] / 1000)
 
+    # sleeps of several ms: a loaded machine oversleeps by a few ms (2 ms once read as 8)
     protocol = Protocol(warmup=1, repeats=8, rounds=2, passes=1)
-    yardstick = Yardstick(lambda: model(2.0))
-    models = [lambda: model(1.0), lambda: model(4.0)]
+    yardstick = Yardstick(lambda: model(10.0))
+    models = [lambda: model(5.0), lambda: model(20.0)]
     fast = measure_models(models, protocol, yardstick)
     slowdown[0] = 3.0
     slow = measure_models(models, protocol, yardstick)
-    assert yardstick.baseline_ms == pytest.approx(2.0, rel=0.5)
+    assert yardstick.baseline_ms == pytest.approx(10.0, rel=0.5)
     assert yardstick.factors[0] == pytest.approx(1.0) and yardstick.factors[1] == pytest.approx(1 / 3, rel=0.25)
     for before, after in zip(fast, slow):
         assert after.median == pytest.approx(before.median, rel=0.25)

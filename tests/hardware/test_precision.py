@@ -344,14 +344,16 @@ def test_an_int8_lut_builds_calibrates_and_validates_like_a_float_one(built, tmp
     assert len(rows) == 8
 
 
-def test_a_float_lut_without_precision_columns_still_loads(built, tmp_path) -> None:
+@pytest.mark.parametrize("columns", [("precision", "in_precision"),  # before precision (issue 15)
+                                     ("precision", "in_precision", "cls_token", "heads", "head_dim")])  # and tokens (18)
+def test_a_float_lut_without_precision_columns_still_loads(built, tmp_path, columns) -> None:
     from tests.hw_helpers import small_space
 
     space, device = small_space(), load_device("local-cpu")
     lut = build_lut(space, device, out=tmp_path / "small.csv", protocol=FAST, calibrate=0)
     text = (tmp_path / "small.csv").read_text().splitlines()
     header = text[0].split(",")
-    drop = [header.index("precision"), header.index("in_precision")]
+    drop = [header.index(c) for c in columns]
     old = [",".join(c for i, c in enumerate(line.split(",")) if i not in drop) for line in text]
     (tmp_path / "small.csv").write_text("\n".join(old) + "\n")
     assert LUT.load(tmp_path / "small.csv").entries == lut.entries

@@ -44,6 +44,19 @@ class BNUnit(nn.Module):
         return [(t, 0, perm) for t in (self.weight, self.bias, self.running_mean, self.running_var)]
 
 
+class LNUnit(nn.Module):
+    """A layer norm over up to `channels` features; variants use the leading ones. It has
+    no running statistics, so a subnet's layer norms need no recalibration."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def params(self, channels: int) -> list[torch.Tensor]:
+        return [self.weight[:channels], self.bias[:channels]]
+
+
 class ConvUnit(nn.Module):
     """A conv (+ bias) (+ batch norm) of up to `out_ch` x `in_per_group` channels and the
     given kernel sizes; weight shape (out_ch, in_per_group, K, K) with K the largest."""
@@ -128,11 +141,53 @@ class LinearUnit(nn.Module):
         return [(self.weight, 1, perm)]
 
 
+class QKVUnit(nn.Module):
+    """An attention's fused query/key/value projection of up to `attn_dim` x `embed`.
+
+    The weight is (3 * attn_dim, embed): queries, keys, values one after another, each
+    split into heads of head_dim rows (the builder's Encoder reshapes the output to
+    (3, heads, head_dim)). A variant of attention width A = heads x head_dim over E embed
+    dims takes the leading A rows of each of the three parts and the leading E columns.
+    With a fixed head_dim (AutoFormer's) fewer heads are the leading whole heads; with
+    head_dim = embed // heads, the heads choice re-splits the same rows.
+    """
+
+    def __init__(self, attn_dim: int, embed: int) -> None:
+        super().__init__()
+        self.attn_dim = attn_dim
+        self.weight = nn.Parameter(torch.empty(3 * attn_dim, embed))
+        self.bias = nn.Parameter(torch.zeros(3 * attn_dim))
+
+    def params(self, attn_dim: int, embed: int) -> list[torch.Tensor]:
+        a = self.attn_dim
+        rows = [slice(part * a, part * a + attn_dim) for part in range(3)]
+        return [torch.cat([self.weight[r, :embed] for r in rows]), torch.cat([self.bias[r] for r in rows])]
+
+
+class TokenUnit(nn.Module):
+    """A patch embedding's learned tokens: the class token (1, 1, E) when the sequence has
+    one, and a position embedding per token count (1, tokens, E; a resolution is a token
+    count), each of up to E embed dims, variants use the leading ones."""
+
+    def __init__(self, embed: int, token_counts: Sequence[int], cls_token: bool) -> None:
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed)) if cls_token else None
+        self.pos_embeds = nn.ParameterDict({str(t): nn.Parameter(torch.zeros(1, t, embed))
+                                            for t in sorted(set(token_counts))})
+
+    def params(self, tokens: int, embed: int) -> list[torch.Tensor]:
+        out = [self.cls_token[..., :embed]] if self.cls_token is not None else []
+        return out + [self.pos_embeds[str(tokens)][..., :embed]]
+
+
 def init_weights(module: nn.Module, generator: torch.Generator) -> None:
     """One initialisation for supernets and stand-alone networks alike, drawn from
     `generator` in module order so a seed fixes it: conv weights Kaiming-normal (fan
-    out), linear weights N(0, 0.01), biases 0, batch norms identity, kernel
-    transformations identity."""
+    out), linear weights N(0, 0.01), biases 0, batch and layer norms identity, kernel
+    transformations identity, class tokens and position embeddings N(0, 0.02) truncated
+    at +-2 (ViT's)."""
+    from nas.space.builder import PatchEmbed  # the builder's module holds the same tokens
+
     for m in module.modules():
         if isinstance(m, (ConvUnit, nn.Conv2d)):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
@@ -145,6 +200,16 @@ def init_weights(module: nn.Module, generator: torch.Generator) -> None:
             nn.init.normal_(m.weight, 0.0, 0.01, generator=generator)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+        elif isinstance(m, QKVUnit):
+            nn.init.normal_(m.weight, 0.0, 0.01, generator=generator)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, (LNUnit, nn.LayerNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, (TokenUnit, PatchEmbed)):
+            tokens = list(m.pos_embeds.values()) if isinstance(m, TokenUnit) else [m.pos_embed]
+            for t in tokens + ([m.cls_token] if m.cls_token is not None else []):
+                nn.init.trunc_normal_(t, std=0.02, a=-0.04, b=0.04, generator=generator)
         elif isinstance(m, (BNUnit, nn.BatchNorm2d)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)

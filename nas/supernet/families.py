@@ -18,7 +18,7 @@ from torch import nn
 from nas.errors import ConfigError
 from nas.space.builder import build_layer
 from nas.space.layers import INT8_OPS, NB201_EDGES, LayerSpec
-from nas.supernet.elastic import BNUnit, ConvUnit, LinearUnit, Move
+from nas.supernet.elastic import BNUnit, ConvUnit, LinearUnit, LNUnit, Move, QKVUnit, TokenUnit
 
 Tensors = tuple[list[torch.Tensor], list[torch.Tensor]]  # (parameters, buffers)
 WEIGHTLESS = ("gap", "avgpool")
@@ -35,6 +35,8 @@ def family_key(spec: LayerSpec) -> str:
         return "identity" if spec.is_identity else "skip-conv"
     if spec.op == "linear":
         return f"linear-{'bias' if spec.bias else 'nobias'}"
+    if spec.op == "patch_embed":
+        return f"patch_embed-p{spec.kernel}-{'cls' if spec.cls_token else 'nocls'}"
     return spec.op
 
 
@@ -205,6 +207,65 @@ class MBConvFamily(Family):
         return moves
 
 
+class PatchEmbedFamily(Family):
+    """Patch embeddings: elastic input channels (a hybrid's stage width) and embed dim.
+    The patch conv and the class token share leading slices; each token count (each
+    resolution) has a position embedding of its own, of which a smaller embed dim takes
+    the leading features."""
+
+    def __init__(self, specs: Sequence[LayerSpec]) -> None:
+        super().__init__()
+        s = specs[0]
+        embed = max(v.out_ch for v in specs)
+        self.tokens = TokenUnit(embed, [v.tokens for v in specs], s.cls_token)
+        self.proj = ConvUnit(embed, max(v.in_ch for v in specs), [s.kernel], bias=True, bn=False)
+
+    def tensors(self, spec: LayerSpec) -> Tensors:
+        """The builder's order: its own class token and position embedding, then the conv."""
+        return self.tokens.params(spec.tokens, spec.out_ch) + self.proj.params(spec.out_ch, spec.in_ch, spec.kernel), []
+
+
+class EncoderFamily(Family):
+    """Pre-norm encoder layers, AutoFormer-style weight entanglement: a variant of embed
+    dim E, attention width A (heads x head_dim) and MLP width M uses the leading E
+    features of both layer norms and of every linear's embed side, the leading A rows
+    of each of the query, key and value parts (QKVUnit) and the leading A columns of
+    the output projection, and the leading M hidden units of the MLP. Depth needs no
+    weights of its own: a shallower stage skips its last layers, which are slots."""
+
+    def __init__(self, specs: Sequence[LayerSpec]) -> None:
+        super().__init__()
+        embed, attn, mlp = (max(getattr(v, f) for v in specs) for f in ("in_ch", "attn_dim", "mid_ch"))
+        self.norm1 = LNUnit(embed)
+        self.qkv = QKVUnit(attn, embed)
+        self.proj = LinearUnit(embed, attn, bias=True)
+        self.norm2 = LNUnit(embed)
+        self.fc1 = LinearUnit(mlp, embed, bias=True)
+        self.fc2 = LinearUnit(embed, mlp, bias=True)
+
+    def tensors(self, spec: LayerSpec) -> Tensors:
+        e, a, m = spec.in_ch, spec.attn_dim, spec.mid_ch
+        return (self.norm1.params(e) + self.qkv.params(a, e) + self.proj.params(e, a) + self.norm2.params(e)
+                + self.fc1.params(m, e) + self.fc2.params(e, m)), []
+
+    def inner_moves(self) -> list[Move]:
+        """MLP hidden units by the L1 norm of the fc2 weights reading them (as an mbconv's
+        expanded channels); the largest layer computes the same function after."""
+        perm = _descending(self.fc2.weight.detach().abs().sum(0))
+        return self.fc1.out_moves(perm) + self.fc2.in_moves(perm)
+
+
+class TokenPoolFamily(Family):
+    """Token pooling: its final layer norm over the leading embed dims."""
+
+    def __init__(self, specs: Sequence[LayerSpec]) -> None:
+        super().__init__()
+        self.norm = LNUnit(max(v.in_ch for v in specs))
+
+    def tensors(self, spec: LayerSpec) -> Tensors:
+        return self.norm.params(spec.in_ch), []
+
+
 class CellFamily(Family):
     """NAS-Bench-201 one-shot cell: every op on every edge; a spec picks one op per edge.
 
@@ -232,11 +293,12 @@ class CellFamily(Family):
 
 # Per op, the family that shares weights between a slot's variants.
 ELASTIC_FAMILIES: dict[str, type[Family]] = {"mbconv": MBConvFamily, "conv": ConvFamily, "skip": ConvFamily,
-                                             "linear": LinearFamily, "norm": NormFamily}
+                                             "linear": LinearFamily, "norm": NormFamily,
+                                             "patch_embed": PatchEmbedFamily, "encoder": EncoderFamily,
+                                             "token_pool": TokenPoolFamily}
 # Ops a slot may hold only one variant of (the builder's module, trained as is): the
-# ResNet block of NB201's reduction stages has no elastic form, and the transformer
-# blocks have none yet (issue 18's elastic transformer supernet gives them one).
-FIXED_ONLY_OPS = frozenset({"resblock", "patch_embed", "encoder", "token_pool"})
+# ResNet block of NB201's reduction stages has no elastic form.
+FIXED_ONLY_OPS = frozenset({"resblock"})
 SUPPORTED_OPS = frozenset(ELASTIC_FAMILIES) | frozenset(WEIGHTLESS) | {"nb201_cell"}
 REFUSED_OPS = FIXED_ONLY_OPS  # refused as elastic; a lone variant of any op is Fixed
 # Precision is not part of a family (family_key ignores it): the supernet trains float

@@ -13,12 +13,16 @@ from torch import nn
 from nas.supernet.config import OptimizerConfig, ScheduleConfig
 
 
+_NO_DECAY = ("kernel_transforms", "pos_embed", "cls_token")  # parameter names (pos_embeds: the supernet's)
+
+
 def make_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """Weight decay on conv and linear weights only: batch-norm scales, biases and the
-    kernel transformations (which start as the identity) are not pulled towards 0."""
+    """Weight decay on conv and linear weights only: batch- and layer-norm scales, biases,
+    the kernel transformations (which start as the identity) and a transformer's class
+    token and position embeddings (ViT's and DeiT's practice) are not pulled towards 0."""
     decay, plain = [], []
     for name, p in model.named_parameters():
-        (decay if p.ndim >= 2 and "kernel_transforms" not in name else plain).append(p)
+        (decay if p.ndim >= 2 and not any(part in name for part in _NO_DECAY) else plain).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)

@@ -7,7 +7,8 @@ every step trains `random_subnets` uniformly drawn archs.
 
 Progressive shrinking (Once-for-All) frees the decisions in stages: decisions not yet
 free stay at the largest arch's value. Decisions are grouped into dimensions by name:
-`kernel`, `depth`, `expand` (expansion ratio, mid width and stage width), `resolution`
+`kernel`, `depth`, `expand` (expansion ratio, mid width and stage width; a transformer's
+MLP ratio, heads and embed dim, its widths), `resolution`
 (always free, as in Once-for-All) and `other` (SE, candidate ops, activations, cell
 edges). The last phase always frees everything.
 """
@@ -23,7 +24,8 @@ from nas.space.base import SearchSpace
 
 DIMENSIONS = ("kernel", "depth", "expand", "resolution", "other")
 RULES = ("sandwich", "uniform")
-_SUFFIX = {"kernel": "kernel", "depth": "depth", "expand": "expand", "mid": "expand", "width": "expand", "out": "expand"}
+_SUFFIX = {"kernel": "kernel", "depth": "depth", "expand": "expand", "mid": "expand", "width": "expand", "out": "expand",
+           "mlp_ratio": "expand", "heads": "expand"}
 
 
 def dimension(decision: str) -> str:

@@ -48,7 +48,9 @@ def slot_variants(space: SearchSpace, slot: Slot) -> list[LayerSpec]:
 
 
 def _sizeless(spec: LayerSpec) -> LayerSpec:
-    return replace(spec, in_size=1)
+    """The spec with its input size dropped, except a patch embedding's: its position
+    embedding has one row per token, so its weights depend on the size."""
+    return spec if spec.op == "patch_embed" else replace(spec, in_size=1)
 
 
 class SlotModule(nn.Module):

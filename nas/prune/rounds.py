@@ -19,8 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from nas.errors import NasError
 from nas.prune.costs import NetworkCosts
 from nas.prune.network import Change, Unit, apply_specs, candidate_widths, importance, keep_channels, prune, units
 from nas.space.layers import LayerSpec
+from nas.supernet.evaluation import recalibrating
 
 # proxy: accuracy after BN recalibration; finetune: after select_steps distillation steps; magnitude: no data,
 # the share of the unit's importance removed per share of the cost saved (the cheapest)
@@ -118,7 +118,7 @@ class Evaluator:
         """Recalibrate `model` in place and keep each layer's inputs (see the class)."""
         calib: list[list[torch.Tensor]] = [[] for _ in range(len(model))]
         val: list[list[torch.Tensor]] = [[] for _ in range(len(model))]
-        with _recalibrating(model):
+        with recalibrating(model):
             for x in self.calib.split(self.BATCH):
                 for j, block in enumerate(model):
                     calib[j].append(x)
@@ -138,7 +138,7 @@ class Evaluator:
         calib = self.inputs[0][start] if start else list(self.calib.split(self.BATCH))
         val = self.inputs[1][start] if start else list(self.val.split(self.BATCH))
         tail = model[start:] if start else model
-        with _recalibrating(tail):
+        with recalibrating(tail):
             for x in calib:
                 tail(x)
         correct = sum(int((tail(x).argmax(1) == y).sum()) for x, y in zip(val, self.labels.split(self.BATCH)))
@@ -164,25 +164,6 @@ class Evaluator:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        model.eval()
-
-
-@contextmanager
-def _recalibrating(model: nn.Module) -> Iterator[None]:
-    """Inside: every BN of `model` reset to a cumulative average of the batches it sees
-    (momentum None, train mode); after: its momentum back and eval mode, as
-    nas.supernet.recalibrate_bn leaves a network."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    try:
-        yield
-    finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
         model.eval()
 
 

@@ -15,7 +15,8 @@ Float archs score exactly as before.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -42,21 +43,32 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int) -> None:
-    """Replace every BN's running statistics by their average over `images` (cumulative
-    average, momentum None), then leave the model in eval mode."""
+@contextmanager
+def recalibrating(model: nn.Module) -> Iterator[None]:
+    """Inside: every BN of `model` reset to a cumulative average of the batches it sees
+    (momentum None, train mode); after: its momentum back and eval mode. For callers that
+    feed the batches themselves (pruning feeds only the layers after a change)."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None
     model.train()
-    for chunk in images.split(batch_size):
-        model(chunk)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    model.eval()
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.eval()
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, images: torch.Tensor, batch_size: int) -> None:
+    """Replace every BN's running statistics by their average over `images` (cumulative
+    average, momentum None), then leave the model in eval mode."""
+    with recalibrating(model):
+        for chunk in images.split(batch_size):
+            model(chunk)
 
 
 @torch.no_grad()

@@ -18,21 +18,13 @@ from nas.export.bundle import ARCH_FILE, CARD_FILE, ONNX_FILE, WEIGHTS_FILE, fil
 from nas.export.weights import fresh_model
 from nas.hardware.measure import Protocol
 from nas.space import load_space
+from tests.hw_helpers import micro_space_yaml
 from tests.search_helpers import local_cpu_lut  # noqa: F401  (a fixture)
 
 torch.set_num_threads(1)
 
 QUICK = Protocol(warmup=1, repeats=4, rounds=2, passes=1)
-MICRO = """\
-name: micro_export
-input: {channels: 3, resolution: [12, 16]}
-classes: 10
-defaults: {act: relu}
-stem: [{op: conv, out: 8, kernel: 3, stride: 2}]
-stages:
-  - {depth: [1, 2], width: [8, 12], stride: 1, block: {kernel: [3, 5], expand: [2, 3], se: [0, 0.25]}}
-head: [{op: conv, out: 32, kernel: 1}, {op: gap}, {op: linear, out: classes, act: none}]
-"""
+MICRO = micro_space_yaml("micro_export", "[12, 16]")
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

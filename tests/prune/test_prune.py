@@ -24,20 +24,11 @@ from nas.prune.rounds import Evaluator, PruneSettings, WorkFolder, run_rounds
 from nas.space import load_space
 from nas.space.counters import network_counts
 from nas.export.budgets import check_budgets
-from tests.hw_helpers import FAST
+from tests.hw_helpers import FAST, micro_space_yaml
 
 torch.set_num_threads(1)
 
-MICRO = """\
-name: micro_prune
-input: {channels: 3, resolution: 16}
-classes: 10
-defaults: {act: relu}
-stem: [{op: conv, out: 8, kernel: 3, stride: 2}]
-stages:
-  - {depth: [1, 2], width: [8, 12], stride: 1, block: {kernel: [3, 5], expand: [2, 3], se: [0, 0.25]}}
-head: [{op: conv, out: 32, kernel: 1}, {op: gap}, {op: linear, out: classes, act: none}]
-"""
+MICRO = micro_space_yaml("micro_prune")
 GROUPED = MICRO.replace("name: micro_prune", "name: micro_grouped").replace(
     "block: {kernel: [3, 5], expand: [2, 3], se: [0, 0.25]}", "block: {kernel: 3, expand: 2, groups: 2}")
 QUICK = ["--epochs", "0", "--round-steps", "0", "--no-measure", "--quiet", "--threads", "1"]
@@ -301,8 +292,7 @@ def micro32(tmp_path_factory) -> tuple[Path, Path, float]:
     """The micro space at 32x32: compute outweighs a run's fixed overhead enough that
     pruning can halve the measured latency (at 16x16 the smallest network measures
     about 55 % of the largest)."""
-    return _setup(tmp_path_factory.mktemp("prune32"), MICRO.replace("micro_prune", "micro_prune32")
-                  .replace("resolution: 16", "resolution: 32"), "micro_prune32")
+    return _setup(tmp_path_factory.mktemp("prune32"), micro_space_yaml("micro_prune32", "32"), "micro_prune32")
 
 
 def test_a_budget_missed_on_measurement_is_pruned_on_until_the_measurement_meets_it(micro32, tmp_path, capsys) -> None:

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np

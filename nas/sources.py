@@ -56,6 +56,7 @@ from nas import catalog
 from nas.config import Section, existing_path, locate_path, validate
 from nas.costs import CostModel, CounterCost
 from nas.errors import ConfigError, NasError, closest, unknown_key
+from nas.hardware.measure import STATISTICS, Protocol
 from nas.quant.settings import QuantSettings
 
 if TYPE_CHECKING:
@@ -283,10 +284,11 @@ class LikeSource(Source):
 class ProfileSettings(Section):
     """Profile a LUT on this machine (nas.hardware.profiling.build_lut)."""
 
-    warmup: NonNegativeInt = 10
-    repeats: PositiveInt = 60
-    rounds: PositiveInt = 6
-    passes: PositiveInt = 3
+    warmup: NonNegativeInt = Protocol.warmup  # the measurement protocol's fields and defaults
+    repeats: PositiveInt = Protocol.repeats
+    rounds: PositiveInt = Protocol.rounds
+    passes: PositiveInt = Protocol.passes
+    statistic: Literal[STATISTICS] = Protocol.statistic
     calibrate: NonNegativeInt = 30
     resolution: list[int] | None = None
 

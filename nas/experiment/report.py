@@ -17,6 +17,7 @@ from typing import Any
 
 from nas.atomic import write_atomic
 from nas.experiment.rundir import Run
+from nas.export.latency import measured_ms
 
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1000px;color:#222;padding:0 1em}
@@ -203,8 +204,8 @@ def _export(export: dict[str, Any] | None) -> str:
     if accuracy.get("value") is not None:
         rows.append(("accuracy", f"{_num(accuracy['value'])} on the {_e(accuracy.get('split'))} split"))
     measured = card.get("measured_latency") or {}
-    if measured.get("median_ms") is not None:
-        rows.append(("latency measured here", f"{_num(measured['median_ms'])} ms (median)"))
+    if measured:
+        rows.append(("latency measured here", f"{_num(measured_ms(measured))} ms ({_e(measured.get('statistic', 'median'))})"))
     out = "<h2>Exported model</h2>" + _kv(rows)
     predictions = card.get("predictions") or []
     if predictions:
@@ -229,7 +230,7 @@ def _compress(compress: dict[str, Any] | None, export: dict[str, Any] | None) ->
     card = compress["result"].get("card") or {}
     pruning, before = card.get("pruning") or {}, (export or {}).get("result", {}).get("card") or {}
     finetune = compress["result"].get("finetune") or {}
-    latency = lambda c: (c.get("measured_latency") or {}).get("median_ms")  # noqa: E731
+    latency = lambda c: measured_ms(c["measured_latency"]) if c.get("measured_latency") else None  # noqa: E731
     rows = [["exported model", _num((before.get("accuracy") or {}).get("value")), _num(pruning.get("parent_predicted_ms")),
              _num(latency(before)), _num((before.get("costs") or {}).get("params"))],
             ["pruned, fine-tuned", _num(finetune.get("accuracy")), _num(pruning.get("predicted_ms")),

@@ -16,6 +16,7 @@ from typing import Any
 from nas.atomic import write_atomic
 from nas.errors import NasError
 from nas.export.bundle import CARD_FILE, CARD_MD, DAMAGED
+from nas.export.latency import measured_ms
 from nas.jsonfile import read_json
 
 SCHEMA = "hwnas.model-card/1"
@@ -34,7 +35,7 @@ def measured_figures(card: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     measured = card.get("measured_latency")
     if measured:
-        out[f"latency@{measured['device']}"] = {"value": measured["median_ms"], "unit": "ms",
+        out[f"latency@{measured['device']}"] = {"value": measured_ms(measured), "unit": "ms",
                                                 "source": "measured at export"}
     accuracy = card.get("accuracy")
     if accuracy:
@@ -66,8 +67,8 @@ def _int8_lines(q: Mapping[str, Any] | None) -> list[str]:
         return []
     f, cal, ver = q["float"], q["calibration"], q["verification"]
 
-    def ms(m):
-        return f"{m['median_ms']:.4g} ms" if m else "not measured"
+    def ms(value):
+        return f"{value:.4g} ms" if value else "not measured"
 
     acc = q.get("accuracy")
     lines = ["", "## int8", "",
@@ -78,8 +79,8 @@ def _int8_lines(q: Mapping[str, Any] | None) -> list[str]:
              "", "| | float32 (`model.onnx`) | int8 |", "|---|---:|---:|",
              (f"| accuracy | {f['accuracy']:.4f} | {acc['value']:.4f} |" if acc and f.get("accuracy") is not None
               else "| accuracy | - | - |"),
-             f"| measured latency | {ms({'median_ms': f['measured_latency_ms']} if f['measured_latency_ms'] else None)} "
-             f"| {ms(q.get('measured_latency'))} |",
+             f"| measured latency | {ms(f['measured_latency_ms'])} "
+             f"| {ms(measured_ms(q['measured_latency']) if q.get('measured_latency') else None)} |",
              f"| size on disk | {_num(f['size_bytes'], 'bytes')} | {_num(q['size_bytes'], 'bytes')} |", "",
              (f"Verified before writing: onnxruntime and the torch integer simulation agree on top-1 for "
               f"{ver['top1_agreement']:.2%} of {ver['images']} {ver['inputs']} (max logit difference "
@@ -127,8 +128,8 @@ def render(card: Mapping[str, Any]) -> str:
     lines += ["", "## Latency and energy", "", "| device | metric | value | source |", "|---|---|---:|---|"]
     m = card.get("measured_latency")
     if m:
-        lines.append(f"| {m['device']} (this machine, {m['cpu']}) | latency, measured | {m['median_ms']:.4g} ms "
-                     f"(p10 {m['p10_ms']:.4g}, p90 {m['p90_ms']:.4g}) | onnxruntime, {m['runtime']['threads']} thread(s), "
+        lines.append(f"| {m['device']} (this machine, {m['cpu']}) | latency, measured | {measured_ms(m):.4g} ms "
+                     f"({m.get('statistic', 'median')}; median {m['median_ms']:.4g}, p10 {m['p10_ms']:.4g}, p90 {m['p90_ms']:.4g}) | onnxruntime, {m['runtime']['threads']} thread(s), "
                      f"batch {m['runtime']['batch']} |")
     for p in card["predictions"]:
         src = p["source"]

@@ -8,6 +8,7 @@ from pathlib import Path
 from nas.cli import Result, add_threads_argument, positive_int
 from nas.threads import configure as configure_threads
 from nas.errors import NasError
+from nas.export.latency import measured_ms
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -102,12 +103,12 @@ def _export(args: argparse.Namespace) -> Result:
     if card["accuracy"]:
         lines.append(f"  supernet accuracy {card['accuracy']['value']:.4f} ({card['accuracy']['split']})")
     if card["measured_latency"]:
-        lines.append(f"  measured latency {card['measured_latency']['median_ms']:.4g} ms on "
+        lines.append(f"  measured latency {measured_ms(card['measured_latency']):.4g} ms on "
                      f"{card['measured_latency']['device']}")
     q = card.get("int8")
     if q:
         acc = f"accuracy {q['accuracy']['value']:.4f}, " if q["accuracy"] else ""
-        lat = f"latency {q['measured_latency']['median_ms']:.4g} ms, " if q["measured_latency"] else ""
+        lat = f"latency {measured_ms(q['measured_latency']):.4g} ms, " if q["measured_latency"] else ""
         lines.append(f"  int8 model ({len(q['layers'])} int8 layers): {acc}{lat}{q['size_bytes']:,} bytes; onnxruntime "
                      f"and the simulation agree on {q['verification']['top1_agreement']:.2%} of "
                      f"{q['verification']['images']} {q['verification']['inputs']}")

@@ -13,6 +13,7 @@ from nas.export.bundle import ONNX_FILE, WEIGHTS_FILE, staged_folder, write_reco
 from nas.export.card import SCHEMA as CARD_SCHEMA
 from nas.export.card import CARD_LIBRARIES, measured_figures, now, write_card
 from nas.export.int8 import INT8_ONNX, INT8_PARAMS, has_int8, random_images, write_int8
+from nas.export.latency import local_device, measure_onnx, measured_ms
 from nas.export.onnx_export import write_onnx
 from nas.export.weights import fresh_model, save_weights
 from nas.hardware.measure import Protocol
@@ -60,8 +61,6 @@ def export_arch(space: SearchSpace | str, arch: Arch | Mapping[str, Any] | str, 
     input_shape = (1, space.in_channels, resolution, resolution)
     int8 = has_int8(layers)
     if int8:  # the int8 model is verified and timed with this machine's runtime
-        from nas.export.latency import local_device
-
         local_device().check_precisions(layers, f"arch {arch.arch_id} of {space.name}")
     inherited = None
     if supernet is not None:
@@ -77,8 +76,6 @@ def export_arch(space: SearchSpace | str, arch: Arch | Mapping[str, Any] | str, 
         check = write_onnx(model, input_shape, tmp / ONNX_FILE, seed)
         measured = None
         if latency_protocol is not None:
-            from nas.export.latency import measure_onnx
-
             measured = measure_onnx(tmp / ONNX_FILE, input_shape, latency_protocol)
         created = now()
         quantized = _int8(model, layers, inherited, tmp, input_shape, seed, latency_protocol) if int8 else None
@@ -93,7 +90,7 @@ def export_arch(space: SearchSpace | str, arch: Arch | Mapping[str, Any] | str, 
         if quantized is not None:
             quantized["float"] = {"accuracy": inherited.accuracy if inherited else None,
                                   "size_bytes": (tmp / ONNX_FILE).stat().st_size,
-                                  "measured_latency_ms": measured["median_ms"] if measured else None}
+                                  "measured_latency_ms": measured_ms(measured) if measured else None}
         card["int8"] = quantized
         card["provenance"]["export_seconds"] = round(time.perf_counter() - started, 3)
         write_card(tmp, card)
@@ -104,7 +101,6 @@ def _int8(model, layers, inherited, folder: Path, input_shape, seed: int, protoc
     """Write the verified int8 model (nas.export.int8) as search scored it: with a supernet,
     the run's quant settings, calibrated on its seeded pick of training images and verified
     on the validation split; without one, seeded random inputs."""
-    from nas.export.latency import local_device
     from nas.quant import QuantSettings
 
     settings = inherited.quant if inherited is not None and inherited.quant is not None else QuantSettings()
@@ -130,7 +126,7 @@ def _card(space, arch, record, onnx_check, measured, inherited, budgets, provena
     seeds = {"export": seed, **(extra.pop("seeds", None) or {})}
     if inherited is not None:
         seeds["supernet"] = inherited.source["seed"]
-    found = predict_all(space, arch, measured["median_ms"] if measured else None, resolver)
+    found = predict_all(space, arch, measured_ms(measured) if measured else None, resolver)
     card: dict[str, Any] = {
         "schema": CARD_SCHEMA, "space": space.name, "arch_id": arch.arch_id, "arch": dict(arch),
         "input": record["input"], "classes": record["classes"], "costs": space.counts(arch),

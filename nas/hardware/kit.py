@@ -94,10 +94,10 @@ def read_results(path: Path) -> tuple[dict[str, Any], list[tuple[int, dict[str, 
 
 
 def read_models_results(results: Path, kit_id: str, keys: Sequence[str], device: Device,
-                        allow_mismatch: bool = False) -> tuple[dict[str, measure.Summary], float | None]:
-    """The timings of a `write_models_kit` kit, {key: Summary}, and the kit's reference time
-    (ms, None when absent): the results checked to be of this very kit, from the device's
-    runtime, with a timing for every key asked for."""
+                        allow_mismatch: bool = False) -> tuple[dict[str, measure.Summary], float | None, str]:
+    """The timings of a `write_models_kit` kit, {key: Summary}, the kit's reference time
+    (ms, None when absent) and the statistic its protocol measured: the results checked to
+    be of this very kit, from the device's runtime, with a timing for every key asked for."""
     from nas.hardware.lut import summary_from_row
 
     header, rows = read_results(results)
@@ -110,7 +110,8 @@ def read_models_results(results: Path, kit_id: str, keys: Sequence[str], device:
     if missing:
         raise NasError(f"{results}: no timing for {len(missing)} of the {len(keys)} archs asked for, e.g. "
                        f"{missing[0]}; rerun the kit's runner")
-    return {k: timings[k] for k in keys}, (header.get("reference") or {}).get("ms")
+    statistic = measure.Protocol.recorded(header.get("protocol")).statistic
+    return {k: timings[k] for k in keys}, (header.get("reference") or {}).get("ms"), statistic
 
 
 def check_runtime(header: dict[str, Any], device: Device, results: Path, allow_mismatch: bool = False) -> None:

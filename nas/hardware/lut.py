@@ -27,7 +27,7 @@ from nas.costs import CostModel, as_codes
 from nas.errors import CompatibilityError, CompatibilityWarning, DataError, NasError, unknown_key
 from nas.hardware.calibration import calibrated_block_value
 from nas.hardware.devices import Device, host_facts
-from nas.hardware.measure import Summary
+from nas.hardware.measure import Protocol, Summary
 from nas.jsonfile import read_json
 from nas.space.arch import Arch
 from nas.space.base import SearchSpace
@@ -85,9 +85,14 @@ class LUT:
     def metric(self) -> str:
         return self.meta.get("metric", "latency")
 
+    @property
+    def statistic(self) -> str:
+        """Which summary of a block's samples is its value: its protocol's statistic."""
+        return Protocol.recorded(self.meta.get("protocol")).statistic
+
     def value(self, spec: LayerSpec) -> float:
-        """The block's median measurement, in the LUT's unit."""
-        return self.entries[spec.key][1].median
+        """The block's measurement (its protocol's statistic), in the LUT's unit."""
+        return self.entries[spec.key][1].at(self.statistic)
 
     def missing(self, specs: Iterable[LayerSpec]) -> list[LayerSpec]:
         return [s for s in specs if s.key not in self.entries]

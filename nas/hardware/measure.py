@@ -15,6 +15,14 @@ Each model's samples are summarised by the median with p10/p90; samples further 
 5 scaled MADs from the median are rejected as outliers (interrupts, page faults) and
 counted.
 
+Which of those a measurement *is* is the protocol's `statistic`, p10 by default. A
+neighbour on a shared machine only ever adds time, in bursts, so the low tail of a
+model's samples moves less between passes than their middle: on 200 int8 networks timed
+in repeated passes beside other work, the p10 halved tiny_mbconv's pass-to-pass noise
+against the median and cut ofa_mbv3's by a third (docs/benchmarks.md, issue 15). A LUT,
+its calibration and every measurement compared with it use one statistic; a protocol
+recorded before the field existed was the median (`Protocol.recorded`).
+
 This module needs only numpy (tqdm when present): the profiling kit ships it as is, so
 remote devices measure with exactly this protocol.
 """
@@ -34,16 +42,28 @@ except ImportError:  # on a remote device with only onnxruntime and numpy
     tqdm = None
 
 
+STATISTICS = ("median", "p10")
+
+
 @dataclass(frozen=True)
 class Protocol:
     warmup: int = 10
     repeats: int = 60  # per pass
     rounds: int = 6
     passes: int = 3
+    statistic: str = "p10"  # which Summary field a measurement is: one of STATISTICS
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.repeats < 1 or self.rounds < 1 or self.passes < 1:
             raise ValueError("warmup >= 0, repeats >= 1, rounds >= 1 and passes >= 1")
+        if self.statistic not in STATISTICS:
+            raise ValueError(f"statistic must be one of {', '.join(STATISTICS)}, got {self.statistic!r}")
+
+    @classmethod
+    def recorded(cls, recorded: dict | None) -> "Protocol":
+        """The protocol a LUT, table or kit recorded; one recorded before protocols named
+        their statistic measured the median."""
+        return cls(**{"statistic": "median", **(recorded or {})})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,10 +77,13 @@ class Protocol:
         parser.add_argument("--rounds", type=_count(1), default=d.rounds, help=f"interleaved rounds per pass (default {d.rounds})")
         parser.add_argument("--passes", type=_count(1), default=d.passes,
                             help=f"passes, each with fresh sessions in a shuffled chunk (default {d.passes})")
+        parser.add_argument("--statistic", choices=STATISTICS, default=d.statistic,
+                            help=f"which summary of a model's samples is its time (default {d.statistic}: "
+                                 "the low tail, least moved by a busy neighbour)")
 
     @classmethod
     def from_arguments(cls, args: argparse.Namespace) -> "Protocol":
-        return cls(args.warmup, args.repeats, args.rounds, args.passes)
+        return cls(args.warmup, args.repeats, args.rounds, args.passes, args.statistic)
 
 
 def _count(minimum: int) -> Callable[[str], int]:
@@ -91,6 +114,12 @@ class Summary:
     def spread(self) -> float:
         """(p90 - p10) / median: the relative noise of this measurement."""
         return (self.p90 - self.p10) / self.median if self.median > 0 else math.inf
+
+    def at(self, statistic: str) -> float:
+        """The value of one of STATISTICS."""
+        if statistic not in STATISTICS:
+            raise ValueError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+        return getattr(self, statistic)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -188,7 +217,7 @@ def measure_models(make_runners: Sequence[Callable[[], Callable[[], object]]], p
                 bar.update(len(runners) - bool(yardstick))
     if bar:
         bar.close()
-    factors = chunk_factors([(m, c, summarize(s).median) for m, c, s in runs], yardstick)
+    factors = chunk_factors([(m, c, summarize(s).at(protocol.statistic)) for m, c, s in runs], yardstick)
     pooled: list[list[np.ndarray]] = [[] for _ in range(n)]
     for m, c, s in runs:
         if m < n:
@@ -196,11 +225,11 @@ def measure_models(make_runners: Sequence[Callable[[], Callable[[], object]]], p
     return [summarize(np.concatenate(p)) for p in pooled]
 
 
-def chunk_factors(medians: Sequence[tuple[int, int, float]], yardstick: Yardstick | None = None) -> np.ndarray:
+def chunk_factors(times: Sequence[tuple[int, int, float]], yardstick: Yardstick | None = None) -> np.ndarray:
     """Per chunk, the factor that puts its timings on the common scale.
 
     Fits log(time of model m in chunk c) = level(m) + offset(c) by least squares over
-    all (model, chunk, median) triples: a chunk's offset is what its members share,
+    all (model, chunk, time) triples: a chunk's offset is what its members share,
     estimated from all of them rather than from the reference alone. With a yardstick
     (its reference is the highest model index, in every chunk) the scale is its
     baseline: a factor maps the reference's fitted time in the chunk onto it, and a
@@ -208,7 +237,7 @@ def chunk_factors(medians: Sequence[tuple[int, int, float]], yardstick: Yardstic
     only comparable between chunks that share models, so they are centred within each
     such group: chunks that share none (a single pass) keep factor 1.
     """
-    models, chunk_ids, values = (np.array(v) for v in zip(*medians))
+    models, chunk_ids, values = (np.array(v) for v in zip(*times))
     levels, offsets = _fit_levels_and_offsets(models, chunk_ids, np.log(values))
     n_chunks = len(offsets)
     if yardstick is None:

@@ -96,7 +96,7 @@ def build_lut(space: SearchSpace, device: Device, resolutions: Sequence[int | No
     spreads = np.array([t.spread for _, t in lut.entries.values()])
     lut.meta["noise"] = {"median_spread": float(np.median(spreads)), "p90_spread": float(np.percentile(spreads, 90))}
     lut.meta["overhead_ms"] = measure_models([lambda: backend.runner([LayerSpec("skip", 1, 1, 1)])], protocol,
-                                             yardstick)[0].median
+                                             yardstick)[0].at(protocol.statistic)
     lut.meta["reference"] = _reference_meta(space, resolutions[0], yardstick)
     if calibrate:
         calibrate_lut(lut, space, backend, calibrate, seed, protocol)
@@ -113,7 +113,7 @@ def calibrate_lut(lut: LUT, space: SearchSpace, backend: Backend, n: int, seed: 
     features = {name: SpecTable(space, fn, "sum", resolution)(codes) for name, fn in block_features(lut.value).items()}
     timings = measure_archs(backend, space, archs, resolution, protocol, desc="calibration",
                             yardstick=lut_yardstick(lut, space, backend, resolution))
-    measured = np.array([t.median for t in timings])
+    measured = np.array([t.at(protocol.statistic) for t in timings])
     lut.meta["calibration"] = {**fit_calibration(features, measured), "arch_ids": [a.arch_id for a in archs], "seed": seed}
 
 

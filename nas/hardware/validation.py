@@ -50,7 +50,7 @@ def validate_lut(space: SearchSpace, device: Device, lut: LUT, n: int = 200, see
     comparable; sizing this to the free cores would measure another configuration."""
     raw = LUTCost(lut, space, calibrated=False, device=device, allow_mismatch=allow_mismatch)
     calibrated = LUTCost(lut, space, calibrated=True, device=device, allow_mismatch=allow_mismatch)
-    protocol = Protocol(**lut.meta.get("protocol", {}))
+    protocol = Protocol.recorded(lut.meta.get("protocol"))
     if passes is not None:
         protocol = replace(protocol, passes=passes)
     archs = validation_archs(lut, space, n, seed)
@@ -58,7 +58,7 @@ def validate_lut(space: SearchSpace, device: Device, lut: LUT, n: int = 200, see
     backend = make_backend(device)
     yardstick = lut_yardstick(lut, space, backend, raw.resolution)
     timings = measure_archs(backend, space, archs, raw.resolution, protocol, desc="validation", yardstick=yardstick)
-    measured = np.array([t.median for t in timings])
+    measured = np.array([t.at(protocol.statistic) for t in timings])
     again = measure_archs(backend, space, archs[:REPEAT], raw.resolution, protocol, desc="repeat", yardstick=yardstick)
     predicted_raw, predicted = raw.predict(codes), calibrated.predict(codes)
     report: dict[str, Any] = {
@@ -69,7 +69,7 @@ def validate_lut(space: SearchSpace, device: Device, lut: LUT, n: int = 200, see
         "uncalibrated": regression_report(predicted_raw, measured),
         "measurement_spread_median": float(np.median([t.spread for t in timings])),
         "samples_per_arch": int(np.median([t.n + t.rejected for t in timings])),
-        "repeatability": regression_report(np.array([t.median for t in again]), measured[:REPEAT]),
+        "repeatability": regression_report(np.array([t.at(protocol.statistic) for t in again]), measured[:REPEAT]),
         "drift_factor_range": [float(min(yardstick.factors)), float(max(yardstick.factors))],
     }
     if out_dir is not None:

@@ -88,7 +88,7 @@ def measure_table(space: SearchSpace, device_name: str, n: int, seed: int, out: 
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["arch_id", "measured_ms", "p10_ms", "p90_ms", "arch"])
     for arch, t in zip(chosen, timings):
-        writer.writerow([arch.arch_id, f"{t.median:.6f}", f"{t.p10:.6f}", f"{t.p90:.6f}", arch.to_json()])
+        writer.writerow([arch.arch_id, f"{t.at(protocol.statistic):.6f}", f"{t.p10:.6f}", f"{t.p90:.6f}", arch.to_json()])
     out = Path(out)
     write_atomic(out, buf.getvalue())
     meta = {"space": space.name, "device": device.name, "runtime": device.runtime(), "protocol": protocol.to_dict(),

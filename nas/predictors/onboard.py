@@ -178,12 +178,12 @@ def onboard(space: SearchSpace, device_name: str, out: Path, budget: int = 100, 
         if not picks:
             break
         if kit:
-            medians = _kit_round(space, device, picks, out, report)
+            times = _kit_round(space, device, picks, out, report)
         else:
-            medians = [t.median for t in measure_archs(backend, space, picks, None, protocol,
-                                                       desc=f"onboard {space.name}@{device.name} ({len(measured)}/{budget})")]
-        for arch, median in zip(picks, medians):
-            measured[arch.arch_id] = (arch, float(median))
+            times = [t.at(protocol.statistic) for t in measure_archs(
+                backend, space, picks, None, protocol, desc=f"onboard {space.name}@{device.name} ({len(measured)}/{budget})")]
+        for arch, ms in zip(picks, times):
+            measured[arch.arch_id] = (arch, float(ms))
         _write_measured(table_path, measured)
     report["result"] = {"measured": len(measured), "loo_within_10_lower_90": estimate, "reached_target": estimate >= target,
                         "predictor": str(out / "predictor.npz")}
@@ -198,7 +198,8 @@ def onboard(space: SearchSpace, device_name: str, out: Path, budget: int = 100, 
 
 
 def _kit_round(space: SearchSpace, device, picks: list[Arch], out: Path, report: dict[str, Any]) -> list[float]:
-    """One round measured on the device through a kit: the medians (ms, on the first
+    """One round measured on the device through a kit: the times (ms, the kit protocol's
+    statistic, on the first
     round's reference scale, so rounds run on different days read alike) when its results
     are back, else the kit written, the report saved and KitPending raised."""
     import hashlib
@@ -218,11 +219,11 @@ def _kit_round(space: SearchSpace, device, picks: list[Arch], out: Path, report:
         raise KitPending(f"onboarding round {k} needs the device: copy {zip_path} to {device.name}, run 'unzip "
                          f"{zip_path.name} -d kit && python3 kit/runner.py --threads {device.threads} --out results.csv' "
                          f"there, bring results.csv back to {results}, then rerun the same command")
-    timings, reference_ms = read_models_results(results, kit_id, ids, device)
+    timings, reference_ms, statistic = read_models_results(results, kit_id, ids, device)
     first = rounds[0]["reference_ms"] if rounds else reference_ms
     factor = first / reference_ms if first and reference_ms else 1.0
     rounds.append({"round": k, "kit": kit_id, "archs": len(ids), "reference_ms": reference_ms, "scale": factor})
-    return [timings[i].median * factor for i in ids]
+    return [timings[i].at(statistic) * factor for i in ids]
 
 
 def _next_archs(space: SearchSpace, pool: np.ndarray, design: np.ndarray, measured: dict, predictor,

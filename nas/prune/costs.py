@@ -39,7 +39,7 @@ class NetworkCosts:
         self.lut_path = Path(lut_path) if lut_path else default_lut_path(self.device, space)
         self.lut = LUT.load(self.lut_path)
         self.lut.check(space, self.device, allow_mismatch)
-        self.protocol = Protocol(**self.lut.meta.get("protocol", {}))
+        self.protocol = Protocol.recorded(self.lut.meta.get("protocol"))
         self.resolution = (self.lut.meta.get("resolutions") or [None])[0]
         self.backend = make_backend(self.device)
         self.yardstick = lut_yardstick(self.lut, space, self.backend, self.resolution)
@@ -94,8 +94,9 @@ class NetworkCosts:
                     "source": f"LUT {self.lut_path}" if m == self.metric else "counters"} for m in metrics}
 
     def measure(self, layers: Sequence[LayerSpec]) -> float:
-        """End-to-end median (ms) of the whole network with the LUT's protocol and yardstick:
+        """End-to-end time (ms, the LUT's statistic) of the whole network with the LUT's protocol and yardstick:
         the measurement its prediction is held to, on the LUT's own scale."""
         from nas.hardware.measure import measure_models
 
-        return measure_models([lambda: self.backend.runner(list(layers))], self.protocol, self.yardstick)[0].median
+        return measure_models([lambda: self.backend.runner(list(layers))], self.protocol, self.yardstick)[0].at(
+            self.protocol.statistic)

@@ -74,8 +74,9 @@ def _here(device: str, lut_cost: Any) -> bool:
 
 
 def measure_front(problem: Problem, metric: str, codes: np.ndarray, out_dir: Path | None,
-                  progress: bool = True) -> list[Summary]:
-    """Timings of the archs `codes` whole on the metric's device, on the scale its source predicts."""
+                  progress: bool = True) -> tuple[list[Summary], str]:
+    """Timings of the archs `codes` whole on the metric's device, on the scale its source
+    predicts, and which statistic of them is the measurement (the LUT's, else the protocol's)."""
     from nas.hardware.backends import make_backend
     from nas.hardware.devices import load_device
     from nas.hardware.measure import Protocol
@@ -90,13 +91,14 @@ def measure_front(problem: Problem, metric: str, codes: np.ndarray, out_dir: Pat
     backend = make_backend(load_device(device))
     desc = "verify front" if progress else None
     if lut_cost is None:
-        return measure_archs(backend, problem.space, archs, None, Protocol(), desc)
-    return measure_archs(backend, problem.space, archs, resolution, Protocol(**lut_cost.lut.meta.get("protocol", {})),
-                         desc, lut_yardstick(lut_cost.lut, problem.space, backend, resolution))
+        return measure_archs(backend, problem.space, archs, None, Protocol(), desc), Protocol.statistic
+    protocol = Protocol.recorded(lut_cost.lut.meta.get("protocol"))
+    return measure_archs(backend, problem.space, archs, resolution, protocol, desc,
+                         lut_yardstick(lut_cost.lut, problem.space, backend, resolution)), protocol.statistic
 
 
 def _kit_round(problem: Problem, device: str, archs: list, resolution: int | None, lut_cost: Any,
-               out_dir: Path | None) -> list[Summary]:
+               out_dir: Path | None) -> tuple[list[Summary], str]:
     """The front measured on a remote device through one kit: its results when they are
     back (checked against this very front and the device profile), else the kit written
     and KitPending raised with what to do."""
@@ -115,12 +117,12 @@ def _kit_round(problem: Problem, device: str, archs: list, resolution: int | Non
         raise KitPending(f"verify: the front's latency on {device} needs one kit round: copy {zip_path} to the device, "
                          f"run 'unzip {zip_path.name} -d kit && python3 kit/runner.py --threads {profile.threads} --out "
                          f"results.csv' there, bring results.csv back to {results}, then rerun (no new queries)")
-    timings, theirs = read_models_results(results, kit_id, ids, profile)
+    timings, theirs, statistic = read_models_results(results, kit_id, ids, profile)
     ours = (lut_cost.lut.meta.get("reference") or {}).get("ms") if lut_cost else None
     factor = ours / theirs if ours and theirs else 1.0  # the kit's reference read on the LUT's baseline
     return [replace(timings[i], median=timings[i].median * factor, p10=timings[i].p10 * factor,
                     p90=timings[i].p90 * factor, mean=timings[i].mean * factor, std=timings[i].std * factor)
-            for i in ids]
+            for i in ids], statistic
 
 
 def _with_measured(problem: Problem, values: dict[str, np.ndarray], metric: str,
@@ -149,18 +151,21 @@ def verify_front(result: SearchResult, devices: Sequence[str], out_dir: Path | N
     codes = result.codes[front]
     values = {n: v[front] for n, v in result.values.items()}
     measured = dict(values)
-    timings = {}
+    timings, times, statistics = {}, {}, {}
     for metric in metrics:
-        timings[metric] = measure_front(problem, metric, codes, out_dir, progress) if len(front) else []
-        measured = _with_measured(problem, measured, metric, np.array([t.median for t in timings[metric]]))
+        timings[metric], statistics[metric] = measure_front(problem, metric, codes, out_dir, progress) if len(front) \
+            else ([], "")
+        times[metric] = np.array([t.at(statistics[metric]) for t in timings[metric]])
+        measured = _with_measured(problem, measured, metric, times[metric])
     meets_predicted, meets_measured = problem.feasible(values), problem.feasible(measured)
     rows = []
     for i, c in enumerate(codes):
         arch = problem.space.decode(c)
         rows.append({"arch_id": arch.arch_id, "arch": arch_text(problem.space, c),
-                     "latency": {m: {"predicted_ms": float(values[m][i]), "measured_ms": timings[m][i].median,
+                     "latency": {m: {"predicted_ms": float(values[m][i]), "measured_ms": float(times[m][i]),
+                                     "statistic": statistics[m], "median_ms": timings[m][i].median,
                                      "p10_ms": timings[m][i].p10, "p90_ms": timings[m][i].p90,
-                                     "error": float(values[m][i] / timings[m][i].median - 1)} for m in metrics},
+                                     "error": float(values[m][i] / times[m][i] - 1)} for m in metrics},
                      "meets_predicted": bool(meets_predicted[i]), "meets_measured": bool(meets_measured[i])})
     errors = np.array([abs(r["latency"][m]["error"]) for r in rows for m in metrics])
     best = next((r for r in rows if r["meets_measured"]), None)

@@ -82,6 +82,7 @@ def test_card_records_costs_latency_sources_and_provenance(exported) -> None:
     assert card["costs"] == space.counts(arch)
     assert card["onnx"]["opset"] >= 17 and card["onnx"]["max_abs_diff"] <= 1e-4
     assert card["measured_latency"]["median_ms"] > 0 and card["measured_latency"]["device"] == "local-cpu"
+    assert card["measured_latency"]["statistic"] == "p10" and card["measured_latency"]["latency_ms"] == card["measured_latency"]["p10_ms"]
     assert card["provenance"]["search_run"] == "run-42" and card["provenance"]["seeds"]["export"] == 3
     assert {"torch", "onnxruntime", "onnx", "safetensors", "hwnas"} <= set(card["provenance"]["versions"])
     # every device profile is either predicted or listed with the reason it is not

@@ -45,7 +45,7 @@ def test_build_writes_every_block_with_provenance(built) -> None:
     assert meta["complete"] is True and meta["space"] == "small" and meta["device"] == "local-cpu"
     assert meta["runtime"]["backend"] == "onnxruntime" and meta["runtime"]["threads"] == 1
     assert meta["runtime"]["versions"]["onnxruntime"]
-    assert meta["protocol"] == {"warmup": 1, "repeats": 6, "rounds": 2, "passes": 1}
+    assert meta["protocol"] == {"warmup": 1, "repeats": 6, "rounds": 2, "passes": 1, "statistic": "p10"}
     assert 0 <= meta["noise"]["median_spread"] < 5
     cal = meta["calibration"]
     assert cal["n"] == 12 and len(cal["arch_ids"]) == 12 and cal["coef"]["lut_sum"] > 0
@@ -272,6 +272,35 @@ def test_calibration_counts_blocks_by_precision_and_leaves_a_constant_count_out(
     assert fitted["coef"] == pytest.approx({"lut_sum": 0.9, "blocks": -0.01, "int8_blocks": -0.02, "weight_mb": 0.01})
     space, _, _, lut = built  # a float space, calibrated on real measurements
     assert "int8_blocks" not in lut.meta["calibration"]["used"] and lut.meta["calibration"]["coef"]["int8_blocks"] == 0.0
+
+
+def test_a_lut_reads_the_statistic_its_protocol_measured(built, tmp_path) -> None:
+    """Blocks, calibration and predictions all use the protocol's statistic; a LUT recorded
+    before protocols named one measured the median and keeps reading medians."""
+    space, device, path, lut = built
+    spec, timing = next(iter(lut.entries.values()))
+    assert timing.p10 < timing.median and lut.statistic == "p10" and lut.value(spec) == timing.p10
+    meta = json.loads(path.with_suffix(".json").read_text())
+    del meta["protocol"]["statistic"]
+    old = tmp_path / "old.csv"
+    old.write_text(path.read_text())
+    old.with_suffix(".json").write_text(json.dumps(meta))
+    older = LUT.load(old)
+    assert older.statistic == "median" and older.value(spec) == timing.median
+    archs = [space.sample(np.random.default_rng(i)) for i in range(5)]
+    raw_new, raw_old = (LUTCost(x, space, calibrated=False, device=device).predict(space.encode_batch(archs))
+                        for x in (lut, older))
+    assert np.all(raw_new < raw_old)  # every block's p10 is below its median
+
+
+def test_the_statistic_is_checked_where_it_is_given(tmp_path) -> None:
+    with pytest.raises(ValueError, match="statistic must be one of median, p10"):
+        Protocol(statistic="mean")
+    assert Protocol.recorded(None).statistic == "median" and Protocol.recorded({"statistic": "p10"}) == Protocol()
+    r = subprocess.run([sys.executable, "-m", "nas.cli", "lut", "build", "--space", "tiny_mbconv", "--device", "local-cpu",
+                        "-o", str(tmp_path / "s.csv"), "--statistic", "mean"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "argument --statistic: invalid choice: 'mean'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "s.csv").exists()
 
 
 def test_passes_time_every_model_in_fresh_sessions_among_shuffled_company() -> None:

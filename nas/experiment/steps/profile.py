@@ -92,7 +92,7 @@ def _gathered(exp: Experiment, space: SearchSpace, name: str, metric: str, spec:
         from nas.hardware.profiling import build_lut
 
         p = spec.profile
-        build_lut(space, load_device(name), p.resolution or [None], lut_path, Protocol(p.warmup, p.repeats, p.rounds, p.passes),
+        build_lut(space, load_device(name), p.resolution or [None], lut_path, Protocol(p.warmup, p.repeats, p.rounds, p.passes, p.statistic),
                   p.calibrate, exp.seed)
     elif isinstance(spec, KitSource):
         _kit(space, name, spec.kit, spec.allow_mismatch, lut_path, out)

@@ -72,17 +72,26 @@ class NoiseModel:
         return rng.normal(0.0, scales[rng.choice(len(scales), n, p=self.weights)])
 
 
-def fit_noise(diffs: np.ndarray, scales: np.ndarray = SCALES, iterations: int = ITERATIONS) -> NoiseModel:
+def fit_noise(diffs: np.ndarray, scales: np.ndarray = SCALES, iterations: int = ITERATIONS,
+              upper: np.ndarray | None = None) -> NoiseModel:
     """The mixture whose self-convolution best explains the twin differences d = e1 - e2.
 
     d's density is sum_jk w_j w_k N(d; 0, s_j^2 + s_k^2); the weights climb its
     likelihood by the multiplicative (minorise-maximise) update of mixture weights,
-    each datum's responsibility split over the (j, k) pairs that could have made it."""
+    each datum's responsibility split over the (j, k) pairs that could have made it.
+    With `upper`, each difference is only known to lie in [diffs, upper] (a column
+    recorded in whole ms: the unrounded values lie within half a unit of the recorded
+    ones), and the likelihood is the probability of that interval."""
     d = np.asarray(diffs, dtype=np.float64)
     if len(d) < 20:
         raise NasError(f"{len(d)} twin pairs are too few to estimate measurement noise (need 20)")
-    var = scales[:, None] ** 2 + scales[None, :] ** 2
-    kernel = np.exp(-0.5 * d[:, None, None] ** 2 / var) / np.sqrt(2 * np.pi * var)  # n x S x S
+    sd = np.sqrt(scales[:, None] ** 2 + scales[None, :] ** 2)
+    if upper is None:
+        kernel = stats.norm.pdf(d[:, None, None] / sd) / sd  # n x S x S
+    else:
+        hi = np.asarray(upper, dtype=np.float64)
+        kernel = stats.norm.cdf(hi[:, None, None] / sd) - stats.norm.cdf(d[:, None, None] / sd)
+    kernel = np.maximum(kernel, 1e-300)
     w = np.full(len(scales), 1.0 / len(scales))
     for _ in range(iterations):
         kw = kernel @ w  # n x S
@@ -112,16 +121,23 @@ def ceiling(values: np.ndarray, noise: NoiseModel, whole: bool, seed: int = 0, r
 
     The column's noise-free log latencies are taken to be its measured ones pulled
     toward their mean until the noise variance is removed; each simulated measurement
-    adds a draw of the noise. The within-share is the best over a constant offset of
-    the predictions (a perfect predictor of the noise's centre)."""
-    log_y = np.log(np.asarray(values, dtype=np.float64))
+    adds a draw of the noise. On a whole-ms column the noise-free values are spread
+    over their recorded unit first and each simulated measurement is rounded, as the
+    device's log was. The within-share is the best over a constant offset of the
+    predictions (a perfect predictor of the noise's centre)."""
+    rng = np.random.default_rng(seed)
+    values = np.asarray(values, dtype=np.float64)
+    if whole:
+        values = np.maximum(values + rng.uniform(-0.5, 0.5, len(values)), 0.5 * values.min())
+    log_y = np.log(values)
     mean, var = log_y.mean(), log_y.var()
     shrink = np.sqrt(max(var - noise.sd ** 2, 0.01 * var) / var)
     truth = mean + (log_y - mean) * shrink
-    rng = np.random.default_rng(seed)
     reports = []
     for _ in range(repeats):
         measured = np.exp(truth + noise.sample(rng, len(truth)))
+        if whole:  # a log in whole units records at least one
+            measured = np.maximum(np.round(measured), 1.0)
         report = score(np.exp(truth), measured, whole)
         report["within_10"] = max(score(np.exp(truth + s), measured, whole)["within_10"] for s in SHIFTS)
         reports.append(report)
@@ -139,9 +155,13 @@ def column_noise(table: ArchTable, column: str, seed: int = 0) -> dict[str, Any]
         raise NasError(f"{column}: no two archs of the table are one network, so its noise cannot be estimated "
                        f"(space {table.space.name} has no isomorphic archs)")
     a, b = value[pairs[:, 0]], value[pairs[:, 1]]
-    d = np.log(a) - np.log(b)
     whole = whole_ms(y)
-    noise = fit_noise(d)
+    if whole:  # the unrounded values lie within half a unit of the recorded ones
+        low, high = np.maximum(a - 0.5, 0.5 * a), np.maximum(b - 0.5, 0.5 * b)
+        noise = fit_noise(np.log(low) - np.log(b + 0.5), upper=np.log(a + 0.5) - np.log(high))
+    else:
+        noise = fit_noise(np.log(a) - np.log(b))
+    d = np.log(a) - np.log(b)
     twins = [score(b, a, whole)["within_10"], score(a, b, whole)["within_10"]]
     mad = float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2))
     return {"column": column, "pairs": int(len(pairs)), "whole_ms": whole,

@@ -120,6 +120,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("tables", type=Path, nargs="+", help="benchmark CSVs of one space (e.g. ../shared/benchmarks/nb201/*.csv)")
     p.add_argument("--columns", help="comma-separated cost columns (default: every latency and energy column)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated re-measurements (default 0)")
+    p.add_argument("--bootstrap", type=positive_int,
+                   help="resample the twin pairs this many times for a 90 %% interval of each ceiling (default: none)")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_bench_noise)
@@ -307,7 +309,9 @@ def _bench_noise(args: argparse.Namespace) -> Result:
         raise NasError(f"{', '.join(map(str, args.tables))}: no latency or energy column")
     lines: list[str] = []
     results = {"schema": NOISE_SCHEMA, "space": space.name, "tables": [str(p) for p in args.tables], "seed": args.seed,
-               "columns": table_noise(table, columns, args.seed, log=lines.append)}
+               "bootstrap": args.bootstrap or 0,
+               "columns": table_noise(table, columns, args.seed, args.bootstrap or 0,
+                                      log=lines.append, progress=not args.json)}
     if args.out:
         from nas.atomic import write_atomic
 

@@ -116,6 +116,11 @@ def twin_rows(table: ArchTable) -> np.ndarray:
     return pairs
 
 
+def _no_twins(table: ArchTable, column: str) -> NasError:
+    return NasError(f"{column}: no two archs of the table are one network, so its noise cannot be estimated "
+                    f"(space {table.space.name} has no isomorphic archs)")
+
+
 def ceiling(values: np.ndarray, noise: NoiseModel, whole: bool, seed: int = 0, repeats: int = REPEATS) -> dict[str, float]:
     """Mean scores of the perfect predictor over simulated re-measurements of a column.
 
@@ -144,43 +149,62 @@ def ceiling(values: np.ndarray, noise: NoiseModel, whole: bool, seed: int = 0, r
     return {k: float(np.mean([r[k] for r in reports])) for k in ("spearman_rho", "kendall_tau", "within_10")}
 
 
-def column_noise(table: ArchTable, column: str, seed: int = 0) -> dict[str, Any]:
-    """Noise estimate and predictor ceiling of one cost column (see the module doc)."""
+def _pair_noise(a: np.ndarray, b: np.ndarray, whole: bool) -> NoiseModel:
+    if whole:  # the unrounded values lie within half a unit of the recorded ones
+        low, high = np.maximum(a - 0.5, 0.5 * a), np.maximum(b - 0.5, 0.5 * b)
+        return fit_noise(np.log(low) - np.log(b + 0.5), upper=np.log(a + 0.5) - np.log(high))
+    return fit_noise(np.log(a) - np.log(b))
+
+
+def column_noise(table: ArchTable, column: str, seed: int = 0, bootstrap: int = 0) -> dict[str, Any]:
+    """Noise estimate and predictor ceiling of one cost column (see the module doc).
+    `bootstrap` > 0 adds a 90 % interval of the ceiling over that many resamplings of
+    the twin pairs (each refits the noise and re-simulates)."""
     rows, y, _ = table.rows(column, positive=True)
     pairs = twin_rows(table)
     value = np.full(len(table.codes), np.nan)
     value[rows] = y
     pairs = pairs[~np.isnan(value[pairs]).any(axis=1)]
     if len(pairs) == 0:
-        raise NasError(f"{column}: no two archs of the table are one network, so its noise cannot be estimated "
-                       f"(space {table.space.name} has no isomorphic archs)")
+        raise _no_twins(table, column)
     a, b = value[pairs[:, 0]], value[pairs[:, 1]]
     whole = whole_ms(y)
-    if whole:  # the unrounded values lie within half a unit of the recorded ones
-        low, high = np.maximum(a - 0.5, 0.5 * a), np.maximum(b - 0.5, 0.5 * b)
-        noise = fit_noise(np.log(low) - np.log(b + 0.5), upper=np.log(a + 0.5) - np.log(high))
-    else:
-        noise = fit_noise(np.log(a) - np.log(b))
+    noise = _pair_noise(a, b, whole)
     d = np.log(a) - np.log(b)
     twins = [score(b, a, whole)["within_10"], score(a, b, whole)["within_10"]]
     mad = float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2))
-    return {"column": column, "pairs": int(len(pairs)), "whole_ms": whole,
-            "noise_sd": noise.sd, "noise_robust_sd": mad,
-            "noise_within_10": noise.share_within(BAND),
-            "twin_spearman": float(stats.spearmanr(a, b).statistic), "twin_within_10": float(np.mean(twins)),
-            "mixture": {"scales": noise.scales.tolist(), "weights": noise.weights.tolist()},
-            "ceiling": ceiling(y, noise, whole, seed)}
+    out = {"column": column, "pairs": int(len(pairs)), "whole_ms": whole,
+           "noise_sd": noise.sd, "noise_robust_sd": mad,
+           "noise_within_10": noise.share_within(BAND),
+           "twin_spearman": float(stats.spearmanr(a, b).statistic), "twin_within_10": float(np.mean(twins)),
+           "mixture": {"scales": noise.scales.tolist(), "weights": noise.weights.tolist()},
+           "ceiling": ceiling(y, noise, whole, seed)}
+    if bootstrap:
+        rng = np.random.default_rng(seed)
+        draws = []
+        for i in range(bootstrap):
+            pick = rng.integers(0, len(a), len(a))
+            draws.append(ceiling(y, _pair_noise(a[pick], b[pick], whole), whole, seed + 1 + i, repeats=1))
+        out["ceiling_90"] = {k: [float(np.quantile([d[k] for d in draws], q)) for q in (0.05, 0.95)]
+                             for k in ("spearman_rho", "kendall_tau", "within_10")}
+    return out
 
 
-def table_noise(table: ArchTable, columns: list[str], seed: int = 0, log=print) -> list[dict[str, Any]]:
+def table_noise(table: ArchTable, columns: list[str], seed: int = 0, bootstrap: int = 0,
+                log=print, progress: bool = False) -> list[dict[str, Any]]:
     """column_noise of each column, a line each to `log`."""
+    from tqdm import tqdm
+
+    if columns and not len(twin_rows(table)):  # found before any work starts
+        raise _no_twins(table, columns[0])
     out = []
-    for column in columns:
-        entry = column_noise(table, column, seed)
-        c = entry["ceiling"]
+    for column in tqdm(columns, desc=f"{table.space.name} noise", unit="column", disable=not progress, leave=False):
+        entry = column_noise(table, column, seed, bootstrap)
+        c, ci = entry["ceiling"], entry.get("ceiling_90")
+        band = (lambda k: f" [{ci[k][0]:.3f}, {ci[k][1]:.3f}]") if ci else (lambda k: "")
         log(f"{column:<24} {entry['pairs']:>5} pairs  noise sd {entry['noise_sd']:.3f} "
-            f"(robust {entry['noise_robust_sd']:.3f})  ceiling: Spearman {c['spearman_rho']:.3f} "
-            f"Kendall {c['kendall_tau']:.3f} within ±10 % {c['within_10']:.3f}  "
+            f"(robust {entry['noise_robust_sd']:.3f})  ceiling: Spearman {c['spearman_rho']:.3f}{band('spearman_rho')} "
+            f"Kendall {c['kendall_tau']:.3f} within ±10 % {c['within_10']:.3f}{band('within_10')}  "
             f"twin as predictor: within ±10 % {entry['twin_within_10']:.3f}")
         out.append(entry)
     return out

@@ -78,7 +78,7 @@ def synthetic(nb201, tmp_path_factory):
 
 def test_bench_noise_recovers_known_noise(synthetic, tmp_path, capsys):
     out = tmp_path / "noise.json"
-    assert main(["bench", "noise", str(synthetic), "--out", str(out)]) == 0
+    assert main(["bench", "noise", str(synthetic), "--bootstrap", "3", "--out", str(out)]) == 0
     assert "toy_latency" in capsys.readouterr().out
     data = json.loads(out.read_text())
     (report,) = data["columns"]
@@ -87,6 +87,14 @@ def test_bench_noise_recovers_known_noise(synthetic, tmp_path, capsys):
     expected = 2 * stats.norm.cdf(BAND / 0.05) - 1
     assert report["ceiling"]["within_10"] == pytest.approx(expected, abs=0.02)
     assert report["twin_within_10"] < report["ceiling"]["within_10"]  # a second measurement carries two noises
+    low, high = report["ceiling_90"]["within_10"]
+    assert low <= high and low - 0.03 <= expected <= high + 0.03
+
+
+def test_bench_noise_refuses_a_bootstrap_of_zero(synthetic, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "noise", str(synthetic), "--bootstrap", "0"])
+    assert exit_.value.code == 2 and "--bootstrap" in capsys.readouterr().err
 
 
 def test_a_space_without_twins_is_a_one_line_error(tmp_path, capsys):

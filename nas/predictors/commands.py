@@ -117,7 +117,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
     p = bench.add_parser("noise", help="measurement noise of each device column, from archs that are one network, "
                                        "and the ceiling it puts on any predictor")
-    p.add_argument("tables", type=Path, nargs="+", help="benchmark CSVs of one space (e.g. ../shared/benchmarks/nb201/*.csv)")
+    p.add_argument("tables", type=Path, nargs="+",
+                   help="benchmark CSVs of one space (e.g. ../shared/benchmarks/nb201/*.csv)")
     p.add_argument("--columns", help="comma-separated cost columns (default: every latency and energy column)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated re-measurements (default 0)")
     p.add_argument("--bootstrap", type=positive_int,

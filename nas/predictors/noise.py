@@ -121,7 +121,8 @@ def _no_twins(table: ArchTable, column: str) -> NasError:
                     f"(space {table.space.name} has no isomorphic archs)")
 
 
-def ceiling(values: np.ndarray, noise: NoiseModel, whole: bool, seed: int = 0, repeats: int = REPEATS) -> dict[str, float]:
+def ceiling(values: np.ndarray, noise: NoiseModel, whole: bool, seed: int = 0,
+            repeats: int = REPEATS) -> dict[str, float]:
     """Mean scores of the perfect predictor over simulated re-measurements of a column.
 
     The column's noise-free log latencies are taken to be its measured ones pulled

@@ -209,8 +209,8 @@ def isomorphic_edges(edges: tuple[str, ...], live_only: bool = False) -> tuple[s
     When edge 2<-1 is 'none', nodes 1 and 2 are interchangeable: swapping them (their
     input edges 1<-0 / 2<-0 and their output edges 3<-1 / 3<-2) gives a cell that runs
     the same ops on tensors of the same shapes, in another order (so the peak of live
-    activations may differ, by up to 1.3x on 48 of 1360 twins). If every real edge is live, such twins
-    are one network to any device, so their measured latencies are repeated
+    activations may differ: by up to 1.3x on 48 of the 680 pairs). If every real edge
+    is live, such twins are one network to any device, so their measured latencies are repeated
     measurements; the form keeps the smaller of the two in choice order. A cell with
     dead ops keeps its own form: runtimes prune dead ops by position (HW-NAS-Bench's
     Pixel 3 and Raspberry Pi 4 run a dead op into node 2 and drop one into node 1, up

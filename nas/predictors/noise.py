@@ -4,18 +4,20 @@ The public tables hold one measurement per arch and device, but NB201 holds pair
 archs that are one network to any device (`NB201Space.isomorphic_codes`: nodes 1 and
 2 swapped when no edge joins them). Their two measured latencies are two repeats of
 one network, so their log ratio d = e1 - e2 is pure measurement noise (the simulated
-devices, which have none, give d = 0 on every pair). From ~1500 such pairs per column:
+devices, which have none, give d = 0 on every pair). From those pairs:
 
   noise     the distribution of one measurement's log error e, by deconvolving d
             (a scale mixture of zero-mean normals, fitted by maximum likelihood on d,
-            whose density is the mixture convolved with itself): phones and CPUs have
-            heavy tails (most repeats agree, a few are off by 2x), which one normal
-            would misstate
+            whose density is the mixture convolved with itself; on a whole-ms column
+            each d is only known to an interval, from the rounding): phones and CPUs
+            have heavy tails (most repeats agree within a few per cent, a few are off
+            by tens of per cent), which one normal would misstate
   ceiling   what a perfect predictor, one that knows each arch's noise-free latency,
             would score against these noisy measurements: Spearman, Kendall and the
             share within +-10 % (+-1 ms on whole-ms columns, as nas.predictors.loo
             scores), by simulating measurements of the column's own latencies
-            (shrunk to remove the noise variance) with the fitted noise
+            (shrunk to remove the noise variance) with the fitted noise, rounded
+            again on whole-ms columns
   twins     a model-free bracket: one twin's measurement as the prediction of the
             other's, a predictor as good as a second measurement (its error carries
             two noises, so it sits below the ceiling)

@@ -1,4 +1,4 @@
-"""`hwnas predictor ...`, `hwnas measure` and `hwnas bench predictors`."""
+"""`hwnas predictor ...`, `hwnas measure`, `hwnas bench predictors` and `hwnas bench noise`."""
 from __future__ import annotations
 
 import argparse
@@ -114,6 +114,18 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--out", type=Path, help="write the full results as JSON here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_bench)
+
+    p = bench.add_parser("noise", help="measurement noise of each device column, from archs that are one network, "
+                                       "and the ceiling it puts on any predictor")
+    p.add_argument("tables", type=Path, nargs="+",
+                   help="benchmark CSVs of one space (e.g. ../shared/benchmarks/nb201/*.csv)")
+    p.add_argument("--columns", help="comma-separated cost columns (default: every latency and energy column)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulated re-measurements (default 0)")
+    p.add_argument("--bootstrap", type=positive_int,
+                   help="resample the twin pairs this many times for a 90 %% interval of each ceiling (default: none)")
+    p.add_argument("--out", type=Path, help="write the results as JSON here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_bench_noise)
 
     p = bench.add_parser("onboard", help="an onboarding's curve scored on fresh measured archs")
     p.add_argument("folder", type=Path, help="the onboarding folder (hwnas device onboard ... -o FOLDER)")
@@ -282,6 +294,30 @@ def _measure(args: argparse.Namespace) -> Result:
     return Result({"wrote": str(out), "archs": n},
                   f"wrote {out}: {n} archs of {space.name} measured on {args.device}; "
                   f"fit with 'hwnas predictor fit --table {out} --space {space.name} --target measured_ms ...'")
+
+
+def _bench_noise(args: argparse.Namespace) -> Result:
+    from nas.predictors.bench import detect_space
+    from nas.predictors.noise import NOISE_SCHEMA, table_noise
+    from nas.predictors.predictor import infer_metric
+    from nas.predictors.tables import read_tables
+
+    space = detect_space(args.tables[0])
+    table = read_tables(args.tables, space)
+    costs = [c for c in table.value_columns if infer_metric(c)[0] in ("latency", "energy")]
+    columns = _names(args.columns, "--columns", costs) if args.columns else costs
+    if not columns:
+        raise NasError(f"{', '.join(map(str, args.tables))}: no latency or energy column")
+    lines: list[str] = []
+    results = {"schema": NOISE_SCHEMA, "space": space.name, "tables": [str(p) for p in args.tables], "seed": args.seed,
+               "bootstrap": args.bootstrap or 0,
+               "columns": table_noise(table, columns, args.seed, args.bootstrap or 0,
+                                      log=lines.append, progress=not args.json)}
+    if args.out:
+        from nas.atomic import write_atomic
+
+        write_atomic(args.out, json.dumps(results, indent=1) + "\n")
+    return Result(results, "\n".join(lines))
 
 
 def _bench(args: argparse.Namespace) -> Result:

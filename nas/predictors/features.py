@@ -27,6 +27,7 @@ import numpy as np
 
 from nas.errors import NasError, closest
 from nas.space.base import SearchSpace
+from nas.space.cell import cell_reach, live_edges
 from nas.space.counters import layer_io_elements, layer_macs, layer_params
 from nas.space.layers import INT8_OPS, NB201_EDGES, NB201_OPS, LayerSpec, nb201_edge_layer
 from nas.space.tables import slot_variants
@@ -79,7 +80,7 @@ def _cell_features(spec: LayerSpec) -> dict[str, float]:
     scale = spec.in_ch * spec.in_size ** 2
     out = {k: v * scale if k.endswith("_elements") else v for k, v in cell_graph(spec.edges).items()}
     out["live_macs"] = sum(float(layer_macs(nb201_edge_layer(op, spec.in_ch, spec.in_size)))
-                           for op, live in zip(spec.edges, _live_edges(spec.edges)) if live)
+                           for op, live in zip(spec.edges, live_edges(spec.edges)) if live)
     return out
 
 
@@ -110,32 +111,13 @@ INT8_REFUSED_OPS: frozenset[str] = frozenset()
 
 
 @functools.lru_cache(maxsize=None)
-def _reach(edges: tuple[str, ...]) -> tuple[dict[int, bool], dict[int, bool]]:
-    """(fed, used): whether each node gets data from the input through real edges, and
-    whether it feeds the output. 'none' edges carry nothing."""
-    real = [(to, frm) for (to, frm), op in zip(NB201_EDGES, edges) if op != "none"]
-    fed = {0: True}
-    for node in (1, 2, 3):
-        fed[node] = any(fed[frm] for to, frm in real if to == node)
-    used = {3: True}
-    for node in (2, 1, 0):
-        used[node] = any(used[to] for to, frm in real if frm == node)
-    return fed, used
-
-
-def _live_edges(edges: tuple[str, ...]) -> list[bool]:
-    fed, used = _reach(edges)
-    return [op != "none" and fed[frm] and used[to] for (to, frm), op in zip(NB201_EDGES, edges)]
-
-
-@functools.lru_cache(maxsize=None)
 def cell_graph(edges: tuple[str, ...]) -> dict[str, float]:
     """Graph-aware features of an NB201 cell. 'none' edges disconnect nodes, so an op's
     cost depends on where it sits: on a live path from input to output, on a node that
     only ever sees zeros, or feeding a node whose result is never used (a compiler may
     prune the last two, a framework runs them). Sizes are per unit of the cell's
     feature map (the caller scales them)."""
-    fed, used = _reach(edges)
+    fed, used = cell_reach(edges)
     out: dict[str, float] = {}
     for op in NB201_OPS:
         out[f"n_{op}"] = float(sum(e == op for e in edges))

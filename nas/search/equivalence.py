@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from nas.space.base import SearchSpace
-from nas.space.cell import NB201Space, edge_name
+from nas.space.cell import NB201Space
 
 
 def function_codes(space: SearchSpace, codes: np.ndarray) -> np.ndarray:
@@ -28,16 +28,4 @@ def function_codes(space: SearchSpace, codes: np.ndarray) -> np.ndarray:
     codes = space.canonical_codes(codes)
     if not isinstance(space, NB201Space):
         return codes
-    col = {d.name: i for i, d in enumerate(space.decisions)}
-    none = space.decisions[0].choices.index("none")
-    real = {(to, frm): codes[:, col[edge_name(to, frm)]] != none for to in (1, 2, 3) for frm in range(to)}
-    fed = {0: np.ones(len(codes), dtype=bool)}
-    for node in (1, 2, 3):
-        fed[node] = np.any([real[node, frm] & fed[frm] for frm in range(node)], axis=0)
-    used = {3: np.ones(len(codes), dtype=bool)}
-    for node in (2, 1, 0):
-        used[node] = np.any([real[to, node] & used[to] for to in range(node + 1, 4)], axis=0)
-    out = codes.copy()
-    for (to, frm), is_real in real.items():
-        out[:, col[edge_name(to, frm)]] = np.where(is_real & fed[frm] & used[to], codes[:, col[edge_name(to, frm)]], none)
-    return out
+    return space.live_codes(codes)

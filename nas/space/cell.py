@@ -162,6 +162,93 @@ class NB201Space(SearchSpace):
             raise NasError(f"NB201 index {index} outside 0..{NB201_SIZE - 1}")
         return self.from_index(int(_order()[0][index]))
 
+    # ------------------------------------------------------------------ isomorphic cells
+    def live_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Codes with every edge that cannot reach the cell's output set to 'none'."""
+        return self._through(codes, _rank_tables()[0])
+
+    def isomorphic_codes(self, codes: np.ndarray, live_only: bool = False) -> np.ndarray:
+        """One code per class of cells that run the same work (see `isomorphic_edges`):
+        equal codes for archs whose measured latencies are repeats of one network.
+        `live_only` also drops dead edges first: equal codes for archs that compute the
+        same function (the accuracy notion), which are different networks to a runtime
+        that executes dead ops."""
+        return self._through(codes, _rank_tables()[2 if live_only else 1])
+
+    def _through(self, codes: np.ndarray, table: np.ndarray) -> np.ndarray:
+        codes = np.atleast_2d(np.asarray(codes, dtype=np.int64))
+        if codes.shape[1] != len(NB201_EDGES) or np.any(codes < 0) or np.any(codes >= len(NB201_OPS)):
+            raise NasError(f"NB201 codes must be N x {len(NB201_EDGES)} choices in 0..{len(NB201_OPS) - 1}")
+        return _codes_of(table[codes @ _STRIDES])
+
+
+# ---------------------------------------------------------------------- cell graphs
+@functools.lru_cache(maxsize=None)
+def cell_reach(edges: tuple[str, ...]) -> tuple[dict[int, bool], dict[int, bool]]:
+    """(fed, used): whether each node gets data from the input through real edges, and
+    whether it feeds the output. 'none' edges carry nothing."""
+    real = [(to, frm) for (to, frm), op in zip(NB201_EDGES, edges) if op != "none"]
+    fed = {0: True}
+    for node in (1, 2, 3):
+        fed[node] = any(fed[frm] for to, frm in real if to == node)
+    used = {3: True}
+    for node in (2, 1, 0):
+        used[node] = any(used[to] for to, frm in real if frm == node)
+    return fed, used
+
+
+def live_edges(edges: tuple[str, ...]) -> tuple[bool, ...]:
+    """Whether each edge lies on a path from the cell's input to its output."""
+    fed, used = cell_reach(edges)
+    return tuple(op != "none" and fed[frm] and used[to] for (to, frm), op in zip(NB201_EDGES, edges))
+
+
+def isomorphic_edges(edges: tuple[str, ...], live_only: bool = False) -> tuple[str, ...]:
+    """The canonical form of a cell's edges.
+
+    When edge 2<-1 is 'none', nodes 1 and 2 are interchangeable: swapping them (their
+    input edges 1<-0 / 2<-0 and their output edges 3<-1 / 3<-2) gives a cell that runs
+    the same ops on tensors of the same shapes, in another order (so the peak of live
+    activations may differ: by up to 1.3x on 48 of the 680 pairs). If every real edge
+    is live, such twins are one network to any device, so their measured latencies are repeated
+    measurements; the form keeps the smaller of the two in choice order. A cell with
+    dead ops keeps its own form: runtimes prune dead ops by position (HW-NAS-Bench's
+    Pixel 3 and Raspberry Pi 4 run a dead op into node 2 and drop one into node 1, up
+    to 1000x apart on twins), so its twin is another network. With `live_only`, dead
+    edges become 'none' first and the swap always applies: equal function, not equal
+    work (the accuracy notion)."""
+    edges = tuple(edges)
+    alive = live_edges(edges)
+    if live_only:
+        edges = tuple(op if live else "none" for op, live in zip(edges, alive))
+    elif any(op != "none" and not live for op, live in zip(edges, alive)):
+        return edges
+    if edges[2] != "none":
+        return edges
+    twin = (edges[1], edges[0], edges[2], edges[3], edges[5], edges[4])
+    rank = {op: i for i, op in enumerate(NB201_OPS)}
+    return min(edges, twin, key=lambda e: [rank[op] for op in e])
+
+
+_STRIDES = np.array([len(NB201_OPS) ** (len(NB201_EDGES) - 1 - i) for i in range(len(NB201_EDGES))], dtype=np.int64)
+
+
+def _codes_of(ranks: np.ndarray) -> np.ndarray:
+    return (ranks[:, None] // _STRIDES) % len(NB201_OPS)
+
+
+@functools.lru_cache(maxsize=1)
+def _rank_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mixed-radix rank -> rank of its live form, its isomorphic form and its live
+    isomorphic form, over all cells (so batches of codes map by one gather)."""
+    live, iso, both = (np.empty(NB201_SIZE, dtype=np.int64) for _ in range(3))
+    for rank, code in enumerate(_codes_of(np.arange(NB201_SIZE))):
+        edges = tuple(NB201_OPS[c] for c in code)
+        alive = tuple(op if ok else "none" for op, ok in zip(edges, live_edges(edges)))
+        for table, form in ((live, alive), (iso, isomorphic_edges(edges)), (both, isomorphic_edges(edges, True))):
+            table[rank] = sum(NB201_OPS.index(op) * int(s) for op, s in zip(form, _STRIDES))
+    return live, iso, both
+
 
 @functools.lru_cache(maxsize=1)
 def _order() -> tuple[np.ndarray, np.ndarray]:

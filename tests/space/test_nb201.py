@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -149,3 +150,79 @@ def test_resolution_override_needs_a_multiple_of_4(space):
     # at a multiple of 4 the override is the skeleton built for that input
     wider = space_from_dict({"type": "nb201", "name": "nb201", "resolution": 48})
     assert space.counts(arch, resolution=48) == wider.counts(wider.arch(dict(arch)))
+
+
+# ---------------------------------------------------------------------- isomorphic cells
+TWIN = "|nor_conv_3x3~0|+|avg_pool_3x3~0|none~1|+|skip_connect~0|nor_conv_1x1~1|skip_connect~2|"
+TWIN_SWAPPED = "|avg_pool_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|skip_connect~1|nor_conv_1x1~2|"
+DEAD_OP = "|skip_connect~0|+|nor_conv_1x1~0|none~1|+|none~0|none~1|none~2|"  # node 3 reads nothing
+
+
+@pytest.fixture(scope="module")
+def all_codes(space):
+    return space.encode_batch(list(space.enumerate()))
+
+
+def test_twins_swap_nodes_one_and_two(space):
+    codes = space.encode_batch([space.from_string(TWIN), space.from_string(TWIN_SWAPPED)])
+    iso = space.isomorphic_codes(codes)
+    assert (iso[0] == iso[1]).all()
+    assert space.to_string(space.decode(iso[0])) in (TWIN, TWIN_SWAPPED)
+
+
+def test_isomorphic_classes_are_pairs_of_equal_work(space, all_codes):
+    iso = space.isomorphic_codes(all_codes)
+    assert (space.isomorphic_codes(iso) == iso).all()  # idempotent
+    _, inverse, counts = np.unique(iso, axis=0, return_inverse=True, return_counts=True)
+    moved = counts[inverse.ravel()] == 2
+    assert counts.max() == 2 and moved.any()
+    none = NB201_OPS.index("none")
+    assert (all_codes[moved, 2] == none).all()  # only cells without edge 2<-1 have a twin
+    assert (space.live_codes(all_codes[moved]) == all_codes[moved]).all()  # and only without dead ops
+    for metric in ("params", "macs"):  # twins run the same ops (in another order: peak memory may differ)
+        table = space.table(metric)
+        assert np.array_equal(table(all_codes[moved]), table(iso[moved])), metric
+
+
+def test_a_cell_with_dead_ops_is_its_own_class_unless_only_function_counts(space):
+    dead = space.encode(space.from_string(DEAD_OP))
+    swapped = dead[[1, 0, 2, 3, 5, 4]]
+    assert not np.array_equal(space.isomorphic_codes(dead)[0], space.isomorphic_codes(swapped)[0])
+    live = space.isomorphic_codes(np.stack([dead, swapped]), live_only=True)
+    assert (live == space.encode(space.from_string("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"))).all()
+
+
+def test_live_codes_keep_exactly_the_live_edges_of_the_features(space, all_codes):
+    from nas.predictors.features import cell_graph
+
+    live = space.live_codes(all_codes)
+    for code, kept in zip(all_codes[::97], live[::97]):
+        counts = cell_graph(tuple(NB201_OPS[c] for c in code))
+        for i, op in enumerate(NB201_OPS[1:], start=1):
+            assert int(counts[f"live_{op}"]) == int(np.sum(kept == i)), (code, op)
+
+
+def test_isomorphic_codes_refuse_other_shapes(space):
+    with pytest.raises(NasError, match="N x 6 choices"):
+        space.isomorphic_codes(np.zeros((2, 5), dtype=np.int64))
+    with pytest.raises(NasError, match="N x 6 choices"):
+        space.live_codes(np.full((1, 6), 5))
+
+
+def test_simulated_devices_measure_twins_equal(space, benchmarks):
+    """Eyeriss and the FPGA are simulators (no noise): every twin pair reads the same
+    value, and pairs that merely compute the same function (dead ops dropped) do not."""
+    table = benchmarks / "nb201" / "hwnasbench_cifar10.csv"
+    if not table.is_file():
+        pytest.skip(f"HW-NAS-Bench table {table} not found (set HWNAS_BENCHMARKS to the benchmarks folder)")
+    with open(table, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    codes = space.encode_batch([space.from_string(r["arch_str"]) for r in rows])
+    for live_only in (False, True):
+        _, cls = np.unique(space.isomorphic_codes(codes, live_only), axis=0, return_inverse=True)
+        for column in ("eyeriss_latency", "fpga_latency"):
+            values = np.array([float(r[column]) for r in rows])
+            high, low = np.full(cls.max() + 1, -np.inf), np.full(cls.max() + 1, np.inf)
+            np.maximum.at(high, cls.ravel(), values)
+            np.minimum.at(low, cls.ravel(), values)
+            assert (high - low < 1e-9).all() != live_only, (column, live_only)

@@ -39,6 +39,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                         "distillation steps (finetune), or without data by the share of importance removed per "
                         "share of cost saved (magnitude) (default %(default)s)")
     p.add_argument("--select-steps", type=int, default=d.select_steps, help="default %(default)s")
+    p.add_argument("--select-top", type=int, default=d.select_top,
+                   help="finetune selection: tune only the best K proposals by the proxy, the others keep their "
+                        "proxy scores (0: tune all) (default %(default)s)")
     p.add_argument("--round-steps", type=int, default=d.round_steps,
                    help="distillation steps on each round's kept network (default %(default)s)")
     p.add_argument("--step", type=float, default=d.step,
@@ -70,6 +73,7 @@ def _prune(args: argparse.Namespace) -> Result:
 
     configure_threads(args.threads)
     settings = {"seed": args.seed, "method": args.method, "criterion": args.criterion, "select": args.select, "select_steps": args.select_steps,
+                "select_top": args.select_top,
                 "round_steps": args.round_steps, "step": args.step, "multiple": args.multiple,
                 "candidates": args.candidates, "lr": args.lr, "batch_size": args.batch_size,
                 "max_rounds": args.max_rounds, "epochs": args.epochs, "calib_images": args.calib_images}

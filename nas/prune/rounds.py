@@ -54,6 +54,7 @@ class PruneSettings:
     criterion: str = "l1"
     select: str = "proxy"
     select_steps: int = 10          # finetune selection: distillation steps per proposal
+    select_top: int = 0             # finetune selection: tune only the best this many by the proxy (0: all)
     round_steps: int = 20           # distillation steps on the kept proposal of each round
     step: float = 0.05              # cost removed per round, as a fraction of the parent's
     multiple: int = 4               # pruned widths are multiples of this
@@ -77,6 +78,12 @@ class PruneSettings:
             raise NasError(f"--step is the fraction of the parent's cost removed per round, in (0, 1); got {self.step}")
         if min(self.multiple, self.candidates, self.batch_size, self.calib_images, self.max_rounds) < 1:
             raise NasError("--multiple, --candidates, --batch-size, --calib-images and --max-rounds must be at least 1")
+        if self.select_top < 0:
+            raise NasError(f"--select-top is how many proposals the proxy passes to the finetune selection (0: all); "
+                           f"got {self.select_top}")
+        if self.select_top and self.select != "finetune":
+            raise NasError(f"--select-top narrows the finetune selection; with --select {self.select} it would do "
+                           "nothing: drop it or use --select finetune")
         if min(self.select_steps, self.round_steps, self.epochs) < 0 or self.lr <= 0:
             raise NasError("steps and epochs must not be negative and the learning rate must be positive")
 
@@ -308,22 +315,7 @@ def run_rounds(layers: list[LayerSpec], model: nn.Module, costs: NetworkCosts,
         proposals = propose(layers, costs, metric, current, need, settings)
         if not proposals:
             break
-        scored = []
-        if settings.select == "proxy":
-            evaluator.prepare(model)
-        for k, p in enumerate(proposals):
-            p.change = _with_keep(layers, model, p.change, settings.criterion)
-            if settings.select == "magnitude":
-                # importance lost per cost saved is already normalised by the saving: no step is required
-                score = -_lost(layers, model, p.change, settings.criterion) / ((current - p.cost) / current)
-                scored.append((score, True, current - p.cost, k, None))
-                continue
-            candidate = prune(layers, model, p.change, p.layers)
-            if settings.select == "finetune":
-                evaluator.tune(candidate, settings.select_steps, 1000 * len(history) + k)
-            start = first_changed(p.change) if settings.select == "proxy" else 0
-            scored.append((evaluator.accuracy(candidate, start), current - p.cost >= need, current - p.cost, k,
-                           candidate))
+        scored = score_proposals(layers, model, proposals, current, need, evaluator, settings, len(history))
         best, reached, gain, k, chosen = max(scored, key=lambda t: (t[1], t[0], t[2], -t[3]))
         p = proposals[k]
         if chosen is None:
@@ -342,6 +334,40 @@ def run_rounds(layers: list[LayerSpec], model: nn.Module, costs: NetworkCosts,
         bar.set_postfix(cost=f"{p.cost:.4g}", acc=f"{tuned:.3f}")
     bar.close()
     return layers, model, history
+
+
+def score_proposals(layers: list[LayerSpec], model: nn.Module, proposals: list[Proposal], current: float,
+                    need: float, evaluator: Evaluator, settings: PruneSettings,
+                    round_index: int) -> list[tuple[float, bool, float, int, nn.Module | None]]:
+    """(score, reaches the step, cost saved, index, pruned network or None) per proposal.
+
+    `finetune` with select_top K scores every proposal by the proxy first and tunes
+    only the K best: NetAdapt's short-term fine-tune of each proposal, spent where the
+    cheap score says a proposal may win; only those K are returned."""
+    scored: list[tuple[float, bool, float, int, nn.Module | None]] = []
+    proxy = settings.select == "proxy" or (settings.select == "finetune" and settings.select_top > 0)
+    if proxy:
+        evaluator.prepare(model)
+    for k, p in enumerate(proposals):
+        p.change = _with_keep(layers, model, p.change, settings.criterion)
+        reached, gain = current - p.cost >= need, current - p.cost
+        if settings.select == "magnitude":
+            # importance lost per cost saved is already normalised by the saving: no step is required
+            score = -_lost(layers, model, p.change, settings.criterion) / ((current - p.cost) / current)
+            scored.append((score, True, gain, k, None))
+            continue
+        candidate = prune(layers, model, p.change, p.layers)
+        if settings.select == "finetune" and not proxy:
+            evaluator.tune(candidate, settings.select_steps, 1000 * round_index + k)
+        scored.append((evaluator.accuracy(candidate, first_changed(p.change) if proxy else 0), reached, gain, k,
+                       candidate))
+    if settings.select != "finetune" or not proxy:
+        return scored
+    top = sorted(scored, key=lambda t: (t[1], t[0], t[2], -t[3]), reverse=True)[:settings.select_top]
+    for i, (_, reached, gain, k, candidate) in enumerate(top):
+        evaluator.tune(candidate, settings.select_steps, 1000 * round_index + k)
+        top[i] = (evaluator.accuracy(candidate), reached, gain, k, candidate)
+    return top
 
 
 def first_changed(change: Change) -> int:

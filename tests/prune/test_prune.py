@@ -227,14 +227,31 @@ def test_a_metric_pruning_cannot_lower_is_refused(micro, tmp_path, capsys) -> No
 
 
 def test_magnitude_selection_meets_the_budget_without_scoring_candidates(micro, tmp_path, capsys) -> None:
+    from nas.prune.rounds import minimal
+
     lut, parent, latency = micro
-    budget = json.dumps([f"latency@local-cpu <= {latency * 0.8:.5f} ms"])
+    record = read_record(parent)
+    space = load_space(record["space_file"])
+    # halfway to the smallest reachable network: reachable whatever the fresh LUT's timings
+    # (a fixed 0.8 x the parent's was out of reach on a LUT profiled under load)
+    smallest = NetworkCosts(space, "local-cpu", lut).latency(minimal(space.layers(space.arch(record["arch"])), 4))
+    budget = json.dumps([f"latency@local-cpu <= {(latency + smallest) / 2:.5f} ms"])
     code, _, err = run(capsys, "prune", parent, "--budgets", budget, "-o", tmp_path / "m", "--data", "digits",
                        "--lut", lut, "--select", "magnitude", "--criterion", "order", *QUICK)
     assert code == 0, err
     pruning = read_card(tmp_path / "m")["pruning"]
     assert pruning["met"] and pruning["settings"]["select"] == "magnitude"
     assert all(0 <= r["accuracy"] <= 1 for r in pruning["rounds"])
+
+
+def test_select_top_refuses_a_negative_count_and_a_selection_it_cannot_narrow(micro, tmp_path, capsys) -> None:
+    lut, parent, latency = micro
+    budget = f'["latency@local-cpu <= {latency * 0.8:.5f} ms"]'
+    err = _refused(capsys, tmp_path, parent, "--lut", lut, "--budgets", budget, "--select", "finetune",
+                   "--select-top", "-1")
+    assert "--select-top is how many proposals" in err and "got -1" in err
+    err = _refused(capsys, tmp_path, parent, "--lut", lut, "--budgets", budget, "--select-top", "2")
+    assert "--select-top narrows the finetune selection" in err and "--select proxy" in err
 
 
 # ---------------------------------------------------------------------- proxy scoring, measured budgets
@@ -268,6 +285,30 @@ def test_a_candidate_scored_from_its_first_change_scores_as_a_whole_pass(micro) 
         fast = evaluator.accuracy(prune(layers, model, change, new), start)
         assert fast == evaluator.accuracy(prune(layers, model, change, new)), u
     assert len(starts) >= 3 and max(starts) > 0  # candidates changing early and late layers
+
+
+def test_finetune_selection_with_select_top_tunes_the_proxys_best_only(micro) -> None:
+    from nas.prune.rounds import propose, score_proposals
+
+    lut, parent, latency = micro
+    record = read_record(parent)
+    space = load_space(record["space_file"])
+    layers = space.layers(space.arch(record["arch"]))
+    costs = NetworkCosts(space, "local-cpu", lut)
+    current = costs.latency(layers)
+    scores = {}
+    for select, top in (("proxy", 0), ("finetune", 2)):
+        s = PruneSettings(budgets=("params <= 1",), data="digits", calib_images=64, select=select, select_top=top,
+                          select_steps=3)
+        evaluator = Evaluator(export_dataset("digits", record), load(parent), 16, s)
+        proposals = propose(layers, costs, costs.metric, current, 0.1 * current, s)
+        scores[select] = score_proposals(layers, load(parent), proposals, current, 0.1 * current, evaluator, s, 0)
+    assert len(scores["proxy"]) >= 4 and len(scores["finetune"]) == 2
+    ranked = sorted(scores["proxy"], key=lambda t: (t[1], t[0], t[2], -t[3]), reverse=True)
+    assert {t[3] for t in scores["finetune"]} == {t[3] for t in ranked[:2]}  # the proxy's two best, tuned
+    untuned = {t[3]: t[4] for t in scores["proxy"]}
+    for _, _, _, k, network in scores["finetune"]:  # tuned by the selection's steps: other weights than the proxy's
+        assert any(not torch.equal(a, b) for a, b in zip(network.parameters(), untuned[k].parameters())), k
 
 
 def _underpredicting_lut(micro, folder: Path, factor: float) -> tuple[Path, float]:

@@ -12,6 +12,13 @@ The defaults are the quickstart: tiny_mbconv on the digits in a few CPU minutes.
     optimizer: {name: sgd, lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 4.0e-5}
     schedule: {name: cosine, warmup_epochs: 1}
     quant: {method: minmax, calib_images: 256}   # how archs with int8 layers are quantized when scored
+    linear_init: normal                # or xavier: how linear layers start (nas.supernet.elastic.init_weights)
+
+The defaults above are the CNN recipe. A space of another family (`space_family`: a
+pure transformer, or a hybrid) gets the keys a config leaves out from its own recipe,
+FAMILY_RECIPES, first; a section the config gives is merged key by key (one naming a
+different optimizer or schedule replaces the recipe's). The resolved config is what a
+run records, so a resumed run keeps its recipe.
 
 Unknown keys and wrong types are one-line errors that name the key, so a typo cannot
 silently fall back to a default. An experiment's `train:` section is `TrainSettings`
@@ -111,6 +118,7 @@ class TrainSettings(Settings):
     calib_images: int = Field(256, ge=1)           # BN recalibration images per evaluated subnet
     quant: QuantSettings = QuantSettings()         # post-training int8 quantization of archs with int8 layers
     eval_batch_size: int = Field(32, ge=1)         # small batches keep CPU evaluation in cache; raise on GPUs
+    linear_init: Literal["normal", "xavier"] = "normal"  # linear weights N(0, 0.01) or Xavier-uniform
 
     @field_validator("progressive", "qat", mode="before")
     @classmethod
@@ -142,10 +150,54 @@ class TrainSettings(Settings):
         return [share] * (n - 1) + [self.epochs - share * (n - 1)]
 
 
+# The recipe of each space family, over the CNN defaults above (chosen on the validation
+# split, docs/benchmarks.md "Transformer and hybrid spaces (issue 18)").
+TRANSFORMER_RECIPE: dict[str, Any] = {
+    "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.05},
+    "schedule": {"name": "cosine", "warmup_epochs": 1.0}, "linear_init": "xavier",
+    "sampling": {"distill": False}, "data": {"crop_padding": 0}}
+FAMILY_RECIPES: dict[str, dict[str, Any]] = {"cnn": {}, "transformer": TRANSFORMER_RECIPE, "hybrid": TRANSFORMER_RECIPE}
+
+
+def space_family(space: Any) -> str:
+    """'transformer' (encoder layers and only token ops around them), 'hybrid' (encoder
+    layers after conv stages) or 'cnn' (no encoder layer), from the largest arch's layers."""
+    ops = {spec.op for spec in space.layers(space.extreme(True))}
+    if "encoder" not in ops:
+        return "cnn"
+    return "transformer" if ops <= {"patch_embed", "encoder", "token_pool", "linear"} else "hybrid"
+
+
+def with_family_recipe(data: dict[str, Any], family: str) -> dict[str, Any]:
+    """`data` with the keys it leaves out taken from the family's recipe (see the module doc)."""
+    out = dict(data)
+    for key, value in FAMILY_RECIPES[family].items():
+        given = out.get(key)
+        if key not in out:
+            out[key] = copy.deepcopy(value)
+        elif isinstance(value, dict) and isinstance(given, dict) and given.get("name", value.get("name")) == value.get("name"):
+            out[key] = {**value, **given}
+    return out
+
+
 class TrainConfig(TrainSettings):
     space: str = "tiny_mbconv"
     data: DataConfig = DataConfig()
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_recipe(cls, data: Any) -> Any:
+        """Fill what the config leaves out from its space family's recipe. A config that
+        sets every recipe key (a run's recorded config.json) never loads its space here."""
+        if not isinstance(data, dict) or not isinstance(data.get("space"), str):
+            return data
+        keys = {k for recipe in FAMILY_RECIPES.values() for k in recipe}
+        if all(k in data for k in keys):
+            return data
+        from nas.space import load_space
+
+        return with_family_recipe(data, space_family(load_space(data["space"])))
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -180,12 +180,13 @@ class TokenUnit(nn.Module):
         return out + [self.pos_embeds[str(tokens)][..., :embed]]
 
 
-def init_weights(module: nn.Module, generator: torch.Generator) -> None:
+def init_weights(module: nn.Module, generator: torch.Generator, linear: str = "normal") -> None:
     """One initialisation for supernets and stand-alone networks alike, drawn from
     `generator` in module order so a seed fixes it: conv weights Kaiming-normal (fan
-    out), linear weights N(0, 0.01), biases 0, batch and layer norms identity, kernel
-    transformations identity, class tokens and position embeddings N(0, 0.02) truncated
-    at +-2 (ViT's)."""
+    out), linear weights N(0, 0.01) or, with linear="xavier", Xavier-uniform (ViT's: a
+    transformer whose linears start at N(0, 0.01) barely moves in the quickstart's few
+    steps), biases 0, batch and layer norms identity, kernel transformations identity,
+    class tokens and position embeddings N(0, 0.02) truncated at +-2 (ViT's)."""
     from nas.space.builder import PatchEmbed  # the builder's module holds the same tokens
 
     for m in module.modules():
@@ -196,13 +197,13 @@ def init_weights(module: nn.Module, generator: torch.Generator) -> None:
             for t in getattr(m, "kernel_transforms", {}).values():
                 with torch.no_grad():
                     t.copy_(torch.eye(t.shape[0]))
-        elif isinstance(m, (LinearUnit, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, 0.01, generator=generator)
+        elif isinstance(m, (LinearUnit, nn.Linear, QKVUnit)):
+            if linear == "xavier":
+                nn.init.xavier_uniform_(m.weight, generator=generator)
+            else:
+                nn.init.normal_(m.weight, 0.0, 0.01, generator=generator)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, QKVUnit):
-            nn.init.normal_(m.weight, 0.0, 0.01, generator=generator)
-            nn.init.zeros_(m.bias)
         elif isinstance(m, (LNUnit, nn.LayerNorm)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)

@@ -20,9 +20,10 @@ from nas.supernet.slot import SlotModule, slot_variants
 
 
 class Supernet(nn.Module):
-    """One SlotModule per layer position of `space`; weights initialised from `seed`."""
+    """One SlotModule per layer position of `space`; weights initialised from `seed`
+    (linear layers as `linear_init` says, see nas.supernet.elastic.init_weights)."""
 
-    def __init__(self, space: SearchSpace, seed: int = 0) -> None:
+    def __init__(self, space: SearchSpace, seed: int = 0, linear_init: str = "normal") -> None:
         super().__init__()
         self.space = space
         self.slots = tuple(space.slots())
@@ -31,7 +32,7 @@ class Supernet(nn.Module):
             if id(slot) not in variants:
                 variants[id(slot)] = slot_variants(space, slot)
         self.blocks = nn.ModuleList(SlotModule(variants[id(slot)]) for slot in self.slots)
-        init_weights(self, torch.Generator().manual_seed(seed))
+        init_weights(self, torch.Generator().manual_seed(seed), linear_init)
         self.qat: QuantSettings | None = None  # set: int8 layers of the active arch run fake-quantized like this
         self.set_active(space.extreme(largest=True))
 

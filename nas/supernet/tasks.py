@@ -47,7 +47,7 @@ class SupernetTask:
 
     def __init__(self, space: SearchSpace, config: TrainConfig) -> None:
         self.space = space
-        self.model = Supernet(space, seed=config.seed)
+        self.model = Supernet(space, seed=config.seed, linear_init=config.linear_init)
         rule = config.sampling.rule or ("sandwich" if isinstance(space, ChainSpace) else "uniform")
         phases = config.progressive.phases if config.progressive is not None else ()
         self.sampler = SubnetSampler(space, rule, config.sampling.random_subnets, phases, config.phase_epochs())
@@ -89,7 +89,7 @@ class StandaloneTask:
     def __init__(self, space: SearchSpace, arch: Arch, config: TrainConfig) -> None:
         self.space, self.arch = space, space.validate(arch)
         self.model = space.build(self.arch)
-        init_weights(self.model, torch.Generator().manual_seed(config.seed))
+        init_weights(self.model, torch.Generator().manual_seed(config.seed), config.linear_init)
 
     def archs(self, epoch: int, rng: np.random.Generator) -> list[Arch]:
         return [self.arch]

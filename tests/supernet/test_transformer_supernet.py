@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from nas.space import load_space
 from nas.space.builder import build_layer
 from nas.space.layers import LayerSpec
-from nas.supernet.config import config_from_dict
+from nas.errors import ConfigError
+from nas.supernet.config import config_from_dict, space_family
 from nas.supernet.elastic import QKVUnit, init_weights
 from nas.supernet.evaluation import recalibrate_bn
 from nas.supernet.optim import make_optimizer
@@ -202,3 +203,53 @@ def test_hybrid_supernet_learns_the_digits_with_the_sandwich_rule(digits600, tmp
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history[-1]["loss"] < history[0]["loss"] - 0.3
     assert history[-1]["val_acc_largest"] >= 0.3 and history[-1]["val_acc_smallest"] >= 0.2  # chance: 0.1
+
+
+def test_transformer_spaces_get_their_family_recipe_and_cnn_spaces_keep_theirs(tmp_path):
+    vit = config_from_dict({"space": "tiny_vit"})
+    assert (vit.optimizer.name, vit.optimizer.lr, vit.optimizer.weight_decay, vit.linear_init) == \
+        ("adamw", 0.003, 0.05, "xavier")
+    assert vit.schedule.warmup_epochs == 1.0 and vit.epochs == 4 and vit.label_smoothing == 0.1
+    assert (vit.sampling.distill, vit.sampling.rule, vit.data.crop_padding, vit.data.source) == (False, None, 0, "digits")
+    assert config_from_dict({"space": "tiny_hybrid"}).optimizer.name == "adamw"  # a hybrid too
+    for cnn in (config_from_dict({}), config_from_dict({"space": "tiny_mbconv"})):
+        assert (cnn.optimizer.name, cnn.optimizer.lr, cnn.linear_init) == ("sgd", 0.1, "normal")
+    assert space_family(load_space("tiny_vit")) == "transformer"
+    assert space_family(load_space("tiny_hybrid")) == "hybrid"
+    assert space_family(load_space("tiny_mbconv")) == "cnn"
+    # a section the config gives is merged key by key; naming another optimizer replaces the recipe's
+    assert config_from_dict({"space": "tiny_vit", "optimizer": {"lr": 0.01}}).optimizer.name == "adamw"
+    sgd = config_from_dict({"space": "tiny_vit", "optimizer": {"name": "sgd"}, "linear_init": "normal"})
+    assert (sgd.optimizer.lr, sgd.optimizer.weight_decay, sgd.linear_init) == (0.1, 4e-5, "normal")
+    # a run's recorded config sets every key: it never needs its space file again
+    recorded = {**vit.to_dict(), "space": str(tmp_path / "gone.yaml")}
+    assert config_from_dict(recorded).optimizer.name == "adamw"
+
+
+def test_an_experiment_train_section_gets_the_recipe_of_its_space():
+    from nas.experiment.schema import experiment_from_dict
+    from nas.experiment.steps.train import train_config
+
+    exp = {"name": "t", "space": "tiny_vit", "train": {"epochs": 2, "optimizer": {"lr": 0.002}}}
+    config = train_config(experiment_from_dict(exp, "exp.yaml"))
+    assert (config.epochs, config.optimizer.name, config.optimizer.lr, config.linear_init) == (2, "adamw", 0.002, "xavier")
+    assert (config.data.source, config.data.crop_padding) == ("digits", 0)
+    assert train_config(experiment_from_dict({**exp, "space": "tiny_mbconv"}, "exp.yaml")).optimizer.name == "sgd"
+
+
+def test_a_bad_linear_init_is_a_one_line_error():
+    with pytest.raises(ConfigError, match=r"^config: linear_init: unknown 'kaiming'; choose normal, xavier$"):
+        config_from_dict({"space": "tiny_vit", "linear_init": "kaiming"})
+
+
+def test_xavier_init_of_the_supernet_and_of_a_standalone_network(micro_vit):
+    net = Supernet(micro_vit, seed=0, linear_init="xavier")
+    qkv = next(m for m in net.modules() if isinstance(m, QKVUnit))
+    bound = (6 / (qkv.weight.shape[0] + qkv.weight.shape[1])) ** 0.5
+    assert qkv.weight.abs().max() <= bound and qkv.weight.std() > 0.5 * bound / 3 ** 0.5
+    normal = next(m for m in Supernet(micro_vit, seed=0).modules() if isinstance(m, QKVUnit))
+    assert normal.weight.std() < 0.02
+    standalone = micro_vit.build(micro_vit.extreme(True))
+    init_weights(standalone, torch.Generator().manual_seed(0), "xavier")
+    fc = next(m for m in standalone.modules() if isinstance(m, torch.nn.Linear))
+    assert fc.weight.abs().max() <= (6 / sum(fc.weight.shape)) ** 0.5 and fc.weight.std() > 0.05

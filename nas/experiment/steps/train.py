@@ -20,11 +20,13 @@ LIBRARIES = ("torch", "numpy", "scikit-learn", "pillow")
 
 def train_config(exp: Experiment, space: str | None = None) -> TrainConfig:
     """The nas.supernet config of this experiment: its `train:` settings (validated with the
-    experiment) plus its space, dataset and seed."""
+    experiment; only the keys it sets, so the space family's recipe fills the rest) plus
+    its space, dataset and seed."""
     from nas.config import validate
     from nas.supernet.config import TrainConfig
 
-    data = {**dict(exp.train), "space": space or exp.space, "data": dict(exp.dataset), "seed": exp.seed}
+    given = exp.train.model_dump(exclude_unset=True) if exp.train else {}
+    data = {**given, "space": space or exp.space, "data": dict(exp.dataset), "seed": exp.seed}
     return validate(TrainConfig, data, "train")
 
 

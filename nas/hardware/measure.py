@@ -18,8 +18,8 @@ counted.
 Which of those a measurement *is* is the protocol's `statistic`, p10 by default. A
 neighbour on a shared machine only ever adds time, in bursts, so the low tail of a
 model's samples moves less between passes than their middle: on 200 int8 networks timed
-in repeated passes beside other work, the p10 halved tiny_mbconv's pass-to-pass noise
-against the median and cut ofa_mbv3's by a third (docs/benchmarks.md, issue 15). A LUT,
+in repeated passes beside other work, the p10 cut the pass-to-pass noise against the
+median by about 40 % on tiny_mbconv and 30 % on ofa_mbv3 (docs/benchmarks.md, issue 15). A LUT,
 its calibration and every measurement compared with it use one statistic; a protocol
 recorded before the field existed was the median (`Protocol.recorded`).
 
@@ -45,6 +45,12 @@ except ImportError:  # on a remote device with only onnxruntime and numpy
 STATISTICS = ("median", "p10")
 
 
+def _check_statistic(statistic: str) -> str:
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+    return statistic
+
+
 @dataclass(frozen=True)
 class Protocol:
     warmup: int = 10
@@ -56,8 +62,7 @@ class Protocol:
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.repeats < 1 or self.rounds < 1 or self.passes < 1:
             raise ValueError("warmup >= 0, repeats >= 1, rounds >= 1 and passes >= 1")
-        if self.statistic not in STATISTICS:
-            raise ValueError(f"statistic must be one of {', '.join(STATISTICS)}, got {self.statistic!r}")
+        _check_statistic(self.statistic)
 
     @classmethod
     def recorded(cls, recorded: dict | None) -> "Protocol":
@@ -117,9 +122,7 @@ class Summary:
 
     def at(self, statistic: str) -> float:
         """The value of one of STATISTICS."""
-        if statistic not in STATISTICS:
-            raise ValueError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
-        return getattr(self, statistic)
+        return getattr(self, _check_statistic(statistic))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -199,9 +199,9 @@ def onboard(space: SearchSpace, device_name: str, out: Path, budget: int = 100, 
 
 def _kit_round(space: SearchSpace, device, picks: list[Arch], out: Path, report: dict[str, Any]) -> list[float]:
     """One round measured on the device through a kit: the times (ms, the kit protocol's
-    statistic, on the first
-    round's reference scale, so rounds run on different days read alike) when its results
-    are back, else the kit written, the report saved and KitPending raised."""
+    statistic, on the first round's reference scale, so rounds run on different days read
+    alike) when its results are back, else the kit written, the report saved and
+    KitPending raised."""
     import hashlib
 
     from nas.hardware.kit import KitPending, read_models_results, write_models_kit

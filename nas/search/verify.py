@@ -153,8 +153,10 @@ def verify_front(result: SearchResult, devices: Sequence[str], out_dir: Path | N
     measured = dict(values)
     timings, times, statistics = {}, {}, {}
     for metric in metrics:
-        timings[metric], statistics[metric] = measure_front(problem, metric, codes, out_dir, progress) if len(front) \
-            else ([], "")
+        if len(front):
+            timings[metric], statistics[metric] = measure_front(problem, metric, codes, out_dir, progress)
+        else:
+            timings[metric], statistics[metric] = [], ""
         times[metric] = np.array([t.at(statistics[metric]) for t in timings[metric]])
         measured = _with_measured(problem, measured, metric, times[metric])
     meets_predicted, meets_measured = problem.feasible(values), problem.feasible(measured)

@@ -41,6 +41,7 @@ from nas.supernet.elastic import init_weights
 from nas.supernet.slot import SlotModule
 from nas.prune import network as prune_network
 from tests.space.test_counters import deployed_weights
+from tests.supernet_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 CONSUMERS = {"counters": counters, "builder": builder, "onnx": onnx_graph, "supernet": families,
              "features": features, "prune": prune_network}
@@ -77,14 +78,6 @@ SMALLER: dict[str, LayerSpec] = {
     "encoder": replace(EXAMPLES["encoder"], mid_ch=24, head_dim=0),
     "token_pool": replace(EXAMPLES["token_pool"], in_ch=12, out_ch=12),
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("name", CONSUMERS)

@@ -21,6 +21,7 @@ from nas.space import load_space
 from nas.space.builder import build_network
 from nas.space.layers import LayerSpec
 from nas.space.registry import space_from_dict
+from tests.supernet_helpers import one_thread  # noqa: F401 (autouse fixture)
 
 VIT = {"name": "v", "input": {"channels": 3, "resolution": 32}, "classes": 10,
        "stem": [{"op": "patch_embed", "out": [32, 48], "patch": 4, "cls": True}],
@@ -32,14 +33,6 @@ HYBRID = {"name": "h", "input": {"channels": 3, "resolution": 32}, "classes": 10
                      {"name": "embed", "width": 32, "block": {"op": "patch_embed", "patch": 2}},
                      {"name": "t", "depth": [1, 2], "block": {"op": "encoder", "heads": 2, "mlp_ratio": 2}}],
           "head": [{"op": "token_pool"}, {"op": "linear", "out": "classes"}]}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _edit(base: dict, path: str, value) -> dict:

@@ -301,6 +301,13 @@ def test_the_statistic_is_checked_where_it_is_given(tmp_path) -> None:
                         "-o", str(tmp_path / "s.csv"), "--statistic", "mean"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "argument --statistic: invalid choice: 'mean'" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "s.csv").exists()
+    from nas.config import validate
+    from nas.errors import ConfigError
+    from nas.sources import ProfileSettings
+
+    assert validate(ProfileSettings, {}, "profile").statistic == Protocol().statistic
+    with pytest.raises(ConfigError, match=r"^profile: statistic: unknown 'mean' \(did you mean 'median'\?\); choose median, p10$"):
+        validate(ProfileSettings, {"statistic": "mean"}, "profile")
 
 
 def test_passes_time_every_model_in_fresh_sessions_among_shuffled_company() -> None:

@@ -26,11 +26,13 @@ run: $(STAMP)
 	$(HWNAS) run experiments/quickstart.yaml
 
 # pytest exits 5 when it collects no test: make treats that, like any failure, as an error.
+# One pytest worker per core (pytest-xdist), a test module's tests on one worker so its
+# module fixtures are built once; `pytest tests/...` by hand runs in one process.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadscope
 
 test-all: $(STAMP)
-	$(PY) -m pytest -m ""
+	$(PY) -m pytest -n auto --dist loadscope -m ""
 
 bench: $(STAMP)
 	$(HWNAS) bench space

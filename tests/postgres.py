@@ -2,13 +2,15 @@
 
 The fixture finds the server binaries (/usr/lib/postgresql/*/bin); when they are missing
 and the tests run as root with apt-get available, it installs them (`apt-get install -y
-postgresql`). It then creates a cluster in a temporary folder (as the unprivileged
-`postgres` user when running as root: PostgreSQL refuses to run as root), starts it on
-a free loopback port with trust authentication, creates a database and yields its URL.
-Where no server can be started the tests skip, saying why.
+postgresql`; parallel test workers take turns under a file lock, so the second finds
+the first's install instead of failing on apt's own lock). It then creates a cluster in
+a temporary folder (as the unprivileged `postgres` user when running as root: PostgreSQL
+refuses to run as root), starts it on a free loopback port with trust authentication,
+creates a database and yields its URL. Where no server can be started the tests skip, saying why.
 """
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import pwd
@@ -64,8 +66,11 @@ def postgres_url() -> Iterator[str]:
         pytest.skip("the psycopg2 driver is not installed (pip install psycopg2-binary)")
     bindir = server_bindir()
     if bindir is None:
-        why = install_server()
-        bindir = server_bindir()
+        with open(Path(tempfile.gettempdir()) / "hwnas-postgres-install.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            bindir = server_bindir()
+            why = install_server() if bindir is None else None
+            bindir = bindir or server_bindir()
         if bindir is None:
             pytest.skip(why or "PostgreSQL server binaries not found after installing the postgresql package")
     run_as: list[str] = []

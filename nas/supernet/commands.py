@@ -34,7 +34,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.set_defaults(run=_eval)
 
     p = bench.add_parser("supernet-ranking", help="Kendall tau of supernet vs stand-alone accuracy (long; resumes)")
-    p.add_argument("config", nargs="?", type=Path, help="YAML config (default: the ranking benchmark's)")
+    p.add_argument("config", nargs="?", type=Path, help="YAML config (default: the ranking benchmark's for the space's family)")
     _run_flags(p)
     p.add_argument("--archs", type=positive_int, default=12, help="subnets trained stand-alone (default 12)")
     p.add_argument("--json", action="store_true")
@@ -116,11 +116,11 @@ def _eval(args: argparse.Namespace) -> Result:
 
 
 def _bench_ranking(args: argparse.Namespace) -> Result:
-    from nas.supernet.bench import RANKING_CONFIG, ranking_fidelity
+    from nas.supernet.bench import ranking_config, ranking_fidelity
     from nas.supernet.config import load_config
 
     configure_threads(args.threads)
-    config = load_config(args.config, _overrides(args), base=RANKING_CONFIG)
+    config = load_config(args.config, _overrides(args), base=None if args.config else ranking_config(args.space))
     report = ranking_fidelity(config, args.out, args.archs, progress=not args.quiet)
     lines = [f"  {row['arch_id']}  MACs {row['macs'] / 1e6:6.2f}M  stand-alone {row['standalone']:.4f}  "
              f"supernet {row['supernet']:.4f}" for row in report["archs"]]

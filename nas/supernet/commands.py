@@ -120,7 +120,7 @@ def _bench_ranking(args: argparse.Namespace) -> Result:
     from nas.supernet.config import load_config
 
     configure_threads(args.threads)
-    config = load_config(args.config, _overrides(args), base=None if args.config else ranking_config(args.space))
+    config = load_config(args.config, _overrides(args), base=ranking_config(args.space))
     report = ranking_fidelity(config, args.out, args.archs, progress=not args.quiet)
     lines = [f"  {row['arch_id']}  MACs {row['macs'] / 1e6:6.2f}M  stand-alone {row['standalone']:.4f}  "
              f"supernet {row['supernet']:.4f}" for row in report["archs"]]

@@ -2,6 +2,7 @@
 resuming, distillation from the parent, and every bad input as a one-line error."""
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from dataclasses import replace
@@ -324,20 +325,25 @@ def test_kl_score_is_zero_for_the_parent_and_ranks_every_proposal_apart(micro) -
     costs = NetworkCosts(space, "local-cpu", lut)
     current = costs.latency(layers)
     data = export_dataset("digits", record)
-    teacher = load(parent)
+    model = load(parent)
+    torch.manual_seed(3)
+    with torch.no_grad():  # weights unlike the fresh initialisation (zero residual branches), so every cut matters
+        for w in model.parameters():
+            w.add_(0.3 * torch.randn_like(w))
+    teacher = copy.deepcopy(model)
     s = PruneSettings(budgets=("params <= 1",), data="digits", calib_images=64, score="kl")
     Evaluator(data, teacher, 16, s).prepare(teacher)  # the parent with the statistics candidates get
     evaluator = Evaluator(data, teacher, 16, s)
-    assert evaluator.figures(load(parent))["kl"] == pytest.approx(0, abs=1e-6)
+    assert evaluator.figures(copy.deepcopy(model))["kl"] == pytest.approx(0, abs=1e-6)
     proposals = propose(layers, costs, costs.metric, current, 0.1 * current, s)
-    scored = score_proposals(layers, load(parent), proposals, current, 0.1 * current, evaluator, s, 0)
+    scored = score_proposals(layers, copy.deepcopy(model), proposals, current, 0.1 * current, evaluator, s, 0)
     kl = [t[5]["kl"] for t in scored]
     assert len(scored) >= 4 and min(kl) > 1e-6
     assert [t[0] for t in scored] == [-v for v in kl]  # higher is better: the negated loss
     assert len(set(kl)) == len(kl)  # continuous: no two proposals tie, whatever their accuracies
     ce = [t[5]["ce"] for t in scored]
     for score, column in (("accuracy", [t[5]["accuracy"] for t in scored]), ("ce", [-v for v in ce])):
-        again = score_proposals(layers, load(parent), propose(layers, costs, costs.metric, current, 0.1 * current, s),
+        again = score_proposals(layers, copy.deepcopy(model), propose(layers, costs, costs.metric, current, 0.1 * current, s),
                                 current, 0.1 * current, Evaluator(data, teacher, 16, replace(s, score=score)),
                                 replace(s, score=score), 0)
         assert [t[0] for t in again] == column, score

@@ -62,7 +62,7 @@ class PruneSettings:
     method: str = "netadapt"
     criterion: str = "l1"
     select: str = "proxy"
-    score: str = "accuracy"         # proxy / finetune selection: what ranks proposals (SCORES)
+    score: str = "kl"               # proxy / finetune selection: what ranks proposals (SCORES)
     select_steps: int = 10          # finetune selection: distillation steps per proposal
     select_top: int = 0             # finetune selection: tune only the best this many by the proxy (0: all)
     round_steps: int = 20           # distillation steps on the kept proposal of each round

@@ -114,6 +114,7 @@ class Compress(Section):
     method: str = "netadapt"            # or uniform (every width scaled by one factor)
     criterion: str = "l1"               # or order (a supernet's own channel sorting)
     select: str = "proxy"               # or finetune (score proposals after select_steps), or magnitude (no data)
+    score: str = "kl"                   # what proxy / finetune rank proposals by: kl (from the export), ce, accuracy
     select_steps: int = 10
     round_steps: int = 20
     step: float = 0.05                  # cost removed per round, a fraction of the export's

@@ -12,7 +12,7 @@ from nas.threads import configure as configure_threads
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
     from nas.prune.network import CRITERIA
-    from nas.prune.rounds import METHODS, SELECTIONS, PruneSettings
+    from nas.prune.rounds import METHODS, SCORES, SELECTIONS, PruneSettings
 
     d = PruneSettings(budgets=(), data="")
     p = commands.add_parser("prune", help="prune an export's channels and layers to device budgets (LUT-driven), "
@@ -38,6 +38,10 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                    help="score proposals by accuracy after BN recalibration (proxy), after --select-steps "
                         "distillation steps (finetune), or without data by the share of importance removed per "
                         "share of cost saved (magnitude) (default %(default)s)")
+    p.add_argument("--score", choices=SCORES, default=d.score,
+                   help="what the proxy and finetune selections rank proposals by on the validation images: the "
+                        "KL divergence from the parent's predictions (kl), the cross-entropy (ce), or the accuracy "
+                        "(accuracy: steps of one image, so proposals often tie) (default %(default)s)")
     p.add_argument("--select-steps", type=int, default=d.select_steps, help="default %(default)s")
     p.add_argument("--select-top", type=int, default=d.select_top,
                    help="finetune selection: tune only the best K proposals by the proxy, the others keep their "
@@ -72,7 +76,8 @@ def _prune(args: argparse.Namespace) -> Result:
     from nas.prune.prune import prune_export
 
     configure_threads(args.threads)
-    settings = {"seed": args.seed, "method": args.method, "criterion": args.criterion, "select": args.select, "select_steps": args.select_steps,
+    settings = {"seed": args.seed, "method": args.method, "criterion": args.criterion, "select": args.select,
+                "score": args.score, "select_steps": args.select_steps,
                 "select_top": args.select_top,
                 "round_steps": args.round_steps, "step": args.step, "multiple": args.multiple,
                 "candidates": args.candidates, "lr": args.lr, "batch_size": args.batch_size,

@@ -6,10 +6,16 @@ step (a fraction of the parent's cost, or what is left to the bound when that is
 less); a unit that cannot reach the step offers its smallest width, and a residual
 block offers its removal. Candidate widths are explored a few at a time for all units
 together, so the blocks the LUT lacks are profiled in batches (nas.prune.costs). Every
-proposal is scored by its accuracy on the validation split after BN recalibration (the
-`proxy` selection) or after a few distillation steps from the parent (`finetune`); the
-best one is kept, tuned for a few steps, and the next round starts from it. Rounds
-stop when every budget is met.
+proposal is scored on the validation split after BN recalibration (the `proxy`
+selection) or after a few distillation steps from the parent (`finetune`); the best
+one is kept, tuned for a few steps, and the next round starts from it. Rounds stop
+when every budget is met.
+
+The score (`--score`) is the distillation loss against the parent (`kl`, the default),
+the cross-entropy with the labels (`ce`) or the accuracy (`accuracy`). Accuracy on a
+small validation split moves in steps of one image (0.7 % of the digits' 143), so
+proposals tie or differ by one image and the choice between them is near-random; the
+two losses are continuous and rank proposals whose accuracies tie.
 
 After every round the network, its weights and the history are saved in a work
 folder beside the output, so a killed prune resumes from its last finished round.
@@ -39,6 +45,9 @@ from nas.supernet.evaluation import recalibrating
 # proxy: accuracy after BN recalibration; finetune: after select_steps distillation steps; magnitude: no data,
 # the share of the unit's importance removed per share of the cost saved (the cheapest)
 SELECTIONS = ("proxy", "finetune", "magnitude")
+# what proxy and finetune selections rank proposals by, on the validation images (higher is better after
+# `selection_score`): KL divergence from the parent's predictions, cross-entropy with the labels, accuracy
+SCORES = ("kl", "ce", "accuracy")
 # netadapt: the rounds; uniform: every width scaled by one factor (the baseline pruning is compared with)
 METHODS = ("netadapt", "uniform")
 
@@ -53,6 +62,7 @@ class PruneSettings:
     method: str = "netadapt"
     criterion: str = "l1"
     select: str = "proxy"
+    score: str = "kl"               # proxy / finetune selection: what ranks proposals (SCORES)
     select_steps: int = 10          # finetune selection: distillation steps per proposal
     select_top: int = 0             # finetune selection: tune only the best this many by the proxy (0: all)
     round_steps: int = 20           # distillation steps on the kept proposal of each round
@@ -74,6 +84,8 @@ class PruneSettings:
             raise NasError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
         if self.select not in SELECTIONS:
             raise NasError(f"unknown selection {self.select!r}; known: {', '.join(SELECTIONS)}")
+        if self.score not in SCORES:
+            raise NasError(f"unknown selection score {self.score!r}; known: {', '.join(SCORES)}")
         if not 0 < self.step < 1:
             raise NasError(f"--step is the fraction of the parent's cost removed per round, in (0, 1); got {self.step}")
         if min(self.multiple, self.candidates, self.batch_size, self.calib_images, self.max_rounds) < 1:
@@ -96,8 +108,9 @@ class Proposal:
 
 
 class Evaluator:
-    """Accuracy of candidate networks: BN recalibrated on training images, then scored on
-    the validation split; `tune` takes distillation steps from the parent network.
+    """Candidate networks scored on the validation split after BN recalibration on training
+    images (accuracy, cross-entropy, and KL divergence from the parent network's
+    predictions on the same images); `tune` takes distillation steps from the parent.
 
     A round's proposals all start from the same network and differ from it only from
     their first changed layer on. `prepare` recalibrates that network and keeps every
@@ -117,6 +130,8 @@ class Evaluator:
         self.calib = _resize(data.normalize(data.to_float(data.train.images[torch.as_tensor(pick)])), resolution)
         self.val = _resize(data.normalize(data.to_float(data.val.images)), resolution)
         self.labels = data.val.labels
+        with torch.no_grad():
+            self.parent_log_p = torch.cat([F.log_softmax(self.teacher(x), dim=1) for x in self.val.split(self.BATCH)])
         self.resize = _resize
         self.inputs: tuple[list[list[torch.Tensor]], list[list[torch.Tensor]]] | None = None
 
@@ -136,10 +151,19 @@ class Evaluator:
                 x = block(x)
         self.inputs = (calib, val)
 
-    @torch.no_grad()
     def accuracy(self, model: nn.Sequential, start: int = 0) -> float:
-        """Validation accuracy after recalibrating BN; `start` > 0: a candidate that shares
-        layers :start with the network last prepared."""
+        return self.figures(model, start)["accuracy"]
+
+    def score(self, model: nn.Sequential, start: int = 0) -> tuple[float, dict[str, float]]:
+        """The selection score (higher is better) and the figures it comes from."""
+        figures = self.figures(model, start)
+        return selection_score(figures, self.s.score), figures
+
+    @torch.no_grad()
+    def figures(self, model: nn.Sequential, start: int = 0) -> dict[str, float]:
+        """Validation accuracy, cross-entropy and KL divergence from the parent, after
+        recalibrating BN; `start` > 0: a candidate that shares layers :start with the
+        network last prepared."""
         if start and self.inputs is None:
             raise NasError(f"internal: a candidate scored from layer {start} before its round was prepared")
         calib = self.inputs[0][start] if start else list(self.calib.split(self.BATCH))
@@ -148,8 +172,10 @@ class Evaluator:
         with recalibrating(tail):
             for x in calib:
                 tail(x)
-        correct = sum(int((tail(x).argmax(1) == y).sum()) for x, y in zip(val, self.labels.split(self.BATCH)))
-        return correct / max(1, len(self.labels))
+        log_p = F.log_softmax(torch.cat([tail(x) for x in val]), dim=1)
+        return {"accuracy": float((log_p.argmax(1) == self.labels).float().mean()),
+                "ce": float(F.nll_loss(log_p, self.labels)),
+                "kl": float(F.kl_div(log_p, self.parent_log_p, reduction="batchmean", log_target=True))}
 
     def tune(self, model: nn.Module, steps: int, tag: int) -> None:
         """`steps` SGD steps of (CE + KD from the parent)/2 with batches drawn from (seed, tag)."""
@@ -172,6 +198,11 @@ class Evaluator:
             loss.backward()
             optimizer.step()
         model.eval()
+
+
+def selection_score(figures: dict[str, float], score: str) -> float:
+    """Higher is better: the accuracy, or the negated loss."""
+    return figures["accuracy"] if score == "accuracy" else -figures[score]
 
 
 def _resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -316,35 +347,37 @@ def run_rounds(layers: list[LayerSpec], model: nn.Module, costs: NetworkCosts,
         if not proposals:
             break
         scored = score_proposals(layers, model, proposals, current, need, evaluator, settings, len(history))
-        best, reached, gain, k, chosen = max(scored, key=lambda t: (t[1], t[0], t[2], -t[3]))
+        _, reached, gain, k, chosen, figures = max(scored, key=lambda t: (t[1], t[0], t[2], -t[3]))
         p = proposals[k]
         if chosen is None:
             chosen = prune(layers, model, p.change, p.layers)
-        acc = best if settings.select != "magnitude" else evaluator.accuracy(chosen)
+        figures = figures or evaluator.figures(chosen)
         evaluator.tune(chosen, settings.round_steps, 1000 * len(history) + 999)
-        tuned = evaluator.accuracy(chosen) if settings.round_steps else acc
+        tuned = evaluator.figures(chosen) if settings.round_steps else figures
         history.append({"round": len(history) + 1, "metric": metric, "unit": p.change.unit.label(layers),
                         "change": _describe(p.change), "cost_before": current, "cost_after": p.cost,
-                        "unit_of_cost": target["unit"], "proposals": len(proposals), "accuracy": acc,
-                        "accuracy_tuned": tuned, "blocks_profiled": len(costs.profiled) - profiled_before,
+                        "unit_of_cost": target["unit"], "proposals": len(proposals), "accuracy": figures["accuracy"],
+                        "kl": figures["kl"], "ce": figures["ce"], "accuracy_tuned": tuned["accuracy"],
+                        "kl_tuned": tuned["kl"], "blocks_profiled": len(costs.profiled) - profiled_before,
                         "seconds": round(time.perf_counter() - started, 3)})
         layers, model = p.layers, chosen
         work.save(layers, model, history)
         bar.update(1)
-        bar.set_postfix(cost=f"{p.cost:.4g}", acc=f"{tuned:.3f}")
+        bar.set_postfix(cost=f"{p.cost:.4g}", acc=f"{tuned['accuracy']:.3f}", kl=f"{tuned['kl']:.3g}")
     bar.close()
     return layers, model, history
 
 
 def score_proposals(layers: list[LayerSpec], model: nn.Module, proposals: list[Proposal], current: float,
                     need: float, evaluator: Evaluator, settings: PruneSettings,
-                    round_index: int) -> list[tuple[float, bool, float, int, nn.Module | None]]:
-    """(score, reaches the step, cost saved, index, pruned network or None) per proposal.
+                    round_index: int) -> list[tuple[float, bool, float, int, nn.Module | None, dict | None]]:
+    """(score, reaches the step, cost saved, index, pruned network or None, its validation
+    figures or None) per proposal; the score is settings.score's (higher is better).
 
     `finetune` with select_top K scores every proposal by the proxy first and tunes
     only the K best: NetAdapt's short-term fine-tune of each proposal, spent where the
     cheap score says a proposal may win; only those K are returned."""
-    scored: list[tuple[float, bool, float, int, nn.Module | None]] = []
+    scored: list[tuple[float, bool, float, int, nn.Module | None, dict | None]] = []
     proxy = settings.select == "proxy" or (settings.select == "finetune" and settings.select_top > 0)
     if proxy:
         evaluator.prepare(model)
@@ -354,19 +387,20 @@ def score_proposals(layers: list[LayerSpec], model: nn.Module, proposals: list[P
         if settings.select == "magnitude":
             # importance lost per cost saved is already normalised by the saving: no step is required
             score = -_lost(layers, model, p.change, settings.criterion) / ((current - p.cost) / current)
-            scored.append((score, True, gain, k, None))
+            scored.append((score, True, gain, k, None, None))
             continue
         candidate = prune(layers, model, p.change, p.layers)
         if settings.select == "finetune" and not proxy:
             evaluator.tune(candidate, settings.select_steps, 1000 * round_index + k)
-        scored.append((evaluator.accuracy(candidate, first_changed(p.change) if proxy else 0), reached, gain, k,
-                       candidate))
+        score, figures = evaluator.score(candidate, first_changed(p.change) if proxy else 0)
+        scored.append((score, reached, gain, k, candidate, figures))
     if settings.select != "finetune" or not proxy:
         return scored
     top = sorted(scored, key=lambda t: (t[1], t[0], t[2], -t[3]), reverse=True)[:settings.select_top]
-    for i, (_, reached, gain, k, candidate) in enumerate(top):
+    for i, (_, reached, gain, k, candidate, _) in enumerate(top):
         evaluator.tune(candidate, settings.select_steps, 1000 * round_index + k)
-        top[i] = (evaluator.accuracy(candidate), reached, gain, k, candidate)
+        score, figures = evaluator.score(candidate)
+        top[i] = (score, reached, gain, k, candidate, figures)
     return top
 
 
@@ -440,12 +474,13 @@ def run_uniform(layers: list[LayerSpec], model: nn.Module, costs: NetworkCosts,
     rows = check(layers)
     new, pruned = scaled(layers, low, settings.multiple, model, settings.criterion)
     after = check(new)
-    acc = evaluator.accuracy(pruned)
+    figures = evaluator.figures(pruned)
     evaluator.tune(pruned, settings.round_steps, 999)
-    tuned = evaluator.accuracy(pruned) if settings.round_steps else acc
+    tuned = evaluator.figures(pruned) if settings.round_steps else figures
     target = worst_unmet(rows) or rows[0]
     history = [{"round": 1, "metric": target["metric"], "unit": f"every width x {low:.3f}", "change": "uniform",
                 "cost_before": target["value"], "cost_after": next(r["value"] for r in after if r["metric"] == target["metric"]),
-                "unit_of_cost": target["unit"], "proposals": 1, "accuracy": acc, "accuracy_tuned": tuned,
+                "unit_of_cost": target["unit"], "proposals": 1, "accuracy": figures["accuracy"], "kl": figures["kl"],
+                "ce": figures["ce"], "accuracy_tuned": tuned["accuracy"], "kl_tuned": tuned["kl"],
                 "blocks_profiled": len(costs.profiled) - before, "seconds": round(time.perf_counter() - started, 3)}]
     return new, pruned, history

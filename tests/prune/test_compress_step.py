@@ -29,6 +29,7 @@ def test_compress_is_off_by_default_and_planned_when_given() -> None:
     ({"budgets": []}, "give at least one"),
     ({"budgets": ["latency@local-cpu <= 0.3 ms"], "step": 2}, "fraction of the parent's cost"),
     ({"budgets": ["latency@local-cpu <= 0.3 ms"], "method": "magic"}, "unknown method 'magic'"),
+    ({"budgets": ["latency@local-cpu <= 0.3 ms"], "score": "loss"}, "unknown selection score 'loss'"),
     ({"budgets": ["latency@local-cpu <= 0.3 ms"], "epochz": 1}, "epochz"),
 ])
 def test_bad_compress_settings_are_one_line_config_errors(compress, message) -> None:

@@ -2,8 +2,10 @@
 resuming, distillation from the parent, and every bad input as a one-line error."""
 from __future__ import annotations
 
+import copy
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +80,8 @@ def test_prune_reaches_the_budgets_and_writes_an_export(pruned, micro) -> None:
     rounds = card["pruning"]["rounds"]
     assert rounds and [r["round"] for r in rounds] == list(range(1, len(rounds) + 1))
     assert all(r["cost_after"] < r["cost_before"] for r in rounds)
+    assert card["pruning"]["settings"]["score"] == PruneSettings(budgets=(), data="").score
+    assert all(r["kl"] >= 0 and r["ce"] > 0 and 0 <= r["accuracy"] <= 1 for r in rounds)
     assert card["pruning"]["measured_lut_scale_ms"] > 0 and card["measured_latency"]["median_ms"] > 0
     parent_sha = file_sha256(parent / ARCH_FILE)
     assert card["provenance"]["parent_arch_sha256"] == parent_sha == read_record(out)["pruned"]["parent"]["arch_sha256"]
@@ -307,8 +311,55 @@ def test_finetune_selection_with_select_top_tunes_the_proxys_best_only(micro) ->
     ranked = sorted(scores["proxy"], key=lambda t: (t[1], t[0], t[2], -t[3]), reverse=True)
     assert {t[3] for t in scores["finetune"]} == {t[3] for t in ranked[:2]}  # the proxy's two best, tuned
     untuned = {t[3]: t[4] for t in scores["proxy"]}
-    for _, _, _, k, network in scores["finetune"]:  # tuned by the selection's steps: other weights than the proxy's
+    for _, _, _, k, network, _ in scores["finetune"]:  # tuned by the selection's steps: other weights than the proxy's
         assert any(not torch.equal(a, b) for a, b in zip(network.parameters(), untuned[k].parameters())), k
+
+
+def test_kl_score_is_zero_for_the_parent_and_ranks_every_proposal_apart(micro) -> None:
+    from nas.prune.rounds import propose, score_proposals
+
+    lut, parent, _ = micro
+    record = read_record(parent)
+    space = load_space(record["space_file"])
+    layers = space.layers(space.arch(record["arch"]))
+    costs = NetworkCosts(space, "local-cpu", lut)
+    current = costs.latency(layers)
+    data = export_dataset("digits", record)
+    model = load(parent)
+    torch.manual_seed(3)
+    with torch.no_grad():  # weights unlike the fresh initialisation (zero residual branches), so every cut matters
+        for w in model.parameters():
+            w.add_(0.3 * torch.randn_like(w))
+    teacher = copy.deepcopy(model)
+    s = PruneSettings(budgets=("params <= 1",), data="digits", calib_images=64, score="kl")
+    Evaluator(data, teacher, 16, s).prepare(teacher)  # the parent with the statistics candidates get
+    evaluator = Evaluator(data, teacher, 16, s)
+    assert evaluator.figures(copy.deepcopy(model))["kl"] == pytest.approx(0, abs=1e-6)
+    proposals = propose(layers, costs, costs.metric, current, 0.1 * current, s)
+    scored = score_proposals(layers, copy.deepcopy(model), proposals, current, 0.1 * current, evaluator, s, 0)
+    kl = [t[5]["kl"] for t in scored]
+    assert len(scored) >= 4 and min(kl) > 1e-6
+    assert [t[0] for t in scored] == [-v for v in kl]  # higher is better: the negated loss
+    assert len(set(kl)) == len(kl)  # continuous: no two proposals tie, whatever their accuracies
+    ce = [t[5]["ce"] for t in scored]
+    for score, column in (("accuracy", [t[5]["accuracy"] for t in scored]), ("ce", [-v for v in ce])):
+        again = score_proposals(layers, copy.deepcopy(model), propose(layers, costs, costs.metric, current, 0.1 * current, s),
+                                current, 0.1 * current, Evaluator(data, teacher, 16, replace(s, score=score)),
+                                replace(s, score=score), 0)
+        assert [t[0] for t in again] == column, score
+
+
+def test_an_unknown_score_is_refused(micro, tmp_path, capsys) -> None:
+    lut, parent, latency = micro
+    with pytest.raises(NasError, match="unknown selection score 'bogus'; known: kl, ce, accuracy"):
+        PruneSettings(budgets=("params <= 1",), data="digits", score="bogus").check()
+    with pytest.raises(SystemExit) as info:  # argparse's choices: usage, then its one error line
+        main([str(a) for a in ("prune", parent, "--budgets", f'["latency@local-cpu <= {latency * 0.8:.5f} ms"]',
+                               "-o", tmp_path / "out", "--data", "digits", "--lut", lut, "--score", "bogus", *QUICK)])
+    out, err = capsys.readouterr()
+    assert info.value.code == 2 and out == ""
+    assert "argument --score: invalid choice: 'bogus'" in err.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
 
 
 def _underpredicting_lut(micro, folder: Path, factor: float) -> tuple[Path, float]:

@@ -27,7 +27,8 @@ it (issue 16). Four levers, each measured in docs/benchmarks.md:
    step's global batch into a fixed number of micro-batches (the training config's
    `micro_batches`); with several usable cores it starts one single-threaded worker
    process per core (at most one per micro-batch: the largest divisor of
-   `micro_batches` that fits), which synchronise once per step (a gradient all-reduce)
+   `micro_batches` that fits; where usable cores outnumber the workers, each worker gets
+   its share as threads), which synchronise once per step (a gradient all-reduce)
    instead of at every operator's barrier. One usable core costs nothing extra: the run
    stays in this process. Because the micro-batches are fixed, the result does not depend
    on how many workers ran them (up to float rounding): 1 worker accumulates what 2 split.
@@ -36,10 +37,10 @@ it (issue 16). Four levers, each measured in docs/benchmarks.md:
    few seconds (the idle time of our CPUs plus what this process used itself) and resizes
    an in-process pool. Known limit: a worker's single thread has nothing to resize, and
    the number of workers is fixed when training starts; a neighbour that appears
-   mid-run on a worker's core makes that worker, and so every step, about twice as slow
-   (each step waits for the slowest worker), which is the speed of one thread, not a
-   collapse. Re-planning the workers at a checkpoint (the result would not change) is
-   the step after this one.
+   mid-run on a worker's core should make that worker, and so every step, about twice as
+   slow (each step waits for the slowest worker): roughly one thread's pace, not a
+   collapse, but not measured. Re-planning the workers at a checkpoint (the result would
+   not change) is the step after this one.
 
 An explicit count (`--threads`, an experiment's `threads:`, `OMP_NUM_THREADS`, or
 `configure(n)`) is used as is, never resized, and keeps training in one process unless

@@ -1,7 +1,8 @@
-"""Parallelism: how many threads hwnas's CPU work runs, and how those threads wait.
+"""Parallelism: how many processes and threads hwnas's CPU work runs, and how threads wait.
 
-The one home of every thread decision (torch's intra-op pool, the BLAS pools of numpy
-and scipy, the OpenMP wait policy), for the CLI and library code alike.
+The one home of every parallelism decision (data-parallel training workers, torch's
+intra-op pool, the BLAS pools of numpy and scipy, the OpenMP wait policy), for the CLI
+and library code alike.
 
 Why this is not torch's default. torch runs one OpenMP thread per core and splits every
 operator evenly between them, so each operator ends at a barrier that waits for the
@@ -10,7 +11,7 @@ workstation) one thread shares its core with a neighbour and every barrier waits
 it; libgomp's waiting threads meanwhile spin (~300,000 iterations at each barrier),
 burning the very core the late thread needs. On the 2-core VM a sandwich step of
 tiny_mbconv took 13 s instead of 1.7 s on one thread with a single busy process beside
-it (issue 16). Three levers, each measured in docs/benchmarks.md:
+it (issue 16). Four levers, each measured in docs/benchmarks.md:
 
 1. **Wait policy.** `OMP_WAIT_POLICY=PASSIVE` with a short spin (`GOMP_SPINCOUNT`
    `SPIN_COUNT`, ~0.3 ms instead of libgomp's ~3 ms): a waiting thread soon sleeps
@@ -18,15 +19,32 @@ it (issue 16). Three levers, each measured in docs/benchmarks.md:
    `prepare_environment()` runs from `nas/__init__.py`, before any hwnas module imports
    torch; a value the user exported wins. When torch was imported before `nas`, the
    policy cannot change any more, and `Parallelism.wait_policy` says so.
-2. **Threads sized to the free cores.** `configure(None)` counts the cores of this
-   process's affinity mask (and cgroup CPU quota) that were idle over a short window of
-   /proc/stat: 2 threads on a quiet 2-core machine, 1 beside a busy process.
-3. **A governor.** Neighbours come and go during a long training run, so `retune()`
-   (called by the training loops between steps) re-measures every few seconds (the
-   idle time of our CPUs plus what this process used itself) and resizes torch's pool.
+2. **Usable cores.** `configure(None)` counts the cores of this process's affinity mask
+   (and cgroup CPU quota) that were idle over a short window of /proc/stat and keeps one
+   per core at least half free (`usable_cores`): 2 on a quiet 2-core machine, 1 beside
+   a busy process.
+3. **Data-parallel workers for training** (`plan_workers`). Training on CPU splits each
+   step's global batch into a fixed number of micro-batches (the training config's
+   `micro_batches`); with several usable cores it starts one single-threaded worker
+   process per core (at most one per micro-batch: the largest divisor of
+   `micro_batches` that fits; where usable cores outnumber the workers, each worker gets
+   its share as threads), which synchronise once per step (a gradient all-reduce)
+   instead of at every operator's barrier. One usable core costs nothing extra: the run
+   stays in this process. Because the micro-batches are fixed, the result does not depend
+   on how many workers ran them (up to float rounding): 1 worker accumulates what 2 split.
+4. **A governor.** Neighbours come and go during a long run, so `retune()` (called by
+   the training loops between steps, fine-tuning and supernet queries) re-measures every
+   few seconds (the idle time of our CPUs plus what this process used itself) and resizes
+   an in-process pool. Known limit: a worker's single thread has nothing to resize, and
+   the number of workers is fixed when training starts; a neighbour that appears
+   mid-run on a worker's core should make that worker, and so every step, about twice as
+   slow (each step waits for the slowest worker): roughly one thread's pace, not a
+   collapse, but not measured. Re-planning the workers at a checkpoint (the result would
+   not change) is the step after this one.
 
 An explicit count (`--threads`, an experiment's `threads:`, `OMP_NUM_THREADS`, or
-`configure(n)`) is used as is and never resized. Small linear algebra (the search's
+`configure(n)`) is used as is, never resized, and keeps training in one process unless
+workers are asked for too (`--workers`, `workers:`). Small linear algebra (the search's
 Gaussian process, predictor fitting) and the measurement protocols (LUT validation,
 memory checks: one pinned onnxruntime thread, as the LUT was timed) run single-threaded
 whatever the policy: see `single_threaded()`.
@@ -40,7 +58,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 WAIT_POLICY = "PASSIVE"
@@ -156,13 +174,19 @@ def free_cores(cpus: Sequence[int], window: float = WINDOW_S) -> float:
         return float(len(cpus))
 
 
-def choose_threads(cores: int, free: float, quota: float | None = None) -> int:
-    """Threads for the free cores: one per core at least half free, at least 1, at most
-    the cores this process may use (and its CPU quota). A thread on a core that a
-    neighbour holds makes every operator wait for it, so a half-free core is not used
-    unless most of it is ours."""
+def usable_cores(cores: int, free: float, quota: float | None = None) -> int:
+    """Cores worth a thread (or a worker): one per core at least half free, at least 1, at
+    most the cores this process may use (and its CPU quota). A thread on a core that a
+    neighbour holds makes every operator (or step) wait for it, so a half-free core is not
+    used unless most of it is ours."""
     limit = cores if quota is None else max(1, min(cores, math.floor(quota)))
     return max(1, min(limit, math.floor(free + 0.5)))
+
+
+def choose_workers(usable: int, micro_batches: int) -> int:
+    """Data-parallel workers for `usable` cores: the largest divisor of `micro_batches` that
+    is at most `usable` (every worker runs the same number of micro-batches)."""
+    return max(w for w in range(1, max(1, min(usable, micro_batches)) + 1) if micro_batches % w == 0)
 
 
 # ---------------------------------------------------------------------- the decision
@@ -170,12 +194,12 @@ def choose_threads(cores: int, free: float, quota: float | None = None) -> int:
 class Parallelism:
     """What a process runs with; `record()` is what runs write down (environment.json)."""
 
-    threads: int
-    chosen_by: str                   # "--threads/threads:", "OMP_NUM_THREADS", "free cores", "torch default"
+    threads: int                     # torch threads of this process (of each worker, when workers > 1)
+    chosen_by: str                   # "--threads/threads:", "OMP_NUM_THREADS", "free cores"
     cpus: list[int]
     free_cores: float | None
     wait_policy: str
-    workers: int                     # data-parallel processes of this run (torchrun's WORLD_SIZE)
+    workers: int                     # data-parallel processes: local workers (plan_workers) or torchrun's WORLD_SIZE
     adaptive: bool                   # retune() may resize the pool
     load_average: list[float] = field(default_factory=list)
 
@@ -185,7 +209,8 @@ class Parallelism:
         return out
 
     def summary(self) -> str:
-        """One line for logs: '2 threads (free cores 1.93 of cpus 0-1, adaptive), wait PASSIVE, spin 30000, load 0.41'."""
+        """One line for logs: '2 threads (free cores 1.93 of cpus 0-1, adaptive), wait PASSIVE, spin 30000, load 0.41',
+        '2 workers x 1 thread (free cores 1.93 of cpus 0-1), wait ...'."""
         why = f"{self.chosen_by}; " if self.free_cores is None else f"free cores {self.free_cores:.2f} of "
         if len(self.cpus) == 1:
             cpus = f"cpu {self.cpus[0]}"
@@ -193,10 +218,10 @@ class Parallelism:
             cpus = f"cpus {self.cpus[0]}-{self.cpus[-1]}"
         else:
             cpus = f"cpus {','.join(map(str, self.cpus))}"
-        workers = f", {self.workers} workers" if self.workers > 1 else ""
+        workers = f"{self.workers} workers x " if self.workers > 1 else ""
         load = f", load {self.load_average[0]:.2f}" if self.load_average else ""
-        return (f"{self.threads} thread{'s' * (self.threads != 1)} ({why}{cpus}{', adaptive' * self.adaptive})"
-                f"{workers}, wait {self.wait_policy}{load}")
+        return (f"{workers}{self.threads} thread{'s' * (self.threads != 1)} ({why}{cpus}{', adaptive' * self.adaptive})"
+                f", wait {self.wait_policy}{load}")
 
 
 _CURRENT: Parallelism | None = None
@@ -238,7 +263,7 @@ def configure(threads: int | None = None) -> Parallelism:
         n, chosen_by = env, "OMP_NUM_THREADS"
     else:
         free = free_cores(cpus)
-        n, chosen_by = choose_threads(len(cpus), free, cpu_quota()), "free cores"
+        n, chosen_by = usable_cores(len(cpus), free, cpu_quota()), "free cores"
     torch.set_num_threads(n)
     adaptive = chosen_by == "free cores"
     _METER, _NEXT_CHECK = (IdleMeter(cpus) if adaptive else None), time.monotonic() + RETUNE_EVERY_S
@@ -257,6 +282,32 @@ def current() -> Parallelism | None:
     return _CURRENT
 
 
+def plan_workers(requested: int | None, micro_batches: int) -> Parallelism:
+    """The parallelism of a CPU training run: how many local data-parallel workers to start
+    and how many threads each runs (`workers` 1: train in this process, as configured).
+
+    `requested` (`--workers`, `workers:`; the config checks that it divides
+    `micro_batches`) is used as is. Otherwise an adaptive (default) configuration counts
+    the free cores again, now that training starts (an experiment's earlier steps may
+    have taken minutes), and starts one worker per usable core, at most one per
+    micro-batch; an explicit thread count keeps training in one process. Each worker runs
+    the explicit thread count, else the usable cores it has to itself (1 on a 2-core
+    machine). For a process outside any process group (inside torchrun's, or as one of
+    these workers, the launcher has decided)."""
+    base = ensure_configured()
+    if requested is None and not base.adaptive:
+        return base
+    free, usable = base.free_cores, base.threads
+    if base.adaptive:
+        free = free_cores(base.cpus)
+        usable = usable_cores(len(base.cpus), free, cpu_quota())
+    workers = requested if requested is not None else choose_workers(usable, micro_batches)
+    if workers == 1:
+        return base  # nothing to split, no process to start: this process's pool, as configured
+    threads = base.threads if not base.adaptive else max(1, usable // workers)
+    return replace(base, threads=threads, workers=workers, free_cores=free, adaptive=False)
+
+
 def retune() -> int | None:
     """Resize an adaptive pool to the cores free since the last check; cheap to call every
     step (it reads /proc/stat at most every RETUNE_EVERY_S). Returns the new thread
@@ -268,7 +319,7 @@ def retune() -> int | None:
     free = _METER.read()
     if free is None:
         return None
-    n = choose_threads(len(_CURRENT.cpus), free, cpu_quota())
+    n = usable_cores(len(_CURRENT.cpus), free, cpu_quota())
     _CURRENT.free_cores = free
     if n == _CURRENT.threads:
         return None

@@ -10,8 +10,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# Tests train in one process on one thread unless they ask otherwise (a fresh interpreter
+# without OMP_NUM_THREADS: tests/test_threads.py, tests/supernet/test_workers.py): results
+# compared bit for bit must not depend on how many cores the CI machine had free, and
+# subprocesses of tests inherit it.
+os.environ["OMP_NUM_THREADS"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 from torch.utils import flop_counter
 
 from nas.space import space_files

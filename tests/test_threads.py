@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.threads import SPIN_COUNT, Parallelism, choose_threads, free_cores
+from nas.threads import SPIN_COUNT, Parallelism, choose_workers, free_cores, usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def run_python(code: str, env: dict[str, str] | None = None, drop: tuple[str, ..
 ])
 def test_threads_follow_the_free_cores_within_the_affinity_mask_and_quota(cores: int, free: float,
                                                                          quota: float | None, expected: int) -> None:
-    assert choose_threads(cores, free, quota) == expected
+    assert usable_cores(cores, free, quota) == expected
 
 
 def test_the_wait_policy_is_passive_in_torchs_openmp_when_nas_is_imported_first() -> None:
@@ -123,7 +123,7 @@ def test_the_summary_line_names_every_setting() -> None:
     p = Parallelism(2, "free cores", [0, 1], 1.93, "PASSIVE", 1, True, [0.41, 0.5, 0.6])
     assert p.summary() == "2 threads (free cores 1.93 of cpus 0-1, adaptive), wait PASSIVE, load 0.41"
     p = Parallelism(1, "--threads/threads:", [0, 2], None, "PASSIVE", 2, False, [])
-    assert p.summary() == "1 thread (--threads/threads:; cpus 0,2), 2 workers, wait PASSIVE"
+    assert p.summary() == "2 workers x 1 thread (--threads/threads:; cpus 0,2), wait PASSIVE"
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,

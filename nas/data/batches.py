@@ -16,31 +16,38 @@ from nas.errors import NasError
 @dataclass(frozen=True)
 class BatchPlan:
     """Global batches of `batch_size` images over `n` training images (the last partial
-    batch of an epoch is dropped), split into `world * accumulate` equal micro-batches:
-    process `rank` runs micro-batches rank*accumulate .. rank*accumulate + accumulate - 1."""
+    batch of an epoch is dropped), split into `micro_batches` equal parts whatever the
+    number of processes: process `rank` of `world` runs parts rank*A .. rank*A + A - 1,
+    A = micro_batches / world, so 1 process accumulates what 2 split."""
 
     n: int
     batch_size: int
     seed: int
     world: int = 1
     rank: int = 0
-    accumulate: int = 1
+    micro_batches: int = 1
 
     def __post_init__(self) -> None:
-        parts = self.world * self.accumulate
         if self.batch_size > self.n:
             raise NasError(f"batch size {self.batch_size} exceeds the {self.n} training images")
-        if self.batch_size % parts:
-            raise NasError(f"batch size {self.batch_size} must divide into {self.world} process(es) x "
-                           f"{self.accumulate} accumulation step(s)")
+        if self.batch_size % self.micro_batches:
+            raise NasError(f"batch size {self.batch_size} must divide into {self.micro_batches} micro-batches")
+        if self.micro_batches % self.world:
+            raise NasError(f"{self.micro_batches} micro-batches cannot be shared by {self.world} processes; set "
+                           f"micro_batches to a multiple of {self.world} in the training config")
 
     @property
     def steps_per_epoch(self) -> int:
         return self.n // self.batch_size
 
     @property
+    def accumulate(self) -> int:
+        """Micro-batches this process runs per step."""
+        return self.micro_batches // self.world
+
+    @property
     def micro_batch(self) -> int:
-        return self.batch_size // (self.world * self.accumulate)
+        return self.batch_size // self.micro_batches
 
     def order(self, epoch: int) -> np.ndarray:
         """The epoch's permutation of the training images."""

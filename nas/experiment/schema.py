@@ -2,7 +2,7 @@
 
     name: quickstart                       # default: the file's name; runs are runs/<name>-<date>-<hex>/
     seed: 0                                # seeds profiling, training and search
-    threads: 2                             # torch threads (default: the free cores, followed during the run)
+    threads: 2                             # torch threads (default: the free cores; see nas.threads)
     space: tiny_mbconv                     # shipped space name or a space YAML path
     dataset: {source: digits}              # digits or a path, plus nas.data settings (noise, val_fraction, ...)
     devices:
@@ -206,8 +206,9 @@ class Experiment(Section):
 
     def digest(self) -> str:
         """Hash of the validated settings (comments and key order do not matter; `threads`
-        changes how fast a run goes, not what it computes, so a run resumes with another)."""
-        text = json.dumps(self.model_dump(mode="json", exclude={"threads"}), sort_keys=True)
+        and `train: {workers}` change how fast a run goes, not what it computes, so a run
+        resumes with others)."""
+        text = json.dumps(self.model_dump(mode="json", exclude={"threads": True, "train": {"workers"}}), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -136,13 +136,15 @@ class _LargestOnly(SupernetTask):
 
 
 def step_cost(space_name: str, batch_size: int, random_subnets: int, steps: int, pin: bool = True,
-              threads: int | None = None) -> dict[str, Any]:
+              threads: int | None = None, workers: int | None = None) -> dict[str, Any]:
     """Mean seconds per training step (forward, backward, optimizer) of a sandwich step and
     of the largest subnet trained alone, on the same batches after two warm-up steps. The
     kinds of step take turns, so a machine shared with other work slows all of them alike.
-    `pin`: one thread on one core (the per-core figure); otherwise `threads`, None being
-    the default parallelism `hwnas supernet train` uses (nas/threads.py)."""
-    from nas.threads import configure
+    `pin`: one thread on one core (the per-core figure); otherwise what `hwnas supernet
+    train` would run: `threads` and `workers` None being its default (nas/threads.py: local
+    worker processes when several cores are free, each timing its share of every step)."""
+    from nas.supernet import distributed
+    from nas.threads import configure, plan_workers
 
     cpu = "all cores"
     if pin:
@@ -151,23 +153,38 @@ def step_cost(space_name: str, batch_size: int, random_subnets: int, steps: int,
         cpu = pin_one_core()
         threads = 1
     parallelism = configure(threads)
-    space = load_space(space_name)
     config = config_from_dict({"space": space_name, "batch_size": batch_size, "data": {"source": "synthetic"},
                                "sampling": {"rule": "sandwich", "random_subnets": random_subnets}})
+    if not pin and not distributed.launched():
+        parallelism = plan_workers(workers, config.micro_batches)
+        if parallelism.workers > 1:
+            from nas.supernet.workers import launch
+
+            row = launch("nas.supernet.bench:step_cost", {"space_name": space_name, "batch_size": batch_size,
+                                                           "random_subnets": random_subnets, "steps": steps,
+                                                           "pin": False}, parallelism)
+            return {**row, "parallelism": parallelism.summary()}
+    space = load_space(space_name)
     data = _synthetic(space, batch_size * (steps + 2))
-    ctx = Context(0, 1, torch.device("cpu"))
-    tasks = {"largest_alone_s": StandaloneTask(space, space.extreme(True), config),
-             "sandwich_s": SupernetTask(space, config), "largest_in_supernet_s": _LargestOnly(space, config)}
-    loops = {key: TrainLoop(config, task, data, None, ctx, progress=False) for key, task in tasks.items()}
-    times: dict[str, list[float]] = {key: [] for key in loops}
-    for step in range(steps + 2):
-        for key, loop in loops.items():
-            loop.step = step
-            start = time.perf_counter()
-            loop.train_step(loop.plan.order(0), config.optimizer.lr)
-            times[key].append(time.perf_counter() - start)
-    row: dict[str, Any] = {"space": space.name, "batch_size": batch_size, "subnets": 2 + random_subnets, "cpu": cpu,
-                           "parallelism": parallelism.summary(), "threads_at_end": torch.get_num_threads()}
+    ctx = distributed.setup() if distributed.launched() else Context(0, 1, torch.device("cpu"))
+    failed = True
+    try:
+        tasks = {"largest_alone_s": StandaloneTask(space, space.extreme(True), config),
+                 "sandwich_s": SupernetTask(space, config), "largest_in_supernet_s": _LargestOnly(space, config)}
+        loops = {key: TrainLoop(config, task, data, None, ctx, progress=False) for key, task in tasks.items()}
+        times: dict[str, list[float]] = {key: [] for key in loops}
+        for step in range(steps + 2):
+            for key, loop in loops.items():
+                loop.step = step
+                start = time.perf_counter()
+                loop.train_step(loop.plan.order(0), config.optimizer.lr)
+                times[key].append(time.perf_counter() - start)
+        failed = False
+    finally:
+        distributed.teardown(ctx, failed)
+    row: dict[str, Any] = {"space": space.name, "batch_size": batch_size, "micro_batches": config.micro_batches,
+                           "subnets": 2 + random_subnets, "cpu": cpu, "parallelism": parallelism.summary(),
+                           "threads_at_end": torch.get_num_threads()}
     row.update({key: float(np.mean(t[2:])) for key, t in times.items()})
     row["ratio"] = row["sandwich_s"] / row["largest_alone_s"]
     return row

@@ -58,8 +58,10 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--random-subnets", type=int, default=2, help="random subnets per sandwich step (default 2)")
     p.add_argument("--steps", type=positive_int, default=10, help="timed steps of each kind (default 10)")
     p.add_argument("--all-cores", action="store_true",
-                   help="the default parallelism of 'hwnas supernet train' (or --threads) instead of one pinned thread")
+                   help="the default parallelism of 'hwnas supernet train' (or --threads, --workers) instead of one "
+                        "pinned thread")
     add_threads_argument(p)
+    p.add_argument("--workers", type=positive_int, help="worker processes (with --all-cores; default: as training)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_bench_step)
 
@@ -72,12 +74,15 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, help="global batch size")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="run folder (resumes if it holds one)")
     add_threads_argument(p)
+    p.add_argument("--workers", type=positive_int,
+                   help="worker processes training together on CPU (default: one per free core, at most one per "
+                        "micro-batch; the result does not depend on it)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _overrides(args: argparse.Namespace) -> dict:
     return {"space": args.space, "data.source": args.data, "epochs": args.epochs, "seed": args.seed,
-            "batch_size": args.batch_size}
+            "batch_size": args.batch_size, "workers": args.workers}
 
 
 def _train(args: argparse.Namespace) -> Result:
@@ -133,10 +138,10 @@ def _bench_ranking(args: argparse.Namespace) -> Result:
 def _bench_step(args: argparse.Namespace) -> Result:
     from nas.supernet.bench import step_cost
 
-    if args.threads and not args.all_cores:
-        raise NasError("--threads needs --all-cores (without it the benchmark runs one pinned thread)")
+    if (args.threads or args.workers) and not args.all_cores:
+        raise NasError("--threads and --workers need --all-cores (without it the benchmark runs one pinned thread)")
     row = step_cost(args.space, args.batch_size, args.random_subnets, args.steps, pin=not args.all_cores,
-                    threads=args.threads)
+                    threads=args.threads, workers=args.workers)
     return Result(row, f"{row['space']}, batch {row['batch_size']}, {row['cpu']}, {row['parallelism']}: largest alone "
                        f"{row['largest_alone_s'] * 1e3:.0f} ms/step, sandwich of {row['subnets']} subnets "
                        f"{row['sandwich_s'] * 1e3:.0f} ms/step = {row['ratio']:.2f}x (supernet running the largest "

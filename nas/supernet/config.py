@@ -6,6 +6,8 @@ The defaults are the quickstart: tiny_mbconv on the digits in a few CPU minutes.
     data: {source: digits}             # digits or a path; see nas.data
     epochs: 4
     batch_size: 32                     # global batch (all processes together)
+    micro_batches: 2                   # the global batch in this many parts, each with its own BN statistics
+    workers: 2                         # CPU worker processes (default: one per free core); not part of the results
     sampling: {rule: sandwich, random_subnets: 2, distill: true}
     progressive: true                  # or {phases: [[kernel], [kernel, depth], [kernel, depth, expand]], epochs: [1, 1, 2]}
     qat: {start_epoch: 2}              # or true: int8 layers of sampled subnets fake-quantized (off by default)
@@ -105,7 +107,11 @@ class TrainSettings(Settings):
 
     epochs: int = Field(4, ge=1)
     batch_size: int = Field(32, ge=1)              # global batch (all processes together)
-    accumulate: int = Field(1, ge=1)               # micro-batches per process per step
+    # The global batch is split into `micro_batches` equal parts whatever runs them (each
+    # part normalised by its own BN statistics): 1 process accumulates what 2 workers split,
+    # so the result does not depend on how many cores were free (nas.threads.plan_workers).
+    micro_batches: int = Field(2, ge=1)
+    workers: int | None = Field(None, ge=1)        # local CPU workers; None: one per free core (nas.threads)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     sampling: SamplingConfig = SamplingConfig()
     progressive: ProgressiveConfig | None = None   # true: the default phases; false / null: off
@@ -120,12 +126,31 @@ class TrainSettings(Settings):
     eval_batch_size: int = Field(32, ge=1)         # small batches keep CPU evaluation in cache; raise on GPUs
     linear_init: Literal["normal", "xavier"] = "normal"  # linear weights N(0, 0.01) or Xavier-uniform
 
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_accumulate(cls, data: Any) -> Any:
+        """Run folders recorded before `micro_batches` name `accumulate` (micro-batches per
+        process): for the single-process runs they describe, the same number."""
+        if isinstance(data, dict) and "accumulate" in data and "micro_batches" not in data:
+            data = {k: v for k, v in data.items() if k != "accumulate"} | {"micro_batches": data["accumulate"]}
+        return data
+
     @field_validator("progressive", "qat", mode="before")
     @classmethod
     def _switch(cls, value: Any, info: Any) -> Any:
         if value is True:
             return ProgressiveConfig() if info.field_name == "progressive" else QATConfig()
         return None if value is False else value
+
+    @model_validator(mode="after")
+    def _micro_batches(self) -> TrainSettings:
+        if self.batch_size % self.micro_batches:
+            raise ValueError(f"batch_size {self.batch_size} must divide into micro_batches ({self.micro_batches}) "
+                             "equal parts")
+        if self.workers is not None and self.micro_batches % self.workers:
+            raise ValueError(f"workers {self.workers} must divide micro_batches ({self.micro_batches}): every worker "
+                             "runs the same number of micro-batches")
+        return self
 
     @model_validator(mode="after")
     def _phase_epochs(self) -> TrainSettings:
@@ -205,7 +230,7 @@ class TrainConfig(TrainSettings):
 
 # Settings that change how a run reports or checkpoints, not what it computes: a
 # resumed run may change them.
-RUNTIME_KEYS = ("checkpoint_every", "calib_images", "eval_batch_size", "quant")
+RUNTIME_KEYS = ("checkpoint_every", "calib_images", "eval_batch_size", "quant", "workers")
 
 
 def load_config(path: Path | None, overrides: dict[str, Any] | None = None,

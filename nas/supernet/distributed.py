@@ -1,7 +1,7 @@
-"""Process-group setup for torchrun launches (one process per GPU or CPU slot).
+"""Process-group setup for torchrun launches and local CPU workers (one process per GPU or CPU slot).
 
-torchrun sets RANK, LOCAL_RANK and WORLD_SIZE (and the rendezvous address); without
-them the run is a single process. CUDA processes use NCCL and one GPU each (by local
+torchrun, and nas.supernet.workers, set RANK, LOCAL_RANK and WORLD_SIZE (and the
+rendezvous address); without them the run is a single process. CUDA processes use NCCL and one GPU each (by local
 rank); CPU processes use gloo.
 """
 from __future__ import annotations
@@ -29,6 +29,12 @@ class Context:
         return self.world > 1
 
 
+def launched() -> bool:
+    """Whether this process is one of a process group's (torchrun's, or local workers' of
+    nas.supernet.workers), whose launcher chose the processes."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def setup() -> Context:
     """Join the torchrun process group if there is one; pick this process's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -43,7 +49,11 @@ def setup() -> Context:
     return Context(rank, world, device)
 
 
-def teardown(ctx: Context) -> None:
+def teardown(ctx: Context, failed: bool = False) -> None:
+    """Leave the process group: after a barrier when the run went well; at once when this
+    process failed (the others may be inside another collective, and a barrier there would
+    keep every process waiting; their launcher stops them)."""
     if ctx.distributed and dist.is_initialized():
-        dist.barrier()
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()

@@ -5,15 +5,17 @@ Each step draws its global batch, augmentation and archs from generators seeded 
 holds (weights, optimizer, loss scaler, counters): a run killed at any point and
 resumed from its last checkpoint finishes with the same weights as one that never
 stopped. The losses of a step's subnets come from nas.supernet.step. Gradients of
-all subnets and micro-batches add up before one optimizer step; with torchrun,
-DistributedDataParallel averages them over processes, so N processes match one
-process accumulating N micro-batches (up to float rounding).
+all subnets and of the config's `micro_batches` add up before one optimizer step; with
+several processes (local CPU workers or torchrun) each runs its share of the
+micro-batches and DistributedDataParallel averages the gradients, so W processes
+match one process accumulating all of them (up to float rounding).
 """
 from __future__ import annotations
 
 import contextlib
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ from nas.supernet.optim import lr_at, make_optimizer
 from nas.supernet.run import RunDir
 from nas.supernet.step import SubnetsStep
 from nas.supernet.tasks import StandaloneTask, SupernetTask, Task
-from nas.threads import ensure_configured, retune
+from nas.threads import ensure_configured, plan_workers, retune
 
 ARCH_STREAM, AUGMENT_STREAM = 1, 2
 
@@ -61,11 +63,25 @@ def train(config: TrainConfig, out: Path | str, *, arch: Arch | dict | None = No
     """Train a supernet (or, given `arch`, that arch alone) into `out`, resuming from its
     checkpoint if there is one; returns the per-epoch history.
 
+    On CPU, outside torchrun, the run uses the workers nas.threads.plan_workers chooses
+    (one per free core by default, `config.workers` if set): several start local worker
+    processes (nas.supernet.workers) that train it together, one trains here. The
+    result does not depend on which (the micro-batches are fixed by the config).
     max_steps stops after that many optimizer steps of this call without saving, as a
     kill would (tests use it to check resumption).
     """
     ensure_configured()  # the default parallelism, unless the CLI or the caller chose one
-    ctx = distributed.setup()
+    if not torch.cuda.is_available() and not distributed.launched():
+        parallelism = plan_workers(config.workers, config.micro_batches)
+        if parallelism.workers > 1:
+            from nas.supernet import workers
+
+            if progress:
+                tqdm.write(f"training on {parallelism.summary()}", file=sys.stderr)
+            return workers.launch("nas.supernet.trainer:train_worker", {
+                "config": config.to_dict(), "out": str(out), "arch": None if arch is None else dict(arch),
+                "progress": progress, "max_steps": max_steps}, parallelism)
+    ctx, failed = distributed.setup(), True
     try:
         space = load_space(config.space)
         run = RunDir(out)
@@ -74,9 +90,19 @@ def train(config: TrainConfig, out: Path | str, *, arch: Arch | dict | None = No
         data = dataset_for(config, space)  # before the run folder is written: a bad --data leaves nothing behind
         if ctx.main:
             run.prepare(config, space, None if arch is None else task.arch)
-        return TrainLoop(config, task, data, run, ctx, progress).run(max_steps)
+        history = TrainLoop(config, task, data, run, ctx, progress).run(max_steps)
+        failed = False
+        return history
     finally:
-        distributed.teardown(ctx)
+        distributed.teardown(ctx, failed)
+
+
+def train_worker(config: dict[str, Any], out: str, arch: dict | None, progress: bool,
+                 max_steps: int | None) -> list[dict[str, Any]]:
+    """One local worker's share of `train` (its arguments as JSON; nas.supernet.workers)."""
+    from nas.supernet.config import config_from_dict
+
+    return train(config_from_dict(config), out, arch=arch, progress=progress, max_steps=max_steps)
 
 
 class TrainLoop:
@@ -87,7 +113,7 @@ class TrainLoop:
         self.config, self.task, self.data, self.run_dir, self.ctx, self.progress = config, task, data, run, ctx, progress
         self.augment = augment_for(config, data.resolution)
         self.model = task.model.to(ctx.device)
-        self.plan = BatchPlan(len(data.train), config.batch_size, config.seed, ctx.world, ctx.rank, config.accumulate)
+        self.plan = BatchPlan(len(data.train), config.batch_size, config.seed, ctx.world, ctx.rank, config.micro_batches)
         self.optimizer = make_optimizer(self.model, config.optimizer)
         cuda = ctx.device.type == "cuda"
         self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else None
@@ -97,6 +123,10 @@ class TrainLoop:
         self.step_module = SubnetsStep(task, config.label_smoothing, config.sampling.kd_temperature, autocast)
         self.wrapped = self.step_module
         if ctx.distributed:
+            # A 1x1 convolution's weight gradient comes back channels-last (as its input),
+            # which DDP copies into its bucket and warns about once per process; the copy is
+            # all it costs (a plain UserWarning, so filtered by its text).
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             self.wrapped = DistributedDataParallel(self.step_module, device_ids=[ctx.device] if cuda else None,
                                                    find_unused_parameters=True)
         self.epoch, self.step, self.history = 0, 0, []
@@ -153,7 +183,8 @@ class TrainLoop:
     def _end_epoch(self, lr: float, images_per_s: float) -> None:
         seen = max(1.0, self.sums["seen"])
         record = {"epoch": self.epoch + 1, "lr": lr, "loss": self.sums["loss"] / seen,
-                  "train_acc": self.sums["correct"] / seen, "images_per_s": images_per_s}
+                  "train_acc": self.sums["correct"] / seen, "images_per_s": images_per_s,
+                  "workers": self.ctx.world, "threads": torch.get_num_threads()}
         if self.ctx.main:
             record.update(self.task.report(self.data, self.config, self.epoch))
             tqdm.write(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()),

@@ -220,15 +220,17 @@ def test_augmenting_slices_equals_augmenting_the_whole_batch():
 
 
 def test_batch_plan_splits_each_global_batch_over_processes_and_accumulation():
-    single = BatchPlan(100, 24, seed=5, accumulate=4)
-    ranks = [BatchPlan(100, 24, seed=5, world=2, rank=r, accumulate=2) for r in range(2)]
+    single = BatchPlan(100, 24, seed=5, micro_batches=4)
+    ranks = [BatchPlan(100, 24, seed=5, world=2, rank=r, micro_batches=4) for r in range(2)]
     order = single.order(3)
     assert np.array_equal(order, ranks[1].order(3)) and not np.array_equal(order, single.order(4))
-    assert single.steps_per_epoch == 4 and single.micro_batch == 6
+    assert single.steps_per_epoch == 4 and single.micro_batch == 6 and (single.accumulate, ranks[0].accumulate) == (4, 2)
     batch = single.global_batch(order, 2)
     assert [batch[s].tolist() for s in single.local_slices()] == \
         [batch[s].tolist() for p in ranks for s in p.local_slices()]
     with pytest.raises(NasError, match="must divide"):
-        BatchPlan(100, 10, seed=0, world=4)
+        BatchPlan(100, 10, seed=0, micro_batches=4)
+    with pytest.raises(NasError, match="cannot be shared by 4 processes"):
+        BatchPlan(100, 8, seed=0, world=4, micro_batches=2)
     with pytest.raises(NasError, match="exceeds"):
         BatchPlan(10, 16, seed=0)

@@ -277,7 +277,8 @@ def test_learning_rate_schedule():
 
 # ----------------------------------------------------------------------------- distributed
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(files, tmp_path):
-    """torchrun with 2 gloo processes (8 images each) against 1 process accumulating 2 x 8."""
+    """torchrun with 2 gloo processes (8 images each) against 1 process accumulating the
+    config's 2 micro-batches of 8."""
     config = tmp_path / "ddp.yaml"
     config.write_text(f"space: {files / 'micro.yaml'}\ndata: {{source: {files / 'digits300.npz'}}}\n"
                       "epochs: 1\nbatch_size: 16\ncheckpoint_every: 0\n")
@@ -286,7 +287,7 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(files, t
            "-m", "nas.cli", "supernet", "train", str(config), "--out", str(tmp_path / "ddp"), "--quiet"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    single = load_config(config, {"accumulate": 2})
+    single = load_config(config, {"workers": 1})
     train(single, tmp_path / "single", progress=False)
     a = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")["model"]
     b = load_checkpoint(tmp_path / "single" / "checkpoint.pt")["model"]

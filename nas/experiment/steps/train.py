@@ -31,8 +31,9 @@ def train_config(exp: Experiment, space: str | None = None) -> TrainConfig:
 
 
 def inputs(exp: Experiment) -> dict[str, Any]:
-    """What the trained weights depend on (hashed for the step cache)."""
-    return {"train": exp.train.model_dump(mode="json") if exp.train else None, "dataset": exp.dataset,
+    """What the trained weights depend on (hashed for the step cache; `workers` changes how
+    fast training goes, not what it computes)."""
+    return {"train": exp.train.model_dump(mode="json", exclude={"workers"}) if exp.train else None, "dataset": exp.dataset,
             "space": exp.space, "seed": exp.seed}
 
 

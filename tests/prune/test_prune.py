@@ -291,15 +291,22 @@ def test_a_candidate_scored_from_its_first_change_scores_as_a_whole_pass(micro) 
     assert len(starts) >= 3 and max(starts) > 0  # candidates changing early and late layers
 
 
-def test_finetune_selection_with_select_top_tunes_the_proxys_best_only(micro) -> None:
-    from nas.prune.rounds import propose, score_proposals
-
-    lut, parent, latency = micro
+def _parent_costs(micro) -> tuple[dict, list, NetworkCosts, float]:
+    """The micro parent's export record, its layers, their costs on the micro LUT, and its
+    predicted latency: where a round's proposals start."""
+    lut, parent, _ = micro
     record = read_record(parent)
     space = load_space(record["space_file"])
     layers = space.layers(space.arch(record["arch"]))
     costs = NetworkCosts(space, "local-cpu", lut)
-    current = costs.latency(layers)
+    return record, layers, costs, costs.latency(layers)
+
+
+def test_finetune_selection_with_select_top_tunes_the_proxys_best_only(micro) -> None:
+    from nas.prune.rounds import propose, score_proposals
+
+    parent = micro[1]
+    record, layers, costs, current = _parent_costs(micro)
     scores = {}
     for select, top in (("proxy", 0), ("finetune", 2)):
         s = PruneSettings(budgets=("params <= 1",), data="digits", calib_images=64, select=select, select_top=top,
@@ -318,12 +325,8 @@ def test_finetune_selection_with_select_top_tunes_the_proxys_best_only(micro) ->
 def test_kl_score_is_zero_for_the_parent_and_ranks_every_proposal_apart(micro) -> None:
     from nas.prune.rounds import propose, score_proposals
 
-    lut, parent, _ = micro
-    record = read_record(parent)
-    space = load_space(record["space_file"])
-    layers = space.layers(space.arch(record["arch"]))
-    costs = NetworkCosts(space, "local-cpu", lut)
-    current = costs.latency(layers)
+    parent = micro[1]
+    record, layers, costs, current = _parent_costs(micro)
     data = export_dataset("digits", record)
     model = load(parent)
     torch.manual_seed(3)

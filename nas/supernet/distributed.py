@@ -1,8 +1,8 @@
 """Process-group setup for torchrun launches and local CPU workers (one process per GPU or CPU slot).
 
 torchrun, and nas.supernet.workers, set RANK, LOCAL_RANK and WORLD_SIZE (and the
-rendezvous address); without them the run is a single process. CUDA processes use NCCL and one GPU each (by local
-rank); CPU processes use gloo.
+rendezvous address); without them the run is a single process. CUDA processes use NCCL
+and one GPU each (by local rank); CPU processes use gloo.
 """
 from __future__ import annotations
 

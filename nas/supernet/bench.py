@@ -25,7 +25,6 @@ from nas.space.arch import Arch
 from nas.space.base import SearchSpace
 from nas.supernet.checkpoint import load_checkpoint
 from nas.supernet.config import TrainConfig, config_from_dict, space_family
-from nas.supernet.distributed import Context
 from nas.supernet.evaluation import RecalibratedScorer
 from nas.supernet.oracle import SupernetAccuracy
 from nas.supernet.run import RunDir
@@ -166,9 +165,7 @@ def step_cost(space_name: str, batch_size: int, random_subnets: int, steps: int,
             return {**row, "parallelism": parallelism.summary()}
     space = load_space(space_name)
     data = _synthetic(space, batch_size * (steps + 2))
-    ctx = distributed.setup() if distributed.launched() else Context(0, 1, torch.device("cpu"))
-    failed = True
-    try:
+    with distributed.process_group(cuda=False) as ctx:  # a CPU benchmark, as before on a GPU machine too
         tasks = {"largest_alone_s": StandaloneTask(space, space.extreme(True), config),
                  "sandwich_s": SupernetTask(space, config), "largest_in_supernet_s": _LargestOnly(space, config)}
         loops = {key: TrainLoop(config, task, data, None, ctx, progress=False) for key, task in tasks.items()}
@@ -179,9 +176,6 @@ def step_cost(space_name: str, batch_size: int, random_subnets: int, steps: int,
                 start = time.perf_counter()
                 loop.train_step(loop.plan.order(0), config.optimizer.lr)
                 times[key].append(time.perf_counter() - start)
-        failed = False
-    finally:
-        distributed.teardown(ctx, failed)
     row: dict[str, Any] = {"space": space.name, "batch_size": batch_size, "micro_batches": config.micro_batches,
                            "subnets": 2 + random_subnets, "cpu": cpu, "parallelism": parallelism.summary(),
                            "threads_at_end": torch.get_num_threads()}

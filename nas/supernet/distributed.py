@@ -6,7 +6,9 @@ and one GPU each (by local rank); CPU processes use gloo.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -35,11 +37,10 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def setup() -> Context:
-    """Join the torchrun process group if there is one; pick this process's device."""
+def _setup(cuda: bool) -> Context:
+    """Join the launcher's process group if there is one; pick this process's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
     device = torch.device("cuda", local % torch.cuda.device_count()) if cuda else torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         if cuda:
@@ -49,11 +50,20 @@ def setup() -> Context:
     return Context(rank, world, device)
 
 
-def teardown(ctx: Context, failed: bool = False) -> None:
-    """Leave the process group: after a barrier when the run went well; at once when this
-    process failed (the others may be inside another collective, and a barrier there would
-    keep every process waiting; their launcher stops them)."""
-    if ctx.distributed and dist.is_initialized():
-        if not failed:
-            dist.barrier()
-        dist.destroy_process_group()
+@contextlib.contextmanager
+def process_group(cuda: bool | None = None) -> Iterator[Context]:
+    """This process's Context, inside the launcher's process group if there is one, on a
+    GPU when `cuda` (default: when one is available; False: CPU and gloo). On leaving:
+    after a barrier when the block went well; at once when it raised (the others may be
+    inside another collective, and a barrier there would keep every process waiting;
+    their launcher stops them)."""
+    ctx = _setup(torch.cuda.is_available() if cuda is None else cuda)
+    failed = True
+    try:
+        yield ctx
+        failed = False
+    finally:
+        if ctx.distributed and dist.is_initialized():
+            if not failed:
+                dist.barrier()
+            dist.destroy_process_group()

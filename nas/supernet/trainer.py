@@ -81,8 +81,7 @@ def train(config: TrainConfig, out: Path | str, *, arch: Arch | dict | None = No
             return workers.launch("nas.supernet.trainer:train_worker", {
                 "config": config.to_dict(), "out": str(out), "arch": None if arch is None else dict(arch),
                 "progress": progress, "max_steps": max_steps}, parallelism)
-    ctx, failed = distributed.setup(), True
-    try:
+    with distributed.process_group() as ctx:
         space = load_space(config.space)
         run = RunDir(out)
         check_network_size(space.layers(space.extreme(True)))  # a supernet holds the largest arch's weights
@@ -90,11 +89,7 @@ def train(config: TrainConfig, out: Path | str, *, arch: Arch | dict | None = No
         data = dataset_for(config, space)  # before the run folder is written: a bad --data leaves nothing behind
         if ctx.main:
             run.prepare(config, space, None if arch is None else task.arch)
-        history = TrainLoop(config, task, data, run, ctx, progress).run(max_steps)
-        failed = False
-        return history
-    finally:
-        distributed.teardown(ctx, failed)
+        return TrainLoop(config, task, data, run, ctx, progress).run(max_steps)
 
 
 def train_worker(config: dict[str, Any], out: str, arch: dict | None, progress: bool,

@@ -347,7 +347,7 @@ def run_rounds(layers: list[LayerSpec], model: nn.Module, costs: NetworkCosts,
         if not proposals:
             break
         scored = score_proposals(layers, model, proposals, current, need, evaluator, settings, len(history))
-        _, reached, gain, k, chosen, figures = max(scored, key=lambda t: (t[1], t[0], t[2], -t[3]))
+        _, reached, gain, k, chosen, figures = max(scored, key=proposal_rank)
         p = proposals[k]
         if chosen is None:
             chosen = prune(layers, model, p.change, p.layers)
@@ -356,9 +356,8 @@ def run_rounds(layers: list[LayerSpec], model: nn.Module, costs: NetworkCosts,
         tuned = evaluator.figures(chosen) if settings.round_steps else figures
         history.append({"round": len(history) + 1, "metric": metric, "unit": p.change.unit.label(layers),
                         "change": _describe(p.change), "cost_before": current, "cost_after": p.cost,
-                        "unit_of_cost": target["unit"], "proposals": len(proposals), "accuracy": figures["accuracy"],
-                        "kl": figures["kl"], "ce": figures["ce"], "accuracy_tuned": tuned["accuracy"],
-                        "kl_tuned": tuned["kl"], "blocks_profiled": len(costs.profiled) - profiled_before,
+                        "unit_of_cost": target["unit"], "proposals": len(proposals), **_scores(figures, tuned),
+                        "blocks_profiled": len(costs.profiled) - profiled_before,
                         "seconds": round(time.perf_counter() - started, 3)})
         layers, model = p.layers, chosen
         work.save(layers, model, history)
@@ -396,12 +395,25 @@ def score_proposals(layers: list[LayerSpec], model: nn.Module, proposals: list[P
         scored.append((score, reached, gain, k, candidate, figures))
     if settings.select != "finetune" or not proxy:
         return scored
-    top = sorted(scored, key=lambda t: (t[1], t[0], t[2], -t[3]), reverse=True)[:settings.select_top]
+    top = sorted(scored, key=proposal_rank, reverse=True)[:settings.select_top]
     for i, (_, reached, gain, k, candidate, _) in enumerate(top):
         evaluator.tune(candidate, settings.select_steps, 1000 * round_index + k)
         score, figures = evaluator.score(candidate)
         top[i] = (score, reached, gain, k, candidate, figures)
     return top
+
+
+def proposal_rank(scored: tuple) -> tuple:
+    """Sort key of a score_proposals row: reaching the step first, then the score, then the
+    cost saved, then the earlier proposal."""
+    score, reached, gain, k = scored[:4]
+    return reached, score, gain, -k
+
+
+def _scores(figures: dict[str, float], tuned: dict[str, float]) -> dict[str, float]:
+    """A round's record of its kept network's validation figures, before and after tuning."""
+    return {"accuracy": figures["accuracy"], "kl": figures["kl"], "ce": figures["ce"],
+            "accuracy_tuned": tuned["accuracy"], "kl_tuned": tuned["kl"]}
 
 
 def first_changed(change: Change) -> int:
@@ -480,7 +492,6 @@ def run_uniform(layers: list[LayerSpec], model: nn.Module, costs: NetworkCosts,
     target = worst_unmet(rows) or rows[0]
     history = [{"round": 1, "metric": target["metric"], "unit": f"every width x {low:.3f}", "change": "uniform",
                 "cost_before": target["value"], "cost_after": next(r["value"] for r in after if r["metric"] == target["metric"]),
-                "unit_of_cost": target["unit"], "proposals": 1, "accuracy": figures["accuracy"], "kl": figures["kl"],
-                "ce": figures["ce"], "accuracy_tuned": tuned["accuracy"], "kl_tuned": tuned["kl"],
+                "unit_of_cost": target["unit"], "proposals": 1, **_scores(figures, tuned),
                 "blocks_profiled": len(costs.profiled) - before, "seconds": round(time.perf_counter() - started, 3)}]
     return new, pruned, history

@@ -303,7 +303,7 @@ def _parent_costs(micro) -> tuple[dict, list, NetworkCosts, float]:
 
 
 def test_finetune_selection_with_select_top_tunes_the_proxys_best_only(micro) -> None:
-    from nas.prune.rounds import propose, score_proposals
+    from nas.prune.rounds import proposal_rank, propose, score_proposals
 
     parent = micro[1]
     record, layers, costs, current = _parent_costs(micro)
@@ -315,7 +315,7 @@ def test_finetune_selection_with_select_top_tunes_the_proxys_best_only(micro) ->
         proposals = propose(layers, costs, costs.metric, current, 0.1 * current, s)
         scores[select] = score_proposals(layers, load(parent), proposals, current, 0.1 * current, evaluator, s, 0)
     assert len(scores["proxy"]) >= 4 and len(scores["finetune"]) == 2
-    ranked = sorted(scores["proxy"], key=lambda t: (t[1], t[0], t[2], -t[3]), reverse=True)
+    ranked = sorted(scores["proxy"], key=proposal_rank, reverse=True)
     assert {t[3] for t in scores["finetune"]} == {t[3] for t in ranked[:2]}  # the proxy's two best, tuned
     untuned = {t[3]: t[4] for t in scores["proxy"]}
     for _, _, _, k, network, _ in scores["finetune"]:  # tuned by the selection's steps: other weights than the proxy's

@@ -14,8 +14,6 @@ import contextlib
 import io
 
 import numpy as np
-from onnxruntime.quantization.calibrate import HistogramCollector
-from onnxruntime.quantization.quant_utils import compute_scale_zp
 
 from nas.errors import NasError
 from nas.quant.settings import MIN_IMAGES, QuantSettings
@@ -43,6 +41,7 @@ class RangeObserver:
         self.minmax: dict[str, tuple[float, float]] = {}
         self.collector = None
         if self.method != "minmax":
+            from onnxruntime.quantization.calibrate import HistogramCollector
             self.collector = HistogramCollector(method=self.method, symmetric=False,
                                                 num_bins=HISTOGRAM_BINS[self.method],
                                                 num_quantized_bins=QUANTIZED_BINS,
@@ -73,6 +72,7 @@ def activation_qparams(rmin: np.float32, rmax: np.float32) -> tuple[float, int]:
     """uint8 asymmetric (scale, zero point) of a range: quantize_static's formula (the range
     is widened to hold 0, scale = (rmax - rmin) / 255 in float64 stored as float32,
     zp = round(-rmin / scale))."""
+    from onnxruntime.quantization.quant_utils import compute_scale_zp
     zp, scale = compute_scale_zp(np.array(rmin, np.float32), np.array(rmax, np.float32),
                                  np.array(0, np.uint8), np.array(255, np.uint8))
     return float(np.float32(scale)), int(zp)

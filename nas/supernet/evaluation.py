@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.data import ImageDataset
-from nas.quant import QuantSettings, check_calibration, quantize
+from nas.quant import QuantSettings, check_calibration
 from nas.space.arch import Arch
 from nas.space.layers import LayerSpec
 from nas.supernet.supernet import Supernet
@@ -138,7 +138,10 @@ class RecalibratedScorer:
 
     def quantized(self, net: nn.Module, resolution: int, layers: Sequence[LayerSpec]) -> nn.Module:
         """The int8 deployment of a recalibrated `net` (nas.quant), calibrated on this
-        scorer's quantization images."""
+        scorer's quantization images. Imported here: the quantizer pulls in onnx, which a
+        float-only training run and each of its data-parallel workers need not load."""
+        from nas.quant import quantize
+
         return quantize(net, layers, self._at("quant", resolution), self.quant)
 
 

@@ -70,6 +70,17 @@ def test_the_plan_keeps_one_core_or_explicit_threads_in_process_and_honours_a_wo
     assert json.loads(out.stdout) == [[1, 1, True], [2, 1, False], [1, 3, False], [2, 3, False]]
 
 
+def test_a_worker_loads_the_trainer_without_the_onnx_stack():
+    """Every data-parallel worker imports the trainer at start; onnx and the runtime's
+    quantization tooling (~0.6 s) load only when an int8 arch is scored or exported."""
+    found = run_python("""
+        import sys
+        import nas.supernet.trainer, nas.supernet.workers
+        print(sorted(m for m in ("onnx", "onnxruntime", "ml_dtypes") if m in sys.modules))
+    """).stdout.split()
+    assert found == ["[]"]
+
+
 def test_a_worker_count_is_validated_and_is_not_part_of_the_results(files, tmp_path):
     for changes, message in (({"workers": 0}, "at least 1"), ({"workers": 3}, "workers 3 must divide micro_batches"),
                              ({"batch_size": 15}, "batch_size 15 must divide into micro_batches"),

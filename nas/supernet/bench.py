@@ -175,14 +175,20 @@ def truth_reliability(accuracy: np.ndarray, seeds: int | None = None, draws: int
 
 
 def ranking_fidelity(config: TrainConfig, out: Path, n: int = 12, split: str = "test",
-                     progress: bool = True, standalone_seeds: int = 1) -> dict[str, Any]:
+                     progress: bool = True, standalone_seeds: int = 1,
+                     supernet_epochs: int | None = None) -> dict[str, Any]:
     """Train the supernet and n stand-alone subnets, each under `standalone_seeds` seeds
     (config.seed, config.seed + 1, ...), into `out` (each run resumes) and compare the
-    supernet's accuracies with the stand-alone means."""
-    if isinstance(standalone_seeds, bool) or not isinstance(standalone_seeds, int) or standalone_seeds < 1:
-        raise ConfigError(f"standalone_seeds must be a whole number of at least 1, not {standalone_seeds!r}")
+    supernet's accuracies with the stand-alone means. `supernet_epochs`: the supernet's
+    budget where it differs from the stand-alone runs' config.epochs."""
+    for name, value in (("standalone_seeds", standalone_seeds), ("supernet_epochs", supernet_epochs)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name} must be a whole number of at least 1, not {value!r}")
     out = Path(out)
-    train(config, out / "supernet", progress=progress)
+    supernet_config = config
+    if supernet_epochs is not None:
+        supernet_config = config_from_dict({**config.to_dict(), "epochs": supernet_epochs}, "supernet_epochs")
+    train(supernet_config, out / "supernet", progress=progress)
     oracle = SupernetAccuracy(out / "supernet", split)
     space = oracle.space
     archs = spread_archs(space, n, config.seed)
@@ -200,7 +206,7 @@ def ranking_fidelity(config: TrainConfig, out: Path, n: int = 12, split: str = "
     macs = space.table("macs")(space.encode_batch(archs))
     report = {
         "space": space.name, "split": split, "data": config.data.source, "noise": config.data.noise,
-        "epochs": config.epochs, "standalone_seeds": seeds,
+        "epochs": config.epochs, "supernet_epochs": supernet_config.epochs, "standalone_seeds": seeds,
         "kendall_tau": float(stats.kendalltau(alone, inherited).statistic),
         "spearman_rho": float(stats.spearmanr(alone, inherited).statistic),
         "kendall_tau_macs": float(stats.kendalltau(alone, macs).statistic),

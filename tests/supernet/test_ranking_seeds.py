@@ -89,18 +89,28 @@ def test_the_family_default_follows_the_rule():
     assert 0 < GOAL_TAU < 1
 
 
+@pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")  # 1-epoch micro nets may score alike
+def test_the_supernet_may_train_longer_than_the_stand_alone_runs(micro, tmp_path):
+    report = ranking_fidelity(micro, tmp_path / "r", n=3, progress=False, supernet_epochs=2)
+    assert report["supernet_epochs"] == 2 and report["epochs"] == micro.epochs == 1
+    recorded = {p.parent.name: json.loads(p.read_text())["config"]["epochs"] for p in (tmp_path / "r").rglob("config.json")}
+    assert recorded.pop("supernet") == 2 and set(recorded.values()) == {1} and len(recorded) == 3
+
+
+@pytest.mark.parametrize("key", ["standalone_seeds", "supernet_epochs"])
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True, "3"])
-def test_a_bad_seed_count_is_one_error_before_anything_is_written(micro, tmp_path, bad):
-    with pytest.raises(ConfigError, match="standalone_seeds must be a whole number of at least 1"):
-        ranking_fidelity(micro, tmp_path / "r", n=4, progress=False, standalone_seeds=bad)
+def test_a_bad_count_is_one_error_before_anything_is_written(micro, tmp_path, key, bad):
+    with pytest.raises(ConfigError, match=f"{key} must be a whole number of at least 1"):
+        ranking_fidelity(micro, tmp_path / "r", n=4, progress=False, **{key: bad})
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("flag", ["--standalone-seeds", "--supernet-epochs"])
 @pytest.mark.parametrize("bad, message", [("0", "0 must be at least 1"), ("-1", "-1 must be at least 1"),
                                           ("1.5", "'1.5' is not an integer")])
-def test_the_cli_refuses_a_bad_seed_count(tmp_path, capsys, bad, message):
+def test_the_cli_refuses_a_bad_count(tmp_path, capsys, flag, bad, message):
     with pytest.raises(SystemExit) as exit_:
-        main(["bench", "supernet-ranking", "--space", "tiny_vit", "--standalone-seeds", bad, "--out", str(tmp_path / "r")])
+        main(["bench", "supernet-ranking", "--space", "tiny_vit", flag, bad, "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and f"argument --standalone-seeds: {message}" in err and "Traceback" not in err
+    assert exit_.value.code == 2 and f"argument {flag}: {message}" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()

@@ -93,7 +93,8 @@ def test_the_family_default_follows_the_rule():
 def test_the_supernet_may_train_longer_than_the_stand_alone_runs(micro, tmp_path):
     report = ranking_fidelity(micro, tmp_path / "r", n=3, progress=False, supernet_epochs=2)
     assert report["supernet_epochs"] == 2 and report["epochs"] == micro.epochs == 1
-    recorded = {p.parent.name: json.loads(p.read_text())["config"]["epochs"] for p in (tmp_path / "r").rglob("config.json")}
+    recorded = {p.parent.name: json.loads(p.read_text())["config"]["epochs"]
+                for p in (tmp_path / "r").rglob("config.json")}
     assert recorded.pop("supernet") == 2 and set(recorded.values()) == {1} and len(recorded) == 3
 
 

@@ -37,6 +37,11 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("config", nargs="?", type=Path, help="YAML config (default: the ranking benchmark's for the space's family)")
     _run_flags(p)
     p.add_argument("--archs", type=positive_int, default=12, help="subnets trained stand-alone (default 12)")
+    p.add_argument("--standalone-seeds", type=positive_int, metavar="N",
+                   help="seeds each subnet is trained alone under, its stand-alone accuracy their mean (default: the "
+                        "space family's, 6 for a pure transformer, else 1)")
+    p.add_argument("--supernet-epochs", type=positive_int, metavar="E",
+                   help="the supernet's epochs where they differ from the stand-alone runs' (--epochs)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_bench_ranking)
 
@@ -121,17 +126,27 @@ def _eval(args: argparse.Namespace) -> Result:
 
 
 def _bench_ranking(args: argparse.Namespace) -> Result:
-    from nas.supernet.bench import ranking_config, ranking_fidelity
+    from nas.supernet.bench import ranking_config, ranking_fidelity, ranking_standalone_seeds
     from nas.supernet.config import load_config
 
     configure_threads(args.threads)
     config = load_config(args.config, _overrides(args), base=ranking_config(args.space))
-    report = ranking_fidelity(config, args.out, args.archs, progress=not args.quiet)
-    lines = [f"  {row['arch_id']}  MACs {row['macs'] / 1e6:6.2f}M  stand-alone {row['standalone']:.4f}  "
-             f"supernet {row['supernet']:.4f}" for row in report["archs"]]
-    lines.append(f"Kendall tau {report['kendall_tau']:.3f} over {len(report['archs'])} subnets; stand-alone accuracies "
+    seeds = args.standalone_seeds or ranking_standalone_seeds(config.space)
+    report = ranking_fidelity(config, args.out, args.archs, progress=not args.quiet, standalone_seeds=seeds,
+                              supernet_epochs=args.supernet_epochs)
+    lines = [f"  {row['arch_id']}  MACs {row['macs'] / 1e6:6.2f}M  stand-alone {row['standalone']:.4f}"
+             + (f" (sd {row['standalone_sd'] * 100:.1f})" if row["standalone_sd"] is not None else "")
+             + f"  supernet {row['supernet']:.4f}" for row in report["archs"]]
+    lines.append(f"Kendall tau {report['kendall_tau']:.3f} over {len(report['archs'])} subnets (MACs alone: "
+                 f"{report['kendall_tau_macs']:.3f}); stand-alone accuracies, mean of {seeds} seed{'s' * (seeds > 1)}, "
                  f"spread {report['standalone_spread'] * 100:.1f} points ({report['split']} split, {config.data.source}"
                  f"{', noise ' + str(config.data.noise) if config.data.noise else ''})")
+    truth = report["truth"]
+    if truth:
+        lines.append(f"the truth repeats itself: ceiling {truth['ceiling']:.3f} (the tau of exact accuracies against "
+                     f"it), tau between two seeds {truth['pairwise_tau']:.3f}, between halves "
+                     f"{truth['split_half_tau']:.3f}; seed sd {truth['noise_sd'] * 100:.1f} points, exact spread sd "
+                     f"{truth['exact_sd'] * 100:.1f}")
     return Result(report, "\n".join(lines))
 
 

@@ -173,6 +173,36 @@ def test_uniform_method_scales_every_width_to_the_budget(micro, tmp_path, capsys
     assert len(read_record(tmp_path / "u")["layers"]) == len(read_record(parent)["layers"])  # no layer removed
 
 
+def test_a_parent_trained_on_a_noisy_task_is_pruned_and_tuned_on_that_task(micro, tmp_path, capsys) -> None:
+    """`--data digits` names the source; the split and the fixed pixel noise the supernet trained
+    on come from the export's record, so a prune (and the fine-tunes after it, which read the
+    data the same way) of the ranking benchmark's noisy digits scores on the noisy images."""
+    from nas.data import load_dataset
+    from nas.supernet import train
+    from nas.supernet.config import config_from_dict
+    from nas.supernet.trainer import dataset_for
+
+    lut, _, _ = micro
+    space_file = lut.parent.parent / "micro_prune.yaml"
+    config = config_from_dict({"space": str(space_file), "data": {"source": "digits", "noise": 1.0, "crop_padding": 0},
+                               "epochs": 1, "batch_size": 32, "checkpoint_every": 0})
+    train(config, tmp_path / "supernet", progress=False)
+    space = load_space(space_file)
+    parent = tmp_path / "parent"
+    export_arch(space, space.extreme(True), parent, supernet=tmp_path / "supernet", latency_protocol=None)
+    params = read_card(parent)["costs"]["params"]
+    code, _, err = run(capsys, "prune", parent, "--budgets", json.dumps([f"params <= {params // 2}"]), "-o",
+                       tmp_path / "u", "--data", "digits", "--lut", lut, "--method", "uniform", *QUICK)
+    assert code == 0, err
+    trained_on = dataset_for(config, space)
+    clean = load_dataset("digits", trained_on.resolution, space.in_channels)
+    for folder in (parent, tmp_path / "u"):
+        seen = export_dataset("digits", read_record(folder))
+        for split in ("train", "val", "test"):
+            assert torch.equal(getattr(seen, split).images, getattr(trained_on, split).images), (folder, split)
+        assert not torch.allclose(seen.val.images, clean.val.images)  # the noise is there, not the clean task
+
+
 # ---------------------------------------------------------------------- bad input
 def _refused(capsys, tmp_path, *args) -> str:
     out = tmp_path / "out"

@@ -63,8 +63,7 @@ RANKING_CONFIG: dict[str, Any] = {
 # epochs, the widest in the benchmark's 4 (80 / 87 / 90 %; 6 epochs 87 / 92 / 95 %, 10
 # epochs 92 / 94 / 96 %). The criterion was that capacity matters alone (rising with MACs,
 # the widest spread), never the ranking's tau. Hybrids keep the noisy task: their conv
-# stages learnt it under the CNN recipe (stand-alone 25-90 %, test), less under their
-# family recipe of today (13-85 %, session 25).
+# stages learn it under their family recipe (SGD; stand-alone 10-92 %, test, session 25).
 #
 # Stand-alone seeds. The rule: the smallest N whose truth reaches the goal the benchmark
 # tests, i.e. whose `truth_reliability` ceiling (the tau a ranker that knows every arch's

@@ -181,7 +181,13 @@ TRANSFORMER_RECIPE: dict[str, Any] = {
     "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.05},
     "schedule": {"name": "cosine", "warmup_epochs": 1.0}, "linear_init": "xavier",
     "sampling": {"distill": False}, "data": {"crop_padding": 0}}
-FAMILY_RECIPES: dict[str, dict[str, Any]] = {"cnn": {}, "transformer": TRANSFORMER_RECIPE, "hybrid": TRANSFORMER_RECIPE}
+# A hybrid keeps the CNN optimizer (SGD 0.1, no warm-up) under the transformer's init, crop
+# and distillation settings: with AdamW its transformer stages memorise fixed pixel noise
+# (largest subnet 41 % val on the ranking's noisy digits, seed 0) where SGD learns it (80 %),
+# and on the clean digits it stays within 1-2 validation images of AdamW. Chosen by the
+# worst of the two tasks on seed 0, confirmed on seed 1 (docs/benchmarks.md, issue 18).
+HYBRID_RECIPE: dict[str, Any] = {key: TRANSFORMER_RECIPE[key] for key in ("linear_init", "sampling", "data")}
+FAMILY_RECIPES: dict[str, dict[str, Any]] = {"cnn": {}, "transformer": TRANSFORMER_RECIPE, "hybrid": HYBRID_RECIPE}
 
 
 def space_family(space: Any) -> str:

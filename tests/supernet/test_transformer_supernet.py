@@ -211,7 +211,9 @@ def test_transformer_spaces_get_their_family_recipe_and_cnn_spaces_keep_theirs(t
         ("adamw", 0.003, 0.05, "xavier")
     assert vit.schedule.warmup_epochs == 1.0 and vit.epochs == 4 and vit.label_smoothing == 0.1
     assert (vit.sampling.distill, vit.sampling.rule, vit.data.crop_padding, vit.data.source) == (False, None, 0, "digits")
-    assert config_from_dict({"space": "tiny_hybrid"}).optimizer.name == "adamw"  # a hybrid too
+    hybrid = config_from_dict({"space": "tiny_hybrid"})  # the transformer's init, crop and distillation, the CNN's SGD
+    assert (hybrid.linear_init, hybrid.sampling.distill, hybrid.data.crop_padding) == ("xavier", False, 0)
+    assert (hybrid.optimizer.name, hybrid.optimizer.lr, hybrid.schedule.warmup_epochs) == ("sgd", 0.1, 0.0)
     for cnn in (config_from_dict({}), config_from_dict({"space": "tiny_mbconv"})):
         assert (cnn.optimizer.name, cnn.optimizer.lr, cnn.linear_init) == ("sgd", 0.1, "normal")
     assert space_family(load_space("tiny_vit")) == "transformer"

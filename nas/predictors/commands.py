@@ -55,7 +55,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--device", help="the new device's name for the metadata (default: read off the target column)")
     p.add_argument("--heads", default="auto",
                    help="heads to average: 'auto' (chosen by leaving each source device out in turn, as "
-                        "'hwnas bench predictors' does) or comma-separated from shared, direct, mix")
+                        "'hwnas bench predictors' does) or comma-separated from shared, direct, mix, simplex")
     p.add_argument("-o", "--out", type=Path, required=True)
     p.set_defaults(run=_transfer)
 
@@ -198,6 +198,7 @@ def _eval(args: argparse.Namespace) -> Result:
 
 
 def _transfer(args: argparse.Namespace) -> Result:
+    from nas.predictors.models.transfer import TransferModel
     from nas.predictors.reference import load_reference
     from nas.predictors.tables import read_tables
     from nas.predictors.transfer import transfer_predictor
@@ -208,9 +209,9 @@ def _transfer(args: argparse.Namespace) -> Result:
     sources = [c.strip() for c in args.source.split(",") if c.strip()]
     reference = load_reference(space, args.reference) if args.reference else None
     heads = args.heads if args.heads == "auto" else tuple(h.strip() for h in args.heads.split(",") if h.strip())
-    bad = [] if heads == "auto" else [h for h in heads if h not in ("shared", "direct", "mix")]
+    bad = [] if heads == "auto" else [h for h in heads if h not in TransferModel.HEADS]
     if bad or not heads:
-        raise NasError(f"--heads {args.heads!r}: use auto or some of shared, direct, mix")
+        raise NasError(f"--heads {args.heads!r}: use auto or some of {', '.join(TransferModel.HEADS)}")
     predictor = transfer_predictor(table, sources, args.target, args.k, args.seed, reference, args.n_pretrain,
                                    device=args.device, heads=heads)
     predictor.save(args.out)

@@ -41,7 +41,8 @@ from nas.predictors.tables import ArchTable
 from nas.predictors.transfer import N_PRETRAIN, pretrain
 
 FIT_CANDIDATES = ("ridge", "boosted", "transfer")
-TRANSFER_CANDIDATES = ("transfer", "transfer_mix", "transfer_mix_shared", "transfer_all")
+TRANSFER_CANDIDATES = ("transfer", "transfer_mix", "transfer_mix_shared", "transfer_all", "transfer_simplex",
+                       "transfer_simplex_direct")
 CRITERION = "spearman_rho"
 LEVEL = 0.9  # the interval whose coverage is reported
 INNER_TEST_ROWS = 2000
@@ -190,7 +191,9 @@ def _transfer(heads: tuple[str, ...]) -> Fitter:
 
 # transfer variant -> the TransferModel heads it averages
 TRANSFER_VARIANTS = {"transfer": ("shared", "direct"), "transfer_mix": ("mix", "direct"),
-                     "transfer_mix_shared": ("mix", "shared"), "transfer_all": ("shared", "direct", "mix")}
+                     "transfer_mix_shared": ("mix", "shared"), "transfer_all": ("shared", "direct", "mix"),
+                     "transfer_simplex": ("simplex", "mix", "shared"),
+                     "transfer_simplex_direct": ("simplex", "shared", "direct")}
 FITTERS: dict[str, Fitter] = {"ridge": _plain("ridge"), "boosted": _plain("boosted"), "gbt": _plain("gbt"),
                               "mlp": _plain("mlp"), **{k: _transfer(v) for k, v in TRANSFER_VARIANTS.items()}}
 USES_SOURCES = set(TRANSFER_VARIANTS)

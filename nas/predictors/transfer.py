@@ -13,11 +13,14 @@ averages them in log space:
 
 Each head's penalties are chosen by leave-one-out over the K rows. The K archs come
 from the reference design (nas.predictors.reference), never from the target's values,
-and the predictor file lists them. A third head, `mix` (the target as a power-law mix
-of the sources alone), can be averaged in (`heads=`); leave-one-device-out on the
-public tables found no variant better than shared + direct overall (docs/benchmarks.md,
-issue 17), so that stays the default. `shipped_sources` makes the space's shipped
-predictors the sources of `hwnas predictor fit --model transfer`.
+and the predictor file lists them. Two more heads can be averaged in (`heads=`): `mix`
+(the target as a power-law mix of the sources alone) and `simplex` (the same with
+non-negative weights summing to one: a weighted geometric mean of known devices). No
+variant won everywhere under leave-one-device-out on the public tables
+(docs/benchmarks.md, issue 17), so `hwnas predictor transfer` chooses one per run on its
+sources alone (choose_heads); shared + direct is the fixed default of the API and of
+`fit --model transfer`. `shipped_sources` makes the space's shipped predictors the
+sources of `hwnas predictor fit --model transfer`.
 """
 from __future__ import annotations
 

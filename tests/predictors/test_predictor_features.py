@@ -90,3 +90,32 @@ def test_cell_graph_roles_of_edges():
     # every edge a 3x3 conv: all live, longest path three convs, two additions per cell
     g = cell_graph(("nor_conv_3x3",) * 6)
     assert g["live_nor_conv_3x3"] == 6 and g["path_convs"] == 3 and g["paths"] == 4 and g["adds"] == 3
+
+
+def test_fbnet_kernel_count_is_what_each_block_launches():
+    """net.kernels: 3 convs per inverted residual (+1 shuffle when grouped, +1 residual
+    add), 1 for a skip that needs a conv or a plain conv (FBNet's stem and head),
+    0 for an identity."""
+    space = load_space("fbnet_cifar")
+    featurizer = get_featurizer(space)
+    index = {n: i for i, n in enumerate(featurizer.names)}
+    codes = space.sample_codes(np.random.default_rng(5), 20)
+    X = featurizer.transform(codes)
+    by_op = {"mbconv": 0, "grouped": 0, "residual": 0, "conv_skip": 0}
+    for row, code in zip(X, codes):
+        expected = 0.0
+        for spec in space.layers(space.decode(code)):
+            if spec.op == "mbconv":
+                expected += 3 + (spec.groups > 1) + spec.residual
+                by_op["mbconv"] += 1
+                by_op["grouped"] += spec.groups > 1
+                by_op["residual"] += spec.residual
+            elif spec.op == "skip" and not spec.is_identity:
+                expected += 1
+                by_op["conv_skip"] += 1
+            elif spec.op == "conv":
+                expected += 1
+        assert row[index["net.kernels"]] == expected
+    assert all(by_op.values()), by_op  # the sample exercises every branch
+    identity = next(s for s in space.layers(space.decode(codes[0])) if s.op == "skip")
+    assert layer_vector(identity)["kernels"] == float(not identity.is_identity)

@@ -217,3 +217,22 @@ def test_bench_predictors_bad_input(table_path, tmp_path, capsys):
     one = _table(tmp_path / "one.csv", 300, columns={"solo_latency": (1.0, 0.2, 0.1)})
     code, _, err = run(capsys, "bench", "predictors", one)
     assert code == 2 and "leaving a device out needs two or more" in err and err.count("\n") == 1
+
+
+def test_transfer_with_the_simplex_heads_from_the_cli(table_path, tmp_path, capsys):
+    out = tmp_path / "simplex.npz"
+    base = ["predictor", "transfer", "--table", table_path, "--space", "nb201", "--source",
+            "alpha_latency,beta_latency,gamma_latency", "--target", "delta_1_latency", "--n-pretrain", 300]
+    code, text, err = run(capsys, *base, "--k", 10, "--heads", "simplex,mix,shared", "-o", out)
+    assert code == 0, err
+    loaded = Predictor.load(out)
+    assert loaded.meta["transfer"]["heads"] == ["simplex", "mix", "shared"]
+    weights = loaded.model.models_["simplex"].weights_
+    assert np.all(weights >= 0) and weights.sum() == pytest.approx(1.0)
+    table = read_table(table_path, load_space("nb201"))
+    assert evaluate(loaded, table, "delta_1_latency")["spearman_rho"] > 0.8
+    for k, message in ((1, "--k 1 must be at least 2"), (100_000, "--k 100000 must be at least 2 and at most")):
+        code, text, err = run(capsys, *base, "--k", k, "--heads", "simplex,shared", "-o", tmp_path / "bad.npz")
+        assert code == 2 and message in err and err.count("\n") == 1 and not (tmp_path / "bad.npz").exists()
+    code, _, err = run(capsys, *base, "--k", 10, "--heads", "simplex,median", "-o", tmp_path / "bad.npz")
+    assert code == 2 and "shared, direct, mix, simplex" in err and err.count("\n") == 1

@@ -102,4 +102,58 @@ def test_ridge_picks_coarse_features_from_few_rows(fbnet):
 
 
 def test_every_registered_kind_is_tested():
-    assert set(MODELS) == {"ridge", "gbt", "forest", "mlp", "boosted", "ensemble", "lut_residual", "transfer"}
+    assert set(MODELS) == {"ridge", "gbt", "forest", "mlp", "boosted", "ensemble", "lut_residual", "transfer",
+                           "simplex"}
+
+
+def _sources(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n rows of five log source predictions with different rankings."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(2.0, 0.3, size=(n, 5)), rng
+
+
+def test_simplex_weights_are_non_negative_and_sum_to_one():
+    L, rng = _sources()
+    # a target that weighs two sources positively and one negatively, with noise
+    y = np.exp(0.5 + 0.6 * L[:, 0] + 0.3 * L[:, 3] - 0.4 * L[:, 1] + 0.02 * rng.standard_normal(len(L)))
+    model = make_model("simplex").fit(L, y)
+    assert np.all(model.weights_ >= 0) and model.weights_.sum() == pytest.approx(1.0)
+    assert model.scale_ > 0 and model.weights_[1] == 0.0  # never bets against a source
+    assert model.weights_[0] > model.weights_[3] > 0
+    assert len(model.loo_log_residuals_) == len(y) and np.all(np.isfinite(model.loo_log_residuals_))
+
+
+def test_simplex_gives_the_weight_to_a_source_identical_to_the_target():
+    L, _ = _sources()
+    y = np.exp(L[:, 2])
+    model = make_model("simplex").fit(L, y)
+    np.testing.assert_allclose(model.weights_, np.eye(5)[2], atol=1e-9)
+    assert model.scale_ == pytest.approx(1.0) and model.intercept_ == pytest.approx(0.0, abs=1e-9)
+    np.testing.assert_allclose(model.predict(L[:7]), y[:7], rtol=1e-9)
+    np.testing.assert_allclose(model.loo_log_residuals_, 0.0, atol=1e-9)  # exact leave-one-out, K <= 50
+
+
+def test_simplex_falls_back_to_the_best_ranked_source_when_none_moves_with_the_target():
+    rng = np.random.default_rng(1)
+    a = rng.normal(2.0, 0.3, 40)
+    L = np.column_stack([a, a + rng.normal(0.0, 0.1, 40)])
+    y = np.exp(-L.sum(axis=1))  # both sources run against the target: non-negative weights fit nothing
+    model = make_model("simplex").fit(L, y)
+    assert model.weights_.sum() == pytest.approx(1.0) and np.count_nonzero(model.weights_) == 1
+    assert np.ptp(model.predict(L)) > 0  # a ranking, not a constant
+
+
+def test_transfer_with_the_simplex_head_survives_its_file(tmp_path):
+    from nas.predictors.models.base import build_model, model_state
+    from nas.predictors.models.transfer import TransferModel
+
+    L, rng = _sources(30)
+    X = rng.standard_normal((30, 4))
+    y = np.exp(L[:, 1] + 0.05 * X[:, 0])
+    model = TransferModel(groups=["net"] * 4, heads=("simplex", "mix", "shared")).fit(X, y, Z=np.exp(L))
+    spec, arrays = model_state(model)
+    arrays = {k: v for k, v in arrays.items()}
+    loaded = build_model(spec, arrays)
+    loaded.sources_ = []  # the benchmark passes Z; no pretrained models here
+    np.testing.assert_allclose(loaded.predict(X, Z=np.exp(L)), model.predict(X, Z=np.exp(L)), rtol=1e-12)
+    assert loaded.heads_ == ("simplex", "mix", "shared")

@@ -51,9 +51,8 @@ RANKING_CONFIG: dict[str, Any] = {
     "batch_size": 32,
 }
 
-# What a space family changes in the ranking benchmark: `config` over RANKING_CONFIG, the
-# stand-alone seeds per arch and the supernet's epochs where they differ from the
-# stand-alone runs' (families as nas.supernet.config.space_family names them).
+# What a space family changes in the ranking benchmark: `config` over RANKING_CONFIG and
+# the stand-alone seeds per arch (families as nas.supernet.config.space_family names them).
 #
 # A pure transformer ranks on the clean digits: fixed pixel noise makes a ViT at this
 # scale memorise the noise of its 1,295 training images instead of using its capacity.
@@ -77,18 +76,9 @@ RANKING_CONFIG: dict[str, Any] = {
 # rule at N = 1: the 12 archs of tiny_mbconv and of tiny_hybrid under two seeds (their
 # noisy task; tiny_hybrid still under the AdamW recipe then) rank alike at tau 0.80 and
 # 0.78, one-seed ceilings 0.64 and 0.70.
-#
-# Stand-alone epochs. A truth is the archs' converged accuracy; the supernet keeps the
-# quickstart's 4 epochs, the scale the benchmark tests. For a pure transformer, 4 epochs
-# alone left seed noise to rule the truth, so the stand-alone runs take 12 (a rule fixed
-# before the run, read on the stand-alone seeds only: 12 epochs replace 4 if their 6-seed
-# ceiling is higher). At 12 epochs, 3 seeds of seed 0's archs: seed sd 0.5 points against
-# an exact-accuracy sd of 0.3 (means 96.5-98.0 %), ceilings 0.58 (N=3), 0.63 (4) and 0.69
-# (6) against 4 epochs' 0.67 at N = 6; so 12 epochs and N = 4 (session 26).
 GOAL_TAU = 0.6
 RANKING_FAMILY_TASKS: dict[str, dict[str, Any]] = {
-    "transformer": {"config": {"data": {"noise": 0.0}, "epochs": 12}, "standalone_seeds": 4,
-                    "supernet_epochs": RANKING_CONFIG["epochs"]}}
+    "transformer": {"config": {"data": {"noise": 0.0}}, "standalone_seeds": 6}}
 
 
 def ranking_config(space: str | None = None) -> dict[str, Any]:
@@ -104,12 +94,6 @@ def ranking_config(space: str | None = None) -> dict[str, Any]:
 def ranking_standalone_seeds(space: str) -> int:
     """Stand-alone seeds per arch the ranking benchmark trains for `space` by default."""
     return int(_family_task(space).get("standalone_seeds", 1))
-
-
-def ranking_supernet_epochs(space: str) -> int | None:
-    """The supernet's epochs the ranking benchmark trains for `space` by default, where they
-    differ from the stand-alone runs' (None: the config's epochs train both)."""
-    return _family_task(space).get("supernet_epochs")
 
 
 def _family_task(space: str) -> dict[str, Any]:

@@ -39,10 +39,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--archs", type=positive_int, default=12, help="subnets trained stand-alone (default 12)")
     p.add_argument("--standalone-seeds", type=positive_int, metavar="N",
                    help="seeds each subnet is trained alone under, its stand-alone accuracy their mean (default: the "
-                        "space family's, 4 for a pure transformer, else 1)")
+                        "space family's, 6 for a pure transformer, else 1)")
     p.add_argument("--supernet-epochs", type=positive_int, metavar="E",
-                   help="the supernet's epochs where they differ from the stand-alone runs' (--epochs; "
-                        "default: the space family's, 4 for a pure transformer whose stand-alone runs take 12)")
+                   help="the supernet's epochs where they differ from the stand-alone runs' (--epochs)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_bench_ranking)
 
@@ -127,15 +126,14 @@ def _eval(args: argparse.Namespace) -> Result:
 
 
 def _bench_ranking(args: argparse.Namespace) -> Result:
-    from nas.supernet.bench import (ranking_config, ranking_fidelity, ranking_standalone_seeds,
-                                    ranking_supernet_epochs)
+    from nas.supernet.bench import ranking_config, ranking_fidelity, ranking_standalone_seeds
     from nas.supernet.config import load_config
 
     configure_threads(args.threads)
     config = load_config(args.config, _overrides(args), base=ranking_config(args.space))
     seeds = args.standalone_seeds or ranking_standalone_seeds(config.space)
     report = ranking_fidelity(config, args.out, args.archs, progress=not args.quiet, standalone_seeds=seeds,
-                              supernet_epochs=args.supernet_epochs or ranking_supernet_epochs(config.space))
+                              supernet_epochs=args.supernet_epochs)
     lines = [f"  {row['arch_id']}  MACs {row['macs'] / 1e6:6.2f}M  stand-alone {row['standalone']:.4f}"
              + (f" (sd {row['standalone_sd'] * 100:.1f})" if row["standalone_sd"] is not None else "")
              + f"  supernet {row['supernet']:.4f}" for row in report["archs"]]

@@ -11,8 +11,8 @@ from scipy import stats
 
 from nas.cli import main
 from nas.errors import ConfigError, NasError
-from nas.supernet.bench import (RANKING_CONFIG, RANKING_FAMILY_TASKS, GOAL_TAU, ranking_fidelity,
-                                ranking_standalone_seeds, ranking_supernet_epochs, truth_reliability)
+from nas.supernet.bench import (RANKING_FAMILY_TASKS, GOAL_TAU, ranking_fidelity, ranking_standalone_seeds,
+                                truth_reliability)
 from nas.supernet.config import config_from_dict
 from tests.supernet.test_transformer_supernet import MICRO_VIT
 from tests.supernet_helpers import one_thread  # noqa: F401 (autouse fixture)
@@ -87,26 +87,6 @@ def test_the_family_default_follows_the_rule():
     assert ranking_standalone_seeds("tiny_vit") == RANKING_FAMILY_TASKS["transformer"]["standalone_seeds"] > 1
     assert ranking_standalone_seeds("tiny_mbconv") == ranking_standalone_seeds("tiny_hybrid") == 1
     assert 0 < GOAL_TAU < 1
-
-
-def test_a_transformer_supernet_keeps_the_quickstart_scale_while_its_truth_trains_longer():
-    assert ranking_supernet_epochs("tiny_vit") == RANKING_CONFIG["epochs"] < RANKING_FAMILY_TASKS["transformer"]["config"]["epochs"]
-    assert ranking_supernet_epochs("tiny_mbconv") is None and ranking_supernet_epochs("tiny_hybrid") is None
-
-
-@pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")
-def test_the_cli_trains_a_transformer_supernet_for_the_family_epochs(micro, tmp_path):
-    """`--epochs` sets the stand-alone runs; the supernet of a pure transformer keeps the
-    family's epochs unless --supernet-epochs names others."""
-    config = tmp_path / "c.yaml"
-    config.write_text(f"data: {{source: {micro.data.source}}}\nbatch_size: 16\ncalib_images: 32\n")
-    args = ["bench", "supernet-ranking", str(config), "--space", micro.space, "--epochs", "1", "--archs", "2",
-            "--standalone-seeds", "1", "--workers", "1", "--quiet", "--json"]
-    assert main(args + ["--out", str(tmp_path / "r")]) == 0
-    recorded = {p.parent.name: json.loads(p.read_text())["config"]["epochs"] for p in (tmp_path / "r").rglob("config.json")}
-    assert recorded.pop("supernet") == ranking_supernet_epochs(micro.space) and set(recorded.values()) == {1}
-    assert main(args + ["--supernet-epochs", "1", "--out", str(tmp_path / "r1")]) == 0
-    assert json.loads((tmp_path / "r1" / "supernet" / "config.json").read_text())["config"]["epochs"] == 1
 
 
 @pytest.mark.filterwarnings("ignore::scipy.stats.ConstantInputWarning")  # 1-epoch micro nets may score alike

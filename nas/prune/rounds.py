@@ -273,6 +273,13 @@ def minimal(layers: list[LayerSpec], multiple: int) -> list[LayerSpec]:
     return current
 
 
+def smallest(layers: list[LayerSpec], method: str, multiple: int) -> list[LayerSpec]:
+    """The smallest network `method` can reach: `minimal` for the rounds; for uniform scaling,
+    every width at its smallest step with every block kept (it removes none), which is
+    larger, so a budget the rounds can meet may be out of uniform scaling's reach."""
+    return scaled(layers, 0.0, multiple)[0] if method == "uniform" else minimal(layers, multiple)
+
+
 class WorkFolder:
     """The rounds so far, saved after each (state.json: settings, layers, rounds;
     weights.safetensors), and the measurements of nas.prune.measured (checks.json)."""

@@ -25,7 +25,7 @@ from nas.errors import DataError, NasError
 from nas.export.budgets import Budgets, check_budgets, parse_budgets
 from nas.prune.costs import NetworkCosts
 from nas.prune.measured import corrected_row, measured_figures, meet_measured
-from nas.prune.rounds import Evaluator, PruneSettings, WorkFolder, minimal, run_rounds, run_uniform
+from nas.prune.rounds import Evaluator, PruneSettings, WorkFolder, run_rounds, run_uniform, smallest
 
 
 def _parent(parent: Path) -> tuple[dict[str, Any], dict[str, Any], list, Any]:
@@ -64,8 +64,8 @@ def _format(value: float, unit: str) -> str:
     return format_quantity(value, unit)
 
 
-def _bound_message(costs: NetworkCosts, row: dict[str, Any], smallest: list, multiple: int) -> str:
-    """Why a budget is unreachable: the smallest value and the layers that bound it."""
+def _bound_message(costs: NetworkCosts, row: dict[str, Any], smallest: list, multiple: int, method: str) -> str:
+    """Why a budget is unreachable by `method`: the smallest value and the layers that bound it."""
     from nas.prune.network import units
     from nas.space.counters import network_counts
 
@@ -74,7 +74,9 @@ def _bound_message(costs: NetworkCosts, row: dict[str, Any], smallest: list, mul
               [float(network_counts([s])[metric]) for s in smallest])
     top = sorted(range(len(smallest)), key=lambda i: -shares[i])[:3]
     frozen = units(smallest, multiple)[1]
-    return (f"budget {row['budget']} cannot be reached by pruning: the smallest reachable network has "
+    how = ("uniform scaling (every width at its smallest step, no block removed; --method netadapt also removes "
+           "blocks)" if method == "uniform" else "pruning")
+    return (f"budget {row['budget']} cannot be reached by {how}: the smallest reachable network has "
             f"{metric} {_format(costs.value(metric, smallest), row['unit'])}; the layers that bound it: "
             + "; ".join(f"{smallest[i].key} ({_format(shares[i], row['unit'])})" for i in top)
             + (f" (fixed widths: {', '.join(frozen)})" if frozen else ""))
@@ -106,7 +108,8 @@ def prune_export(parent: Path | str, budgets: Budgets, out: Path | str, data: st
     record, card, layers, space = _parent(parent)
     metrics = list(dict.fromkeys(c.metric for c in constraints))
     costs = NetworkCosts(space, budget_device(constraints), lut)
-    units_check = minimal(layers, s.multiple)  # also refuses a multiple that breaks a group count
+    # the method's smallest network; also refuses a multiple that breaks a group count
+    units_check = smallest(layers, s.method, s.multiple)
 
     def check(ls: list, correction: float = 1.0, measured: float | None = None) -> list[dict[str, Any]]:
         rows = check_budgets(list(s.budgets), measured_figures(costs, costs.figures(metrics, ls), measured))
@@ -119,7 +122,7 @@ def prune_export(parent: Path | str, budgets: Budgets, out: Path | str, data: st
         raise NasError(f"every budget is already met by {parent} ({figures}): nothing to prune")
     for row in check(units_check):
         if not row["met"]:
-            raise NasError(_bound_message(costs, row, units_check, s.multiple))
+            raise NasError(_bound_message(costs, row, units_check, s.multiple, s.method))
     initial = {r["metric"]: r["value"] for r in rows}
     data_set = export_dataset(s.data, record)
     if data_set.classes > record["classes"]:

@@ -273,6 +273,13 @@ def minimal(layers: list[LayerSpec], multiple: int) -> list[LayerSpec]:
     return current
 
 
+def smallest(layers: list[LayerSpec], method: str, multiple: int) -> list[LayerSpec]:
+    """The smallest network `method` can reach: `minimal` for the rounds; for uniform scaling,
+    every width at its smallest step with every block kept (it removes none), which is
+    larger, so a budget the rounds can meet may be out of uniform scaling's reach."""
+    return scaled(layers, 0.0, multiple)[0] if method == "uniform" else minimal(layers, multiple)
+
+
 class WorkFolder:
     """The rounds so far, saved after each (state.json: settings, layers, rounds;
     weights.safetensors), and the measurements of nas.prune.measured (checks.json)."""
@@ -449,8 +456,10 @@ def _describe(change: Change) -> str:
 def scaled(layers: list[LayerSpec], alpha: float, multiple: int,
            model: nn.Module | None = None, criterion: str = "l1") -> tuple[list[LayerSpec], nn.Module | None]:
     """Every width, expanded and squeeze width scaled by `alpha` (rounded to its step, at
-    least one step; a width that would turn a block residual keeps the next smaller
-    one), with the weights of the kept channels when `model` is given."""
+    least one step), with the weights of the kept channels when `model` is given. A width
+    that would turn a block residual (its input width) takes the nearest width that does
+    not: the next smaller, else the next larger; never the unit's full width, which a
+    small `alpha` would otherwise leave unscaled when its only smaller width is refused."""
     current = list(layers)
     for u in units(layers, multiple)[0]:  # positions do not move: no layer is removed
         if u.kind == "layer":
@@ -458,7 +467,8 @@ def scaled(layers: list[LayerSpec], alpha: float, multiple: int,
         u = next(v for v in units(current, multiple)[0] if (v.kind, v.layer, v.tensors) == (u.kind, u.layer, u.tensors))
         step = math.lcm(multiple, u.group)
         target = max(step, int(round(alpha * u.width / step)) * step)
-        for w in [c for c in candidate_widths(u, multiple) if c <= target]:
+        widths = candidate_widths(u, multiple)  # largest first
+        for w in [c for c in widths if c <= target] + [c for c in reversed(widths) if c > target]:
             new = apply_specs(current, Change(u, w))
             if new is not None:
                 if model is not None:

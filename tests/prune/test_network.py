@@ -143,6 +143,21 @@ def test_minimal_and_uniform_networks_shrink_every_unit(net) -> None:
     assert network_counts(half)["params"] == sum(p.numel() for p in pruned.parameters())
 
 
+def test_uniform_scaling_shrinks_a_width_whose_smallest_step_would_make_a_block_residual(net) -> None:
+    """tiny_mbconv's stem (16) feeds a 16 -> 24 block: at one step every width is 4, which
+    would make that block 4 -> 4 and residual, so its width takes the next width that is
+    not (8), rather than staying at 24 while everything else is scaled to a sixth."""
+    layers, _ = net
+    by_tensors = {u.tensors: u.width for u in units(layers, 4)[0] if u.kind == "width"}
+    for alpha in (0.0, 0.069):
+        small = units(scaled(list(layers), alpha, 4)[0], 4)[0]
+        widths = {u.tensors: u.width for u in small if u.kind == "width"}
+        assert widths.keys() == by_tensors.keys()
+        assert all(widths[t] < by_tensors[t] for t in widths), (alpha, widths)
+        assert widths[(1, 2)] == 8 and widths[(0,)] == 4, (alpha, widths)
+    assert network_counts(scaled(list(layers), 0.0, 4)[0])["macs"] < network_counts(minimal(list(layers), 4))["macs"] * 2
+
+
 @pytest.mark.parametrize("op", sorted(SUPPORTED_OPS))
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_every_sliced_op_keeps_its_function_when_every_channel_is_kept(op, precision) -> None:

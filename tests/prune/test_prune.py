@@ -229,6 +229,32 @@ def test_an_unreachable_budget_names_the_smallest_value_and_the_bounding_layers(
     assert "smallest reachable network has params" in err and "linear" in err
 
 
+def test_a_budget_only_the_rounds_reach_is_refused_for_uniform_scaling_with_its_smallest_value(micro, tmp_path,
+                                                                                            capsys) -> None:
+    """Uniform scaling removes no block, so its smallest network is larger than the rounds'; a
+    budget between the two is refused up front for --method uniform (rather than written as a
+    network that misses it) and accepted for the rounds."""
+    from nas.prune.rounds import minimal, scaled
+
+    lut, parent, _ = micro
+    record = read_record(parent)
+    space = load_space(record["space_file"])
+    layers = space.layers(space.arch(record["arch"]))
+    rounds_min = network_counts(minimal(layers, 4))["params"]
+    uniform_min = network_counts(scaled(layers, 0.0, 4)[0])["params"]
+    assert rounds_min < uniform_min
+    budget = json.dumps([f"params <= {(rounds_min + uniform_min) // 2}"])
+    err = _refused(capsys, tmp_path, parent, "--lut", lut, "--budgets", budget, "--method", "uniform")
+    assert "cannot be reached by uniform scaling" in err and "no block removed" in err
+    from nas.search.units import format_quantity
+
+    assert f"smallest reachable network has params {format_quantity(uniform_min, 'count')};" in err  # uniform's
+    code, _, err = run(capsys, "prune", parent, "--budgets", budget, "-o", tmp_path / "k", "--data", "digits", "--lut",
+                       lut, "--select", "magnitude", *QUICK)
+    assert code == 0, err
+    assert read_card(tmp_path / "k")["costs"]["params"] <= (rounds_min + uniform_min) // 2
+
+
 def test_a_multiple_breaking_a_group_rule_is_refused(tmp_path_factory, tmp_path, capsys) -> None:
     lut, parent, latency = _setup(tmp_path_factory.mktemp("grouped"), GROUPED, "micro_grouped")
     err = _refused(capsys, tmp_path, parent, "--lut", lut, "--multiple", "3",

@@ -4,7 +4,8 @@ Each round looks at the unmet budget furthest over its bound and asks every prun
 unit (nas.prune.network) for its largest width that lowers that cost by the round's
 step (a fraction of the parent's cost, or what is left to the bound when that is
 less); a unit that cannot reach the step offers its smallest width, and a residual
-block offers its removal. Candidate widths are explored a few at a time for all units
+block offers its removal. When no proposal reaches the step, they are ranked by the
+score lost per cost saved (per_cost_saved), not by the score alone. Candidate widths are explored a few at a time for all units
 together, so the blocks the LUT lacks are profiled in batches (nas.prune.costs). Every
 proposal is scored on the validation split after BN recalibration (the `proxy`
 selection) or after a few distillation steps from the parent (`finetune`); the best
@@ -354,6 +355,8 @@ def run_rounds(layers: list[LayerSpec], model: nn.Module, costs: NetworkCosts,
         if not proposals:
             break
         scored = score_proposals(layers, model, proposals, current, need, evaluator, settings, len(history))
+        if not any(row[1] for row in scored):
+            scored = per_cost_saved(scored, evaluator.score(model)[0])
         _, reached, gain, k, chosen, figures = max(scored, key=proposal_rank)
         p = proposals[k]
         if chosen is None:
@@ -363,6 +366,7 @@ def run_rounds(layers: list[LayerSpec], model: nn.Module, costs: NetworkCosts,
         tuned = evaluator.figures(chosen) if settings.round_steps else figures
         history.append({"round": len(history) + 1, "metric": metric, "unit": p.change.unit.label(layers),
                         "change": _describe(p.change), "cost_before": current, "cost_after": p.cost,
+                        "step_reached": bool(reached),
                         "unit_of_cost": target["unit"], "proposals": len(proposals), **_scores(figures, tuned),
                         "blocks_profiled": len(costs.profiled) - profiled_before,
                         "seconds": round(time.perf_counter() - started, 3)})
@@ -408,6 +412,20 @@ def score_proposals(layers: list[LayerSpec], model: nn.Module, proposals: list[P
         score, figures = evaluator.score(candidate)
         top[i] = (score, reached, gain, k, candidate, figures)
     return top
+
+
+def per_cost_saved(scored: list[tuple], baseline: float) -> list[tuple]:
+    """score_proposals rows re-scored by the score lost per cost saved, for a round in which
+    no proposal reaches the step (`baseline`: the round's network's own score).
+
+    Why: NetAdapt ranks proposals that each save the step, so their savings are alike and
+    the score alone decides. When none can, each unit offers its smallest width and the
+    savings differ by orders of magnitude; the score alone then favours the cuts that save
+    least, since they cost least: at 15 % of tiny_mbconv's latency 8 of 26 rounds took
+    squeeze widths and the stem for 0.001-0.010 ms each against a 0.061 ms step
+    (docs/benchmarks.md, issue 19, session 26). A score that a cut happens to raise counts
+    as no loss, so free cuts tie at zero and proposal_rank takes the larger saving."""
+    return [(-max(baseline - score, 0.0) / gain, reached, gain, *rest) for score, reached, gain, *rest in scored]
 
 
 def proposal_rank(scored: tuple) -> tuple:

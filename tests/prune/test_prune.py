@@ -500,3 +500,32 @@ def test_measurement_checks_resume_with_their_prune_only(tmp_path) -> None:
     assert work.load_checks() == checks
     with pytest.raises(NasError, match="other settings"):
         WorkFolder(tmp_path / "w", PruneSettings(budgets=settings.budgets, data="digits", step=0.2)).load_checks()
+
+
+def test_a_round_no_proposal_can_finish_ranks_by_the_score_lost_per_cost_saved(micro, tmp_path) -> None:
+    """A near-free cut that saves almost nothing no longer beats a cut that saves far more
+    for a little more loss; free cuts tie at zero and the larger saving wins."""
+    from nas.prune.rounds import per_cost_saved, proposal_rank
+
+    baseline = -0.10  # the round's network's score (negated KL)
+    rows = [(-0.101, False, 0.001, 0, None, None),  # loses 0.001 for 0.001 ms: 1.0 per ms
+            (-0.120, False, 0.050, 1, None, None),  # loses 0.020 for 0.050 ms: 0.4 per ms
+            (-0.300, False, 0.200, 2, None, None)]  # loses 0.200 for 0.200 ms: 1.0 per ms
+    assert max(rows, key=proposal_rank)[3] == 0  # the score alone: the cut that saves least
+    assert max(per_cost_saved(rows, baseline), key=proposal_rank)[3] == 1
+    free = [(-0.09, False, 0.002, 0, None, None), (-0.10, False, 0.030, 1, None, None)]
+    assert max(per_cost_saved(free, baseline), key=proposal_rank)[3] == 1  # both free: the larger saving
+
+    lut, parent, latency = micro  # a step no unit can save alone: every round is ranked per cost saved
+    record = read_record(parent)
+    space = load_space(record["space_file"])
+    costs = NetworkCosts(space, "local-cpu", lut)
+    settings = PruneSettings(budgets=(f"latency@local-cpu <= {latency * 0.6:.5f} ms",), data="digits", round_steps=0,
+                             step=0.9, calib_images=64, max_rounds=2)
+    layers = space.layers(space.arch(record["arch"]))
+    evaluator = Evaluator(export_dataset("digits", record), load(parent), 16, settings)
+    initial = {"latency@local-cpu": costs.latency(layers)}
+    _, _, history = run_rounds(list(layers), load(parent), costs,
+                               lambda ls: check_budgets(list(settings.budgets), costs.figures(["latency@local-cpu"], ls)),
+                               initial, evaluator, settings, WorkFolder(tmp_path / "w", settings), progress=False)
+    assert history and not history[0]["step_reached"]

@@ -68,7 +68,8 @@ def _precision_features(spec: LayerSpec) -> dict[str, float]:
 
 def _mbconv_features(spec: LayerSpec) -> dict[str, float]:
     mid = spec.mid_ch or spec.in_ch
-    return {"kernels": _mbconv_kernels(spec), "expand_macs": float(spec.in_ch // spec.groups * spec.mid_ch * spec.in_size ** 2),
+    return {"kernels": _mbconv_kernels(spec),
+            "expand_macs": float(spec.in_ch // spec.groups * spec.mid_ch * spec.in_size ** 2),
             "depthwise_macs": float(mid * spec.kernel ** 2 * spec.out_size ** 2),
             "project_macs": float(mid // spec.groups * spec.out_ch * spec.out_size ** 2),
             "expanded_elements": float(mid * (spec.in_size ** 2 + spec.out_size ** 2)),

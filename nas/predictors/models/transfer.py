@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
-
 from scipy import optimize, stats
+from sklearn.base import BaseEstimator, RegressorMixin
 
 from nas.predictors.features import COARSE
 from nas.predictors.models.base import check_xy, nest_states, register, unnest_states

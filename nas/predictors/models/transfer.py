@@ -101,8 +101,7 @@ class TransferModel(RegressorMixin, BaseEstimator):
         """N x S: each pretrained source model's prediction of the rows."""
         return np.stack([m.predict(X) for m in self.sources_], axis=1)
 
-    def _shared_features(self, X: np.ndarray, Z: np.ndarray | None) -> np.ndarray:
-        Z = self.source_predictions(X) if Z is None else np.asarray(Z, dtype=np.float64)
+    def _shared_features(self, X: np.ndarray, Z: np.ndarray) -> np.ndarray:
         return np.hstack([Z, np.log(Z), X[:, self.coarse_]])
 
     @one_thread
@@ -113,13 +112,14 @@ class TransferModel(RegressorMixin, BaseEstimator):
         if not self.sources and Z is None:
             raise ValueError("transfer needs at least one pretrained source model")
         self.sources_ = list(self.sources or [])
-        n_sources = len(self.sources_) if Z is None else np.shape(Z)[1]
         groups = list(self.groups) if self.groups is not None else ["net"] * X.shape[1]
         self.coarse_ = np.array([i for i, g in enumerate(groups) if g in COARSE], dtype=np.int64)
         unknown = [h for h in self.heads if h not in self.HEADS]
         if unknown or not self.heads:
             raise ValueError(f"heads must be some of {self.HEADS}, got {self.heads}")
         self.heads_ = tuple(self.heads)
+        Z = self._sources_of(X, Z)  # once for every head that reads them
+        n_sources = len(self.sources_) if Z is None else Z.shape[1]
         self.models_ = {}
         for head in self.heads_:
             if head == "shared":
@@ -128,21 +128,23 @@ class TransferModel(RegressorMixin, BaseEstimator):
             elif head == "direct":
                 self.models_[head] = GroupRidge(groups=groups).fit(X, y)
             elif head == "mix":
-                self.models_[head] = GroupRidge(loss="log").fit(self._mix_features(X, Z), y)
+                self.models_[head] = GroupRidge(loss="log").fit(np.log(Z), y)
             else:
-                self.models_[head] = SimplexMix().fit(self._mix_features(X, Z), y)
+                self.models_[head] = SimplexMix().fit(np.log(Z), y)
         return self
 
-    def _mix_features(self, X: np.ndarray, Z: np.ndarray | None) -> np.ndarray:
-        return np.log(self.source_predictions(X) if Z is None else np.asarray(Z, dtype=np.float64))
+    def _sources_of(self, X: np.ndarray, Z: np.ndarray | None) -> np.ndarray | None:
+        """The source predictions of X (Z when given), or None when only `direct` is used."""
+        if Z is not None:
+            return np.asarray(Z, dtype=np.float64)
+        return self.source_predictions(X) if any(h != "direct" for h in self.heads_) else None
 
     def head_predictions(self, X: np.ndarray, Z: np.ndarray | None = None) -> np.ndarray:
         """H x N: each head's prediction."""
         X = np.asarray(X, dtype=np.float64)
-        if Z is None and any(h != "direct" for h in self.heads_):
-            Z = self.source_predictions(X)
+        Z = self._sources_of(X, Z)
         inputs = {"shared": lambda: self._shared_features(X, Z), "direct": lambda: X,
-                  "mix": lambda: self._mix_features(X, Z), "simplex": lambda: self._mix_features(X, Z)}
+                  "mix": lambda: np.log(Z), "simplex": lambda: np.log(Z)}
         return np.stack([self.models_[h].predict(inputs[h]()) for h in self.heads_])
 
     def predict(self, X: np.ndarray, return_std: bool = False, Z: np.ndarray | None = None):

@@ -64,21 +64,22 @@ def _format(value: float, unit: str) -> str:
     return format_quantity(value, unit)
 
 
-def _bound_message(costs: NetworkCosts, row: dict[str, Any], smallest: list, multiple: int, method: str) -> str:
-    """Why a budget is unreachable by `method`: the smallest value and the layers that bound it."""
+def _bound_message(costs: NetworkCosts, row: dict[str, Any], network: list, multiple: int, method: str) -> str:
+    """Why a budget is unreachable by `method`: the value of `network`, the smallest the method
+    reaches, and the layers that bound it."""
     from nas.prune.network import units
     from nas.space.counters import network_counts
 
     metric = row["metric"]
-    shares = (costs.per_layer(smallest) if metric == costs.metric else
-              [float(network_counts([s])[metric]) for s in smallest])
-    top = sorted(range(len(smallest)), key=lambda i: -shares[i])[:3]
-    frozen = units(smallest, multiple)[1]
+    shares = (costs.per_layer(network) if metric == costs.metric else
+              [float(network_counts([s])[metric]) for s in network])
+    top = sorted(range(len(network)), key=lambda i: -shares[i])[:3]
+    frozen = units(network, multiple)[1]
     how = ("uniform scaling (every width at its smallest step, no block removed; --method netadapt also removes "
            "blocks)" if method == "uniform" else "pruning")
     return (f"budget {row['budget']} cannot be reached by {how}: the smallest reachable network has "
-            f"{metric} {_format(costs.value(metric, smallest), row['unit'])}; the layers that bound it: "
-            + "; ".join(f"{smallest[i].key} ({_format(shares[i], row['unit'])})" for i in top)
+            f"{metric} {_format(costs.value(metric, network), row['unit'])}; the layers that bound it: "
+            + "; ".join(f"{network[i].key} ({_format(shares[i], row['unit'])})" for i in top)
             + (f" (fixed widths: {', '.join(frozen)})" if frozen else ""))
 
 
